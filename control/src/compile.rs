@@ -1,0 +1,426 @@
+//! A valid lab → the dataplane's [`Topology`] and immutable [`Snapshot`].
+//!
+//! Runs only on labs that passed [`crate::validate`], so every reference resolves; a
+//! reference that does not is a bug here, reported as an error rather than a panic.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use dataplane::route::{Route, RouteOrigin, RouteTableBuilder, Target};
+use dataplane::snapshot::{
+    Attachment, Eni, EniIx, EniKind, GatewayEndpoint, GatewayEndpointIx, Host, HostKind,
+    NatGateway, NatGatewayIx, Peering, PeeringIx, PolicyRule, Port, PortId, PortRange,
+    RouteTableIx, Service, ServiceIx, Subnet, SubnetIx, Vpc, VpcIx,
+};
+use dataplane::{Snapshot, Topology};
+use ip_network::IpNetwork;
+
+use crate::model::{self, Destination, EndpointKind, Lab};
+
+#[derive(Debug, thiserror::Error)]
+#[error("internal error while compiling the lab: {0}")]
+pub struct CompileError(String);
+
+/// Compiles a validated lab into a snapshot of generation `generation`.
+pub fn compile(lab: &Lab, generation: u64) -> Result<Snapshot, CompileError> {
+    Ok(Snapshot::new(topology(lab)?, generation))
+}
+
+/// Index of every named object, filled as the topology is built.
+#[derive(Default)]
+struct Names {
+    vpc: HashMap<String, VpcIx>,
+    subnet: HashMap<String, SubnetIx>,
+    eni: HashMap<String, EniIx>,
+    nat: HashMap<String, NatGatewayIx>,
+    peering: HashMap<String, PeeringIx>,
+    gwe: HashMap<String, GatewayEndpointIx>,
+    service_by_name: HashMap<String, ServiceIx>,
+    service_by_pl: HashMap<String, ServiceIx>,
+}
+
+fn missing(what: &str, id: &str) -> CompileError {
+    CompileError(format!("{what} `{id}` was not found"))
+}
+
+/// Builds the topology: plain vectors that refer to each other by index.
+pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
+    let mut t = Topology {
+        region: lab.region.v.as_str().into(),
+        account_id: lab.account_id.v.as_str().into(),
+        ..Topology::default()
+    };
+    let mut n = Names::default();
+
+    for (i, s) in lab.services.iter().enumerate() {
+        n.service_by_name
+            .insert(s.name.v.clone(), ServiceIx(i as u32));
+        n.service_by_pl
+            .insert(s.prefix_list.v.clone(), ServiceIx(i as u32));
+        t.services.push(Service {
+            name: s.name.v.as_str().into(),
+            prefix_list: s.prefix_list.v.as_str().into(),
+            cidrs: s.cidr_blocks.iter().map(|c| c.v).collect(),
+        });
+    }
+    for (i, p) in lab.peering_connections.iter().enumerate() {
+        n.peering.insert(p.id.v.clone(), PeeringIx(i as u32));
+    }
+    for (vi, v) in lab.vpcs.iter().enumerate() {
+        n.vpc.insert(v.id.v.clone(), VpcIx(vi as u32));
+        t.vpcs.push(Vpc {
+            id: v.id.v.as_str().into(),
+            cidrs_v4: v.cidrs_v4().map(|c| c.v).collect(),
+            cidr_v6: v.ipv6_cidr_block.as_ref().map(|c| c.v),
+            internet_gateway: v.internet_gateway.as_ref().map(|g| g.v.as_str().into()),
+            egress_only_internet_gateway: v
+                .egress_only_internet_gateway
+                .as_ref()
+                .map(|g| g.v.as_str().into()),
+            virtual_private_gateway: v
+                .virtual_private_gateway
+                .as_ref()
+                .map(|g| g.v.as_str().into()),
+            enable_dns_support: v.enable_dns_support,
+        });
+    }
+    for p in &lab.peering_connections {
+        let requester = *n
+            .vpc
+            .get(&p.requester_vpc.v)
+            .ok_or_else(|| missing("VPC", &p.requester_vpc.v))?;
+        let accepter = *n
+            .vpc
+            .get(&p.accepter_vpc.v)
+            .ok_or_else(|| missing("VPC", &p.accepter_vpc.v))?;
+        t.peerings.push(Peering {
+            id: p.id.v.as_str().into(),
+            requester,
+            accepter,
+            active: p.status.v == "active",
+        });
+    }
+
+    // Instances first: their ports are numbered in file order, then the outside hosts.
+    for (vi, v) in lab.vpcs.iter().enumerate() {
+        for inst in &v.instances {
+            let port = PortId(t.ports.len() as u32);
+            let eni = EniIx(t.enis.len() as u32);
+            t.ports.push(Port {
+                name: inst.id.v.as_str().into(),
+                attachment: Attachment::Eni(eni),
+            });
+            n.eni.insert(inst.id.v.clone(), eni);
+            let subnet_ix = subnet_index(lab, vi, &inst.subnet.v)?;
+            t.enis.push(Eni {
+                id: inst.id.v.as_str().into(),
+                kind: EniKind::Instance,
+                vpc: VpcIx(vi as u32),
+                subnet: subnet_ix,
+                port: Some(port),
+                private_v4: std::iter::once(inst.private_ip.v)
+                    .chain(inst.secondary_private_ips.iter().map(|a| a.v))
+                    .collect(),
+                ipv6: inst.ipv6_address.iter().map(|a| a.v).collect(),
+                public_v4: inst.public_ip.as_ref().map(|p| p.v),
+                source_dest_check: inst.source_dest_check,
+            });
+        }
+    }
+    let host = |t: &mut Topology, h: &model::OutsideHost, kind: HostKind| {
+        let port = PortId(t.ports.len() as u32);
+        let ix = dataplane::snapshot::HostIx(t.hosts.len() as u32);
+        t.ports.push(Port {
+            name: h.id.v.as_str().into(),
+            attachment: Attachment::Host(ix),
+        });
+        t.hosts.push(Host {
+            id: h.id.v.as_str().into(),
+            kind,
+            ipv4: h.ipv4.as_ref().map(|a| a.v),
+            ipv6: h.ipv6.as_ref().map(|a| a.v),
+            port,
+        });
+    };
+    for h in &lab.internet {
+        host(&mut t, h, HostKind::Internet);
+    }
+    for (si, s) in lab.services.iter().enumerate() {
+        for h in &s.hosts {
+            host(&mut t, h, HostKind::Service(ServiceIx(si as u32)));
+        }
+    }
+    if let Some(op) = &lab.on_premises {
+        for h in &op.hosts {
+            host(&mut t, h, HostKind::OnPremises);
+        }
+    }
+
+    // Subnets, NAT gateways (an ENI each, inside vpcd), gateway endpoints.
+    let mut subnet_base = 0u32;
+    for (vi, v) in lab.vpcs.iter().enumerate() {
+        let vpc = VpcIx(vi as u32);
+        let first_table = t.route_tables.len() as u32;
+        let main = v
+            .route_tables
+            .iter()
+            .position(|rt| rt.main.as_ref().is_some_and(|m| m.v))
+            .unwrap_or(v.route_tables.len());
+        for (si, s) in v.subnets.iter().enumerate() {
+            n.subnet
+                .insert(s.id.v.clone(), SubnetIx(subnet_base + si as u32));
+            let table = match &s.route_table {
+                Some(rt) => v
+                    .route_tables
+                    .iter()
+                    .position(|x| x.id.v == rt.v)
+                    .ok_or_else(|| missing("route table", &rt.v))?,
+                None => main,
+            };
+            t.subnets.push(Subnet {
+                id: s.id.v.as_str().into(),
+                vpc,
+                cidr_v4: s.cidr_block.v,
+                cidr_v6: s.ipv6_cidr_block.as_ref().map(|c| c.v),
+                availability_zone: s
+                    .availability_zone
+                    .as_ref()
+                    .map_or_else(|| format!("{}a", lab.region.v), |z| z.v.clone())
+                    .into(),
+                route_table: RouteTableIx(first_table + table as u32),
+            });
+        }
+        subnet_base += v.subnets.len() as u32;
+        let mut taken: Vec<Ipv4Addr> = v
+            .instances
+            .iter()
+            .flat_map(|i| {
+                std::iter::once(i.private_ip.v).chain(i.secondary_private_ips.iter().map(|a| a.v))
+            })
+            .collect();
+        for nat in &v.nat_gateways {
+            let subnet = *n
+                .subnet
+                .get(&nat.subnet.v)
+                .ok_or_else(|| missing("subnet", &nat.subnet.v))?;
+            let cidr = t.subnets[subnet.ix()].cidr_v4;
+            let private_ip = match &nat.private_ip {
+                Some(ip) => ip.v,
+                None => first_free(cidr, &taken)
+                    .ok_or_else(|| CompileError(format!("no free address for {}", nat.id.v)))?,
+            };
+            taken.push(private_ip);
+            let ix = NatGatewayIx(t.nat_gateways.len() as u32);
+            let eni = EniIx(t.enis.len() as u32);
+            n.nat.insert(nat.id.v.clone(), ix);
+            t.enis.push(Eni {
+                id: nat.id.v.as_str().into(),
+                kind: EniKind::NatGateway(ix),
+                vpc,
+                subnet,
+                port: None,
+                private_v4: vec![private_ip],
+                ipv6: Vec::new(),
+                public_v4: nat.public_ip.as_ref().map(|p| p.v),
+                // A NAT gateway forwards for others.
+                source_dest_check: false,
+            });
+            t.nat_gateways.push(NatGateway {
+                id: nat.id.v.as_str().into(),
+                vpc,
+                subnet,
+                eni,
+                private_ip,
+                public_ip: nat.public_ip.as_ref().map(|p| p.v),
+            });
+        }
+        for ep in &v.endpoints {
+            if let EndpointKind::Gateway { policy, .. } = &ep.kind {
+                let service = *n
+                    .service_by_name
+                    .get(&ep.service.v)
+                    .ok_or_else(|| missing("service", &ep.service.v))?;
+                n.gwe.insert(
+                    ep.id.v.clone(),
+                    GatewayEndpointIx(t.gateway_endpoints.len() as u32),
+                );
+                let policy = policy.as_ref().map(|p| {
+                    p.iter()
+                        .map(|a| PolicyRule {
+                            destination: a.destination.v,
+                            ports: a.port_range.as_ref().map_or(PortRange::ANY, |r| PortRange {
+                                from: r.v.0,
+                                to: r.v.1,
+                            }),
+                        })
+                        .collect()
+                });
+                t.gateway_endpoints.push(GatewayEndpoint {
+                    id: ep.id.v.as_str().into(),
+                    vpc,
+                    service,
+                    policy,
+                });
+            }
+        }
+        // Route tables: the explicit ones in order, then the implicit main one if no table
+        // is marked main.
+        for rt in &v.route_tables {
+            let table = route_table(lab, v, vpc, &rt.id.v, &rt.routes, &n, &t)?;
+            t.route_tables.push(table);
+        }
+        if main == v.route_tables.len() {
+            let table = route_table(lab, v, vpc, "main", &[], &n, &t)?;
+            t.route_tables.push(table);
+        }
+    }
+    Ok(t)
+}
+
+fn subnet_index(lab: &Lab, vi: usize, id: &str) -> Result<SubnetIx, CompileError> {
+    let before: usize = lab.vpcs[..vi].iter().map(|v| v.subnets.len()).sum();
+    let pos = lab.vpcs[vi]
+        .subnets
+        .iter()
+        .position(|s| s.id.v == id)
+        .ok_or_else(|| missing("subnet", id))?;
+    Ok(SubnetIx((before + pos) as u32))
+}
+
+fn first_free(cidr: ip_network::Ipv4Network, taken: &[Ipv4Addr]) -> Option<Ipv4Addr> {
+    let base = u32::from(cidr.network_address());
+    let last = u32::from(cidr.broadcast_address());
+    (base + 4..last)
+        .map(Ipv4Addr::from)
+        .find(|a| !taken.contains(a))
+}
+
+/// One route table: the implicit local routes (R-RT-LOCAL), the written routes, and the
+/// prefix-list routes of gateway endpoints that name this table (R-GWE-ROUTE).
+fn route_table(
+    lab: &Lab,
+    v: &model::Vpc,
+    vpc: VpcIx,
+    id: &str,
+    routes: &[model::Route],
+    n: &Names,
+    t: &Topology,
+) -> Result<dataplane::route::RouteTable, CompileError> {
+    let mut b = RouteTableBuilder::new(id, vpc);
+    let local = |dest: IpNetwork| Route {
+        destination: dest.to_string().into(),
+        origin: RouteOrigin::Local,
+        target: Target::Local,
+        target_name: "local".into(),
+    };
+    for c in v.cidrs_v4() {
+        b.add(c.v.into(), local(c.v.into()));
+    }
+    if let Some(c6) = &v.ipv6_cidr_block {
+        b.add(c6.v.into(), local(c6.v.into()));
+    }
+    for r in routes {
+        let target = resolve_target(v, vpc, &r.target.v, n)?;
+        match &r.destination.v {
+            Destination::Cidr(net) => b.add(
+                *net,
+                Route {
+                    destination: net.to_string().into(),
+                    origin: RouteOrigin::Static,
+                    target,
+                    target_name: r.target.v.as_str().into(),
+                },
+            ),
+            Destination::PrefixList(pl) => {
+                let svc = *n
+                    .service_by_pl
+                    .get(pl)
+                    .ok_or_else(|| missing("prefix list", pl))?;
+                for c in &t.services[svc.ix()].cidrs {
+                    b.add(
+                        *c,
+                        Route {
+                            destination: pl.as_str().into(),
+                            origin: RouteOrigin::PrefixList,
+                            target,
+                            target_name: r.target.v.as_str().into(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    for ep in &v.endpoints {
+        if let EndpointKind::Gateway { route_tables, .. } = &ep.kind {
+            if route_tables.iter().any(|r| r.v == id) {
+                let gwe = *n
+                    .gwe
+                    .get(&ep.id.v)
+                    .ok_or_else(|| missing("endpoint", &ep.id.v))?;
+                let svc = &lab.services[n
+                    .service_by_name
+                    .get(&ep.service.v)
+                    .ok_or_else(|| missing("service", &ep.service.v))?
+                    .ix()];
+                for c in &svc.cidr_blocks {
+                    b.add(
+                        c.v,
+                        Route {
+                            destination: svc.prefix_list.v.as_str().into(),
+                            origin: RouteOrigin::PrefixList,
+                            target: Target::GatewayEndpoint(gwe),
+                            target_name: ep.id.v.as_str().into(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+    Ok(b.build())
+}
+
+fn resolve_target(
+    v: &model::Vpc,
+    vpc: VpcIx,
+    name: &str,
+    n: &Names,
+) -> Result<Target, CompileError> {
+    let is = |g: &Option<crate::diag::S<String>>| g.as_ref().is_some_and(|g| g.v == name);
+    Ok(if name == "blackhole" {
+        Target::Blackhole
+    } else if is(&v.internet_gateway) {
+        Target::InternetGateway(vpc)
+    } else if is(&v.egress_only_internet_gateway) {
+        Target::EgressOnlyInternetGateway(vpc)
+    } else if is(&v.virtual_private_gateway) {
+        Target::VirtualPrivateGateway(vpc)
+    } else if let Some(x) = n.nat.get(name) {
+        Target::NatGateway(*x)
+    } else if let Some(x) = n.peering.get(name) {
+        Target::Peering(*x)
+    } else if let Some(x) = n.gwe.get(name) {
+        Target::GatewayEndpoint(*x)
+    } else if let Some(x) = n.eni.get(name) {
+        Target::Eni(*x)
+    } else {
+        return Err(missing("route target", name));
+    })
+}
+
+/// The address a person would type to reach `id` (an instance or outside host), for
+/// `trace` and tests.
+pub fn address_of(t: &Topology, id: &str, v6: bool) -> Option<IpAddr> {
+    if let Some(e) = t.enis.iter().find(|e| &*e.id == id) {
+        return if v6 {
+            e.ipv6.first().map(|a| IpAddr::V6(*a))
+        } else {
+            Some(IpAddr::V4(e.primary_v4()))
+        };
+    }
+    let h = t.hosts.iter().find(|h| &*h.id == id)?;
+    if v6 {
+        h.ipv6.map(IpAddr::V6)
+    } else {
+        h.ipv4.map(IpAddr::V4)
+    }
+}

@@ -1,0 +1,64 @@
+//! vpcd's control side: the lab file (config.md), its validation (`vpcd check`), and its
+//! compilation into the dataplane's immutable snapshot.
+
+pub mod compile;
+pub mod diag;
+pub mod model;
+pub mod validate;
+pub mod values;
+pub mod yaml;
+
+use std::path::Path;
+
+use dataplane::Snapshot;
+
+pub use diag::{Diagnostic, InFile};
+pub use model::Lab;
+
+/// The built-in default lab of `vpcd up` with no file (lab.md): a public and a private
+/// subnet, a NAT gateway, an IGW, an EIGW and one internet host.
+pub const DEFAULT_LAB: &str = include_str!("../../configs/default.yaml");
+
+/// Why a lab could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the lab has {} error(s)", .0.len())]
+    Invalid(Vec<Diagnostic>),
+    #[error(transparent)]
+    Compile(#[from] compile::CompileError),
+}
+
+/// Parses, decodes and validates a lab; every problem found is returned, sorted by place.
+pub fn check_text(text: &str) -> Result<Lab, Vec<Diagnostic>> {
+    let mut diags = diag::Diagnostics::default();
+    let Some(root) = yaml::parse_document(text, &mut diags) else {
+        return Err(diags.into_sorted());
+    };
+    let lab = model::decode(&root, &mut diags);
+    validate::validate(&lab, &mut diags);
+    if diags.is_empty() {
+        Ok(lab)
+    } else {
+        Err(diags.into_sorted())
+    }
+}
+
+/// Checks and compiles a lab into a snapshot of the given generation.
+pub fn load_text(text: &str, generation: u64) -> Result<(Lab, Snapshot), LoadError> {
+    let lab = check_text(text).map_err(LoadError::Invalid)?;
+    let snapshot = compile::compile(&lab, generation)?;
+    Ok((lab, snapshot))
+}
+
+/// Reads a lab file.
+pub fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Io {
+        path: path.display().to_string(),
+        source,
+    })
+}

@@ -1,0 +1,911 @@
+//! The lab file as typed values (../shared/spec/config.md), each with its location.
+//!
+//! Decoding is lenient in one way only: an object whose fields cannot all be read is left
+//! out of the model, its id remembered in [`Lab::broken`] so that references to it do not
+//! pile up more errors. Every problem found is a diagnostic; `check` prints them all.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
+use marked_yaml::Node;
+
+use crate::diag::{Diagnostics, Loc, S};
+use crate::values::{self as val, Protocol};
+use crate::yaml::{Decoder, Map};
+
+#[derive(Clone, Debug, Default)]
+pub struct Lab {
+    pub version: Option<S<u64>>,
+    pub region: S<String>,
+    pub account_id: S<String>,
+    pub vpcs: Vec<Vpc>,
+    pub peering_connections: Vec<PeeringConnection>,
+    pub internet: Vec<OutsideHost>,
+    pub services: Vec<Service>,
+    pub on_premises: Option<OnPremises>,
+    /// Ids of objects that could not be decoded (their errors are reported).
+    pub broken: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Vpc {
+    pub at: Loc,
+    pub id: S<String>,
+    pub cidr_block: S<Ipv4Network>,
+    pub secondary_cidr_blocks: Vec<S<Ipv4Network>>,
+    pub ipv6_cidr_block: Option<S<Ipv6Network>>,
+    pub enable_dns_support: bool,
+    pub internet_gateway: Option<S<String>>,
+    pub egress_only_internet_gateway: Option<S<String>>,
+    pub virtual_private_gateway: Option<S<String>>,
+    pub subnets: Vec<Subnet>,
+    pub route_tables: Vec<RouteTable>,
+    pub network_acls: Vec<NetworkAcl>,
+    pub security_groups: Vec<SecurityGroup>,
+    pub nat_gateways: Vec<NatGateway>,
+    pub endpoints: Vec<Endpoint>,
+    pub instances: Vec<Instance>,
+    pub flow_logs: Vec<FlowLog>,
+}
+
+impl Vpc {
+    /// The IPv4 blocks, primary first.
+    pub fn cidrs_v4(&self) -> impl Iterator<Item = &S<Ipv4Network>> {
+        std::iter::once(&self.cidr_block).chain(self.secondary_cidr_blocks.iter())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Subnet {
+    pub at: Loc,
+    pub id: S<String>,
+    pub cidr_block: S<Ipv4Network>,
+    pub ipv6_cidr_block: Option<S<Ipv6Network>>,
+    pub availability_zone: Option<S<String>>,
+    pub route_table: Option<S<String>>,
+    pub network_acl: Option<S<String>>,
+    pub map_public_ip_on_launch: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct RouteTable {
+    pub at: Loc,
+    pub id: S<String>,
+    pub main: Option<S<bool>>,
+    pub routes: Vec<Route>,
+}
+
+/// A route's destination: a CIDR or a prefix-list id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Cidr(IpNetwork),
+    PrefixList(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub at: Loc,
+    pub destination: S<Destination>,
+    pub target: S<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NetworkAcl {
+    pub at: Loc,
+    pub id: S<String>,
+    pub inbound: Vec<NaclRule>,
+    pub outbound: Vec<NaclRule>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NaclRule {
+    pub at: Loc,
+    pub rule: S<u64>,
+    pub allow: bool,
+    pub protocol: S<Protocol>,
+    pub port_range: Option<S<(u16, u16)>>,
+    pub icmp_type: Option<S<Option<u8>>>,
+    pub icmp_code: Option<S<Option<u8>>>,
+    pub cidr: S<IpNetwork>,
+}
+
+#[derive(Clone, Debug)]
+pub struct SecurityGroup {
+    pub at: Loc,
+    pub id: S<String>,
+    pub description: Option<String>,
+    pub inbound: Vec<SgRule>,
+    /// `None`: the field was omitted, which allows all outbound (config.md).
+    pub outbound: Option<Vec<SgRule>>,
+}
+
+/// The other end of an SG rule: `source` inbound, `destination` outbound.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    Cidr(IpNetwork),
+    SecurityGroup(String),
+    PrefixList(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct SgRule {
+    pub at: Loc,
+    pub protocol: S<Protocol>,
+    pub port_range: Option<S<(u16, u16)>>,
+    pub icmp_type: Option<S<Option<u8>>>,
+    pub icmp_code: Option<S<Option<u8>>>,
+    pub peer: S<Peer>,
+    pub description: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NatGateway {
+    pub at: Loc,
+    pub id: S<String>,
+    pub subnet: S<String>,
+    pub private_ip: Option<S<Ipv4Addr>>,
+    pub public_ip: Option<S<Ipv4Addr>>,
+    pub private_connectivity: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct PolicyAllow {
+    pub at: Loc,
+    pub destination: S<IpNetwork>,
+    pub port_range: Option<S<(u16, u16)>>,
+}
+
+#[derive(Clone, Debug)]
+pub enum EndpointKind {
+    Gateway {
+        route_tables: Vec<S<String>>,
+        policy: Option<Vec<PolicyAllow>>,
+    },
+    Interface {
+        subnets: Vec<S<String>>,
+        security_groups: Vec<S<String>>,
+        private_dns: bool,
+    },
+}
+
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub at: Loc,
+    pub id: S<String>,
+    pub service: S<String>,
+    pub kind: EndpointKind,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnectionTracking {
+    pub tcp_established_timeout: Option<S<u64>>,
+    pub udp_stream_timeout: Option<S<u64>>,
+    pub udp_timeout: Option<S<u64>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Instance {
+    pub at: Loc,
+    pub id: S<String>,
+    pub subnet: S<String>,
+    pub private_ip: S<Ipv4Addr>,
+    pub secondary_private_ips: Vec<S<Ipv4Addr>>,
+    pub ipv6_address: Option<S<Ipv6Addr>>,
+    pub public_ip: Option<S<Ipv4Addr>>,
+    pub security_groups: Vec<S<String>>,
+    pub source_dest_check: bool,
+    pub connection_tracking: Option<ConnectionTracking>,
+}
+
+#[derive(Clone, Debug)]
+pub struct FlowLog {
+    pub at: Loc,
+    pub id: S<String>,
+    pub resource: S<String>,
+    pub traffic_type: S<String>,
+    pub max_aggregation_interval: S<u64>,
+    pub log_format: S<String>,
+    pub destination: S<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct PeeringConnection {
+    pub at: Loc,
+    pub id: S<String>,
+    pub requester_vpc: S<String>,
+    pub accepter_vpc: S<String>,
+    pub status: S<String>,
+    pub allow_dns_resolution_from_remote_vpc: bool,
+}
+
+/// A host of the simulated outside world (internet, service or on-premises).
+#[derive(Clone, Debug)]
+pub struct OutsideHost {
+    pub at: Loc,
+    pub id: S<String>,
+    pub ipv4: Option<S<Ipv4Addr>>,
+    pub ipv6: Option<S<Ipv6Addr>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub at: Loc,
+    pub name: S<String>,
+    pub prefix_list: S<String>,
+    pub cidr_blocks: Vec<S<IpNetwork>>,
+    pub dns_name: Option<S<String>>,
+    pub hosts: Vec<OutsideHost>,
+}
+
+#[derive(Clone, Debug)]
+pub struct OnPremises {
+    pub at: Loc,
+    pub cidr_blocks: Vec<S<IpNetwork>>,
+    pub hosts: Vec<OutsideHost>,
+}
+
+/// Decodes a parsed document into a [`Lab`], reporting every problem into `diags`.
+pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
+    let mut d = Decoder::new(diags);
+    let mut lab = Lab {
+        region: S::new("us-east-1".into(), Loc::implicit("region")),
+        account_id: S::new("123456789012".into(), Loc::implicit("account_id")),
+        ..Lab::default()
+    };
+    let known = [
+        "version",
+        "region",
+        "account_id",
+        "vpcs",
+        "peering_connections",
+        "internet",
+        "services",
+        "on_premises",
+    ];
+    let Some(top) = d.map(root, "", "the lab file", &known) else {
+        return lab;
+    };
+    lab.version = d.req(&top, "version", "1", val::uint);
+    if let Some(r) = d.opt(&top, "region", val::text) {
+        lab.region = r;
+    }
+    if let Some(a) = d.opt(&top, "account_id", val::text) {
+        lab.account_id = a;
+    }
+    if d.node(&top, "vpcs").is_none() {
+        d.diags.error(
+            &top.at,
+            "a lab needs at least one VPC",
+            "add `vpcs:` with one VPC",
+        );
+    }
+    for (path, node) in d.list(&top, "vpcs") {
+        if let Some(v) = vpc(&mut d, node, &path, &mut lab.broken) {
+            lab.vpcs.push(v);
+        }
+    }
+    for (path, node) in d.list(&top, "peering_connections") {
+        if let Some(p) = peering(&mut d, node, &path) {
+            lab.peering_connections.push(p);
+        } else {
+            note_broken(&mut d, node, &mut lab.broken);
+        }
+    }
+    if let Some(node) = d.node(&top, "internet") {
+        if let Some(m) = d.map(node, "internet", "the internet", &["hosts"]) {
+            lab.internet = hosts(&mut d, &m, &mut lab.broken);
+        }
+    }
+    for (path, node) in d.list(&top, "services") {
+        let Some(m) = d.map(
+            node,
+            &path,
+            "a service",
+            &["name", "prefix_list", "cidr_blocks", "dns_name", "hosts"],
+        ) else {
+            continue;
+        };
+        let name = d.req(&m, "name", "s3", val::id);
+        let prefix_list = d.req(&m, "prefix_list", "pl-s3", val::id);
+        let cidr_blocks = d.scalar_list(&m, "cidr_blocks", val::net);
+        let dns_name = d.opt(&m, "dns_name", val::text);
+        let hosts = hosts(&mut d, &m, &mut lab.broken);
+        if let (Some(name), Some(prefix_list)) = (name, prefix_list) {
+            lab.services.push(Service {
+                at: m.at.clone(),
+                name,
+                prefix_list,
+                cidr_blocks,
+                dns_name,
+                hosts,
+            });
+        }
+    }
+    if let Some(node) = d.node(&top, "on_premises") {
+        if let Some(m) = d.map(
+            node,
+            "on_premises",
+            "on_premises",
+            &["cidr_blocks", "hosts"],
+        ) {
+            let cidr_blocks = d.scalar_list(&m, "cidr_blocks", val::net);
+            let hosts = hosts(&mut d, &m, &mut lab.broken);
+            lab.on_premises = Some(OnPremises {
+                at: m.at.clone(),
+                cidr_blocks,
+                hosts,
+            });
+        }
+    }
+    lab
+}
+
+/// Remembers the id of an object that failed to decode, if its id is readable.
+fn note_broken(d: &mut Decoder<'_>, node: &Node, broken: &mut Vec<String>) {
+    if let Some(id) = node.as_mapping().and_then(|m| m.get_scalar("id")) {
+        broken.push(id.as_str().trim().to_string());
+    }
+    let _ = d;
+}
+
+/// Decodes each item of list `key` with `f`, noting broken ids.
+fn each<T>(
+    d: &mut Decoder<'_>,
+    m: &Map<'_>,
+    key: &str,
+    broken: &mut Vec<String>,
+    mut f: impl FnMut(&mut Decoder<'_>, &Node, &str) -> Option<T>,
+) -> Vec<T> {
+    let mut out = Vec::new();
+    for (path, node) in d.list(m, key) {
+        match f(d, node, &path) {
+            Some(v) => out.push(v),
+            None => note_broken(d, node, broken),
+        }
+    }
+    out
+}
+
+fn vpc(d: &mut Decoder<'_>, node: &Node, path: &str, broken: &mut Vec<String>) -> Option<Vpc> {
+    let known = [
+        "id",
+        "cidr_block",
+        "secondary_cidr_blocks",
+        "ipv6_cidr_block",
+        "enable_dns_support",
+        "internet_gateway",
+        "egress_only_internet_gateway",
+        "virtual_private_gateway",
+        "subnets",
+        "route_tables",
+        "network_acls",
+        "security_groups",
+        "nat_gateways",
+        "endpoints",
+        "instances",
+        "flow_logs",
+    ];
+    let m = d.map(node, path, "a VPC", &known)?;
+    let id = d.req(&m, "id", "vpc-lab", val::id);
+    let cidr_block = d.req(&m, "cidr_block", "10.0.0.0/16", val::cidr4);
+    let secondary_cidr_blocks = d.scalar_list(&m, "secondary_cidr_blocks", val::cidr4);
+    let ipv6_cidr_block = d.opt(&m, "ipv6_cidr_block", val::cidr6);
+    let enable_dns_support = d
+        .opt(&m, "enable_dns_support", val::boolean)
+        .is_none_or(|b| b.v);
+    let internet_gateway = d.opt(&m, "internet_gateway", val::id);
+    let egress_only_internet_gateway = d.opt(&m, "egress_only_internet_gateway", val::id);
+    let virtual_private_gateway = d.opt(&m, "virtual_private_gateway", val::id);
+    let subnets = each(d, &m, "subnets", broken, subnet);
+    let route_tables = each(d, &m, "route_tables", broken, route_table);
+    let network_acls = each(d, &m, "network_acls", broken, network_acl);
+    let security_groups = each(d, &m, "security_groups", broken, security_group);
+    let nat_gateways = each(d, &m, "nat_gateways", broken, nat_gateway);
+    let endpoints = each(d, &m, "endpoints", broken, endpoint);
+    let instances = each(d, &m, "instances", broken, instance);
+    let flow_logs = each(d, &m, "flow_logs", broken, flow_log);
+    let (Some(id), Some(cidr_block)) = (id, cidr_block) else {
+        note_broken(d, node, broken);
+        return None;
+    };
+    Some(Vpc {
+        at: m.at.clone(),
+        id,
+        cidr_block,
+        secondary_cidr_blocks,
+        ipv6_cidr_block,
+        enable_dns_support,
+        internet_gateway,
+        egress_only_internet_gateway,
+        virtual_private_gateway,
+        subnets,
+        route_tables,
+        network_acls,
+        security_groups,
+        nat_gateways,
+        endpoints,
+        instances,
+        flow_logs,
+    })
+}
+
+fn subnet(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Subnet> {
+    let known = [
+        "id",
+        "cidr_block",
+        "ipv6_cidr_block",
+        "availability_zone",
+        "route_table",
+        "network_acl",
+        "map_public_ip_on_launch",
+    ];
+    let m = d.map(node, path, "a subnet", &known)?;
+    let id = d.req(&m, "id", "public-a", val::id);
+    let cidr_block = d.req(&m, "cidr_block", "10.0.1.0/24", val::cidr4);
+    let ipv6_cidr_block = d.opt(&m, "ipv6_cidr_block", val::cidr6);
+    let availability_zone = d.opt(&m, "availability_zone", val::text);
+    let route_table = d.opt(&m, "route_table", val::id);
+    let network_acl = d.opt(&m, "network_acl", val::id);
+    let map_public_ip_on_launch = d
+        .opt(&m, "map_public_ip_on_launch", val::boolean)
+        .is_some_and(|b| b.v);
+    Some(Subnet {
+        at: m.at.clone(),
+        id: id?,
+        cidr_block: cidr_block?,
+        ipv6_cidr_block,
+        availability_zone,
+        route_table,
+        network_acl,
+        map_public_ip_on_launch,
+    })
+}
+
+fn route_table(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RouteTable> {
+    let m = d.map(node, path, "a route table", &["id", "main", "routes"])?;
+    let id = d.req(&m, "id", "rtb-public", val::id);
+    let main = d.opt(&m, "main", val::boolean);
+    let mut routes = Vec::new();
+    for (rpath, rnode) in d.list(&m, "routes") {
+        let Some(r) = d.map(rnode, &rpath, "a route", &["destination", "target"]) else {
+            continue;
+        };
+        let destination = d.req(&r, "destination", "0.0.0.0/0", |s| {
+            if s.starts_with("pl-") {
+                val::id(s).map(Destination::PrefixList)
+            } else {
+                val::net(s).map(Destination::Cidr)
+            }
+        });
+        let target = d.req(&r, "target", "igw-lab", val::id);
+        if let (Some(destination), Some(target)) = (destination, target) {
+            routes.push(Route {
+                at: r.at.clone(),
+                destination,
+                target,
+            });
+        }
+    }
+    Some(RouteTable {
+        at: m.at.clone(),
+        id: id?,
+        main,
+        routes,
+    })
+}
+
+fn network_acl(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<NetworkAcl> {
+    let m = d.map(node, path, "a network ACL", &["id", "inbound", "outbound"])?;
+    let id = d.req(&m, "id", "acl-public", val::id);
+    let mut rules = |key: &str| -> Vec<NaclRule> {
+        let mut out = Vec::new();
+        for (rpath, rnode) in d.list(&m, key) {
+            let known = [
+                "rule",
+                "action",
+                "protocol",
+                "port_range",
+                "icmp_type",
+                "icmp_code",
+                "cidr",
+                "ipv6_cidr",
+            ];
+            let Some(r) = d.map(rnode, &rpath, "a network ACL rule", &known) else {
+                continue;
+            };
+            let rule = d.req(&r, "rule", "100", val::uint);
+            let action = d.req(&r, "action", "allow", val::one_of(&["allow", "deny"]));
+            let protocol = d.req(&r, "protocol", "tcp", val::protocol);
+            let port_range = d.opt(&r, "port_range", val::port_range);
+            let icmp_type = d.opt(&r, "icmp_type", val::icmp_value);
+            let icmp_code = d.opt(&r, "icmp_code", val::icmp_value);
+            let cidr4 = d.opt(&r, "cidr", |s| val::cidr4(s).map(IpNetwork::V4));
+            let cidr6 = d.opt(&r, "ipv6_cidr", |s| val::cidr6(s).map(IpNetwork::V6));
+            let cidr = match (cidr4, cidr6) {
+                (Some(c), None) | (None, Some(c)) => Some(c),
+                (Some(_), Some(c6)) => {
+                    d.diags.error(
+                        &c6.at,
+                        "a rule has `cidr` or `ipv6_cidr`, not both",
+                        "split it into two rules",
+                    );
+                    None
+                }
+                (None, None) => {
+                    d.diags.error(
+                        &r.at,
+                        "the rule has neither `cidr` nor `ipv6_cidr`",
+                        "add `cidr: 0.0.0.0/0` or `ipv6_cidr: \"::/0\"`",
+                    );
+                    None
+                }
+            };
+            if let (Some(rule), Some(action), Some(protocol), Some(cidr)) =
+                (rule, action, protocol, cidr)
+            {
+                out.push(NaclRule {
+                    at: r.at.clone(),
+                    rule,
+                    allow: action.v == "allow",
+                    protocol,
+                    port_range,
+                    icmp_type,
+                    icmp_code,
+                    cidr,
+                });
+            }
+        }
+        out
+    };
+    let inbound = rules("inbound");
+    let outbound = rules("outbound");
+    Some(NetworkAcl {
+        at: m.at.clone(),
+        id: id?,
+        inbound,
+        outbound,
+    })
+}
+
+fn sg_rules(d: &mut Decoder<'_>, m: &Map<'_>, key: &str, peer_key: &str) -> Vec<SgRule> {
+    let mut out = Vec::new();
+    for (rpath, rnode) in d.list(m, key) {
+        let known = [
+            "protocol",
+            "port_range",
+            "icmp_type",
+            "icmp_code",
+            peer_key,
+            "description",
+        ];
+        let Some(r) = d.map(rnode, &rpath, "a security group rule", &known) else {
+            continue;
+        };
+        let protocol = d.req(&r, "protocol", "tcp", val::protocol);
+        let port_range = d.opt(&r, "port_range", val::port_range);
+        let icmp_type = d.opt(&r, "icmp_type", val::icmp_value);
+        let icmp_code = d.opt(&r, "icmp_code", val::icmp_value);
+        let peer = d.req(&r, peer_key, "0.0.0.0/0", |s| {
+            if s.starts_with("sg-") || s == "default" {
+                val::id(s).map(Peer::SecurityGroup)
+            } else if s.starts_with("pl-") {
+                val::id(s).map(Peer::PrefixList)
+            } else {
+                val::net(s).map(Peer::Cidr)
+            }
+        });
+        let description = d.opt(&r, "description", val::text).map(|s| s.v);
+        if let (Some(protocol), Some(peer)) = (protocol, peer) {
+            out.push(SgRule {
+                at: r.at.clone(),
+                protocol,
+                port_range,
+                icmp_type,
+                icmp_code,
+                peer,
+                description,
+            });
+        }
+    }
+    out
+}
+
+fn security_group(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<SecurityGroup> {
+    let m = d.map(
+        node,
+        path,
+        "a security group",
+        &["id", "description", "inbound", "outbound"],
+    )?;
+    let id = d.req(&m, "id", "sg-web", val::id);
+    let description = d.opt(&m, "description", val::text).map(|s| s.v);
+    let inbound = sg_rules(d, &m, "inbound", "source");
+    let outbound = m
+        .node
+        .get("outbound")
+        .map(|_| sg_rules(d, &m, "outbound", "destination"));
+    Some(SecurityGroup {
+        at: m.at.clone(),
+        id: id?,
+        description,
+        inbound,
+        outbound,
+    })
+}
+
+fn nat_gateway(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<NatGateway> {
+    let m = d.map(
+        node,
+        path,
+        "a NAT gateway",
+        &["id", "subnet", "private_ip", "public_ip", "connectivity"],
+    )?;
+    let id = d.req(&m, "id", "nat-a", val::id);
+    let subnet = d.req(&m, "subnet", "public-a", val::id);
+    let private_ip = d.opt(&m, "private_ip", val::ipv4);
+    let public_ip = d.opt(&m, "public_ip", val::ipv4);
+    let connectivity = d.opt(&m, "connectivity", val::one_of(&["public", "private"]));
+    let private_connectivity = connectivity.as_ref().is_some_and(|c| c.v == "private");
+    if !private_connectivity && public_ip.is_none() && d.node(&m, "public_ip").is_none() {
+        d.diags.error(
+            &m.at,
+            "a public NAT gateway needs an Elastic IP",
+            "add `public_ip: 198.51.100.5`, or `connectivity: private`",
+        );
+    }
+    if private_connectivity {
+        if let Some(p) = &public_ip {
+            d.diags.error(
+                &p.at,
+                "a private NAT gateway has no public IP",
+                "remove `public_ip`, or use `connectivity: public`",
+            );
+        }
+    }
+    Some(NatGateway {
+        at: m.at.clone(),
+        id: id?,
+        subnet: subnet?,
+        private_ip,
+        public_ip,
+        private_connectivity,
+    })
+}
+
+fn endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpoint> {
+    let known = [
+        "id",
+        "type",
+        "service",
+        "route_tables",
+        "policy",
+        "subnets",
+        "security_groups",
+        "private_dns",
+    ];
+    let m = d.map(node, path, "an endpoint", &known)?;
+    let id = d.req(&m, "id", "vpce-s3", val::id);
+    let ty = d.req(
+        &m,
+        "type",
+        "gateway",
+        val::one_of(&["gateway", "interface"]),
+    );
+    let service = d.req(&m, "service", "s3", val::id);
+    let ty = ty?;
+    let only = |d: &mut Decoder<'_>, fields: &[&str], kind: &str| {
+        for f in fields {
+            if m.node.get(*f).is_some() {
+                let at = d.at(&m, f);
+                d.diags.error(
+                    &at,
+                    format!("`{f}` does not apply to a {kind} endpoint"),
+                    "remove it, or change `type`",
+                );
+            }
+        }
+    };
+    let kind = if ty.v == "gateway" {
+        only(d, &["subnets", "security_groups", "private_dns"], "gateway");
+        let route_tables = d.scalar_list(&m, "route_tables", val::id);
+        let policy = d.node(&m, "policy").and_then(|p| {
+            let pm = d.map(
+                p,
+                &format!("{}.policy", m.path),
+                "an endpoint policy",
+                &["allow"],
+            )?;
+            let mut allow = Vec::new();
+            for (apath, anode) in d.list(&pm, "allow") {
+                let Some(a) = d.map(
+                    anode,
+                    &apath,
+                    "a policy entry",
+                    &["destination", "port_range"],
+                ) else {
+                    continue;
+                };
+                let destination = d.req(&a, "destination", "198.18.0.10/32", val::net);
+                let port_range = d.opt(&a, "port_range", val::port_range);
+                if let Some(destination) = destination {
+                    allow.push(PolicyAllow {
+                        at: a.at.clone(),
+                        destination,
+                        port_range,
+                    });
+                }
+            }
+            Some(allow)
+        });
+        EndpointKind::Gateway {
+            route_tables,
+            policy,
+        }
+    } else {
+        only(d, &["route_tables", "policy"], "interface");
+        let subnets = d.scalar_list(&m, "subnets", val::id);
+        let security_groups = d.scalar_list(&m, "security_groups", val::id);
+        let private_dns = d.opt(&m, "private_dns", val::boolean).is_some_and(|b| b.v);
+        EndpointKind::Interface {
+            subnets,
+            security_groups,
+            private_dns,
+        }
+    };
+    Some(Endpoint {
+        at: m.at.clone(),
+        id: id?,
+        service: service?,
+        kind,
+    })
+}
+
+fn instance(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Instance> {
+    let known = [
+        "id",
+        "subnet",
+        "private_ip",
+        "secondary_private_ips",
+        "ipv6_address",
+        "public_ip",
+        "security_groups",
+        "source_dest_check",
+        "connection_tracking",
+    ];
+    let m = d.map(node, path, "an instance", &known)?;
+    let id = d.req(&m, "id", "web-1", val::id);
+    let subnet = d.req(&m, "subnet", "public-a", val::id);
+    let private_ip = d.req(&m, "private_ip", "10.0.1.10", val::ipv4);
+    let secondary_private_ips = d.scalar_list(&m, "secondary_private_ips", val::ipv4);
+    let ipv6_address = d.opt(&m, "ipv6_address", val::ipv6);
+    let public_ip = d.opt(&m, "public_ip", val::ipv4);
+    let security_groups = d.scalar_list(&m, "security_groups", val::id);
+    let source_dest_check = d
+        .opt(&m, "source_dest_check", val::boolean)
+        .is_none_or(|b| b.v);
+    let connection_tracking = d.node(&m, "connection_tracking").and_then(|n| {
+        let known = [
+            "tcp_established_timeout",
+            "udp_stream_timeout",
+            "udp_timeout",
+        ];
+        let c = d.map(
+            n,
+            &format!("{}.connection_tracking", m.path),
+            "connection tracking timeouts",
+            &known,
+        )?;
+        Some(ConnectionTracking {
+            tcp_established_timeout: d.opt(&c, "tcp_established_timeout", val::uint),
+            udp_stream_timeout: d.opt(&c, "udp_stream_timeout", val::uint),
+            udp_timeout: d.opt(&c, "udp_timeout", val::uint),
+        })
+    });
+    Some(Instance {
+        at: m.at.clone(),
+        id: id?,
+        subnet: subnet?,
+        private_ip: private_ip?,
+        secondary_private_ips,
+        ipv6_address,
+        public_ip,
+        security_groups,
+        source_dest_check,
+        connection_tracking,
+    })
+}
+
+fn flow_log(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<FlowLog> {
+    let known = [
+        "id",
+        "resource",
+        "traffic_type",
+        "max_aggregation_interval",
+        "log_format",
+        "destination",
+    ];
+    let m = d.map(node, path, "a flow log", &known)?;
+    let id = d.req(&m, "id", "fl-lab", val::id);
+    let resource = d.req(&m, "resource", "vpc-lab", val::id);
+    let traffic_type = d
+        .opt(
+            &m,
+            "traffic_type",
+            val::one_of(&["ACCEPT", "REJECT", "ALL"]),
+        )
+        .unwrap_or_else(|| S::new("ALL".into(), m.at.clone()));
+    let max_aggregation_interval = d
+        .opt(&m, "max_aggregation_interval", val::uint)
+        .unwrap_or_else(|| S::new(600, m.at.clone()));
+    let log_format = d
+        .opt(&m, "log_format", val::text)
+        .unwrap_or_else(|| S::new("default".into(), m.at.clone()));
+    let destination = d.req(&m, "destination", "flowlogs/lab.log", val::text);
+    Some(FlowLog {
+        at: m.at.clone(),
+        id: id?,
+        resource: resource?,
+        traffic_type,
+        max_aggregation_interval,
+        log_format,
+        destination: destination?,
+    })
+}
+
+fn peering(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<PeeringConnection> {
+    let known = [
+        "id",
+        "requester_vpc",
+        "accepter_vpc",
+        "status",
+        "allow_dns_resolution_from_remote_vpc",
+    ];
+    let m = d.map(node, path, "a peering connection", &known)?;
+    let id = d.req(&m, "id", "pcx-lab-shared", val::id);
+    let requester_vpc = d.req(&m, "requester_vpc", "vpc-lab", val::id);
+    let accepter_vpc = d.req(&m, "accepter_vpc", "vpc-shared", val::id);
+    let status = d
+        .opt(
+            &m,
+            "status",
+            val::one_of(&["active", "pending-acceptance", "rejected", "deleted"]),
+        )
+        .unwrap_or_else(|| S::new("active".into(), m.at.clone()));
+    let allow_dns = d
+        .opt(&m, "allow_dns_resolution_from_remote_vpc", val::boolean)
+        .is_some_and(|b| b.v);
+    Some(PeeringConnection {
+        at: m.at.clone(),
+        id: id?,
+        requester_vpc: requester_vpc?,
+        accepter_vpc: accepter_vpc?,
+        status,
+        allow_dns_resolution_from_remote_vpc: allow_dns,
+    })
+}
+
+fn hosts(d: &mut Decoder<'_>, m: &Map<'_>, broken: &mut Vec<String>) -> Vec<OutsideHost> {
+    each(d, m, "hosts", broken, |d, node, path| {
+        let h = d.map(node, path, "a host", &["id", "ipv4", "ipv6"])?;
+        let id = d.req(&h, "id", "inet-1", val::id);
+        let ipv4 = d.opt(&h, "ipv4", val::ipv4);
+        let ipv6 = d.opt(&h, "ipv6", val::ipv6);
+        if ipv4.is_none()
+            && ipv6.is_none()
+            && d.node(&h, "ipv4").is_none()
+            && d.node(&h, "ipv6").is_none()
+        {
+            d.diags.error(
+                &h.at,
+                "a host needs an address",
+                "add `ipv4: 203.0.113.10` and/or `ipv6: \"2001:db8:ffff::10\"`",
+            );
+        }
+        Some(OutsideHost {
+            at: h.at.clone(),
+            id: id?,
+            ipv4,
+            ipv6,
+        })
+    })
+}

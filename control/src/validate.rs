@@ -1,0 +1,1227 @@
+//! The AWS rules a lab must follow before it can run (`vpcd check`).
+//!
+//! Everything AWS would refuse at the API is refused here, with the place and the fix:
+//! ids (unique, right kind, right VPC), CIDR sizes, containment and overlaps, reserved
+//! addresses (R-ADDR-RESERVED), local routes (R-RT-LOCAL), targets, NACL rule numbers, SG
+//! limits (R-SG-LIMIT), connection-tracking bounds (R-SG-TIMEOUT), EIGW family (R-EIGW),
+//! NAT gateway placement, peering overlaps (R-PCX-OVERLAP), endpoints and flow logs.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
+
+use crate::diag::{closest, Diagnostics, Loc, S};
+use crate::model::*;
+use crate::values::Protocol;
+
+/// What kind of object an id names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Vpc,
+    Subnet,
+    RouteTable,
+    NetworkAcl,
+    SecurityGroup,
+    InternetGateway,
+    EgressOnlyInternetGateway,
+    VirtualPrivateGateway,
+    NatGateway,
+    GatewayEndpoint,
+    InterfaceEndpoint,
+    Instance,
+    FlowLog,
+    Peering,
+    PrefixList,
+    Service,
+    Host,
+}
+
+impl Kind {
+    pub fn noun(self) -> &'static str {
+        match self {
+            Kind::Vpc => "VPC",
+            Kind::Subnet => "subnet",
+            Kind::RouteTable => "route table",
+            Kind::NetworkAcl => "network ACL",
+            Kind::SecurityGroup => "security group",
+            Kind::InternetGateway => "internet gateway",
+            Kind::EgressOnlyInternetGateway => "egress-only internet gateway",
+            Kind::VirtualPrivateGateway => "virtual private gateway",
+            Kind::NatGateway => "NAT gateway",
+            Kind::GatewayEndpoint => "gateway endpoint",
+            Kind::InterfaceEndpoint => "interface endpoint",
+            Kind::Instance => "instance",
+            Kind::FlowLog => "flow log",
+            Kind::Peering => "peering connection",
+            Kind::PrefixList => "prefix list",
+            Kind::Service => "service",
+            Kind::Host => "host",
+        }
+    }
+}
+
+/// An id's object: its kind, its VPC (by index) and where it was defined.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub kind: Kind,
+    pub vpc: Option<usize>,
+    pub at: Loc,
+}
+
+/// Ids `main` (route table) and `default` (NACL, SG) name a VPC's implicit objects, so
+/// each VPC may have its own: they are scoped to their VPC.
+fn vpc_scoped(id: &str) -> bool {
+    id == "main" || id == "default"
+}
+
+/// Every id of the lab, to resolve references.
+#[derive(Default)]
+pub struct Registry {
+    global: HashMap<String, Entry>,
+    scoped: HashMap<(usize, String), Entry>,
+    broken: Vec<String>,
+}
+
+impl Registry {
+    fn define(&mut self, diags: &mut Diagnostics, id: &S<String>, kind: Kind, vpc: Option<usize>) {
+        let entry = Entry {
+            kind,
+            vpc,
+            at: id.at.clone(),
+        };
+        let previous = match (vpc, vpc_scoped(&id.v)) {
+            (Some(v), true) => self.scoped.insert((v, id.v.clone()), entry),
+            _ => self.global.insert(id.v.clone(), entry),
+        };
+        if let Some(prev) = previous {
+            diags.error(
+                &id.at,
+                format!(
+                    "the id `{}` is already used by the {} at line {}",
+                    id.v,
+                    prev.kind.noun(),
+                    prev.at.line
+                ),
+                "give every object its own id",
+            );
+        }
+    }
+
+    /// Looks `name` up as one of `kinds`, seen from `vpc`.
+    pub fn get(&self, name: &str, vpc: Option<usize>) -> Option<&Entry> {
+        if let (Some(v), true) = (vpc, vpc_scoped(name)) {
+            if let Some(e) = self.scoped.get(&(v, name.to_string())) {
+                return Some(e);
+            }
+        }
+        self.global.get(name)
+    }
+
+    /// Resolves a reference: it must exist, be of one of `kinds`, and (with `same_vpc`)
+    /// belong to that VPC. Reports and returns `None` otherwise; a reference to an object
+    /// that failed to decode is silently `None` (its own error is already reported).
+    fn resolve(
+        &self,
+        diags: &mut Diagnostics,
+        r: &S<String>,
+        kinds: &[Kind],
+        same_vpc: Option<usize>,
+    ) -> Option<&Entry> {
+        let wanted = if kinds.len() > 3 {
+            "route target (gateway, NAT gateway, peering, endpoint or instance)".to_string()
+        } else {
+            kinds
+                .iter()
+                .map(|k| k.noun())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        };
+        let Some(e) = self.get(&r.v, same_vpc) else {
+            if self.broken.contains(&r.v) {
+                return None;
+            }
+            let candidates: Vec<&str> = self
+                .global
+                .iter()
+                .filter(|(_, e)| kinds.contains(&e.kind))
+                .map(|(k, _)| k.as_str())
+                .collect();
+            let fix = match closest(&r.v, &candidates) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None if candidates.is_empty() => format!("define the {wanted} first"),
+                None => {
+                    let mut c = candidates.clone();
+                    c.sort();
+                    format!("use one of: {}", c.join(", "))
+                }
+            };
+            diags.error(&r.at, format!("no {wanted} has the id `{}`", r.v), fix);
+            return None;
+        };
+        if !kinds.contains(&e.kind) {
+            diags.error(
+                &r.at,
+                format!(
+                    "`{}` is a {} (line {}), but a {wanted} is needed here",
+                    r.v,
+                    e.kind.noun(),
+                    e.at.line
+                ),
+                format!("name a {wanted}"),
+            );
+            return None;
+        }
+        if let (Some(want), Some(have)) = (same_vpc, e.vpc) {
+            if want != have {
+                diags.error(
+                    &r.at,
+                    format!("the {} `{}` belongs to another VPC", e.kind.noun(), r.v),
+                    format!("name a {wanted} of this VPC"),
+                );
+                return None;
+            }
+        }
+        Some(e)
+    }
+}
+
+/// Checks the whole lab, reporting every problem. Returns the registry of ids (used by
+/// the compiler to resolve references the same way).
+pub fn validate(lab: &Lab, diags: &mut Diagnostics) -> Registry {
+    let mut reg = Registry {
+        broken: lab.broken.clone(),
+        ..Registry::default()
+    };
+    if let Some(v) = &lab.version {
+        if v.v != 1 {
+            diags.error(
+                &v.at,
+                format!("version {} is not known", v.v),
+                "write `version: 1`",
+            );
+        }
+    }
+    define_all(lab, &mut reg, diags);
+    let mut addrs = AddressBook::default();
+    for (vi, vpc) in lab.vpcs.iter().enumerate() {
+        check_vpc(lab, &reg, diags, vi, vpc, &mut addrs);
+    }
+    check_peerings(lab, &reg, diags);
+    check_outside(lab, diags, &mut addrs);
+    reg
+}
+
+fn define_all(lab: &Lab, reg: &mut Registry, diags: &mut Diagnostics) {
+    for (vi, vpc) in lab.vpcs.iter().enumerate() {
+        let v = Some(vi);
+        reg.define(diags, &vpc.id, Kind::Vpc, None);
+        for (gw, kind) in [
+            (&vpc.internet_gateway, Kind::InternetGateway),
+            (
+                &vpc.egress_only_internet_gateway,
+                Kind::EgressOnlyInternetGateway,
+            ),
+            (&vpc.virtual_private_gateway, Kind::VirtualPrivateGateway),
+        ] {
+            if let Some(id) = gw {
+                reg.define(diags, id, kind, v);
+            }
+        }
+        vpc.subnets
+            .iter()
+            .for_each(|s| reg.define(diags, &s.id, Kind::Subnet, v));
+        vpc.route_tables
+            .iter()
+            .for_each(|t| reg.define(diags, &t.id, Kind::RouteTable, v));
+        vpc.network_acls
+            .iter()
+            .for_each(|a| reg.define(diags, &a.id, Kind::NetworkAcl, v));
+        vpc.security_groups
+            .iter()
+            .for_each(|g| reg.define(diags, &g.id, Kind::SecurityGroup, v));
+        vpc.nat_gateways
+            .iter()
+            .for_each(|n| reg.define(diags, &n.id, Kind::NatGateway, v));
+        for e in &vpc.endpoints {
+            let kind = match e.kind {
+                EndpointKind::Gateway { .. } => Kind::GatewayEndpoint,
+                EndpointKind::Interface { .. } => Kind::InterfaceEndpoint,
+            };
+            reg.define(diags, &e.id, kind, v);
+        }
+        vpc.instances
+            .iter()
+            .for_each(|i| reg.define(diags, &i.id, Kind::Instance, v));
+        vpc.flow_logs
+            .iter()
+            .for_each(|f| reg.define(diags, &f.id, Kind::FlowLog, v));
+        // The implicit objects, unless the lab names them itself.
+        let implicit = |reg: &mut Registry, id: &str, kind: Kind| {
+            reg.scoped.entry((vi, id.to_string())).or_insert(Entry {
+                kind,
+                vpc: v,
+                at: vpc.at.clone(),
+            });
+        };
+        implicit(reg, "main", Kind::RouteTable);
+        implicit(reg, "default", Kind::SecurityGroup);
+    }
+    for p in &lab.peering_connections {
+        reg.define(diags, &p.id, Kind::Peering, None);
+    }
+    for s in &lab.services {
+        reg.define(diags, &s.name, Kind::Service, None);
+        reg.define(diags, &s.prefix_list, Kind::PrefixList, None);
+        s.hosts
+            .iter()
+            .for_each(|h| reg.define(diags, &h.id, Kind::Host, None));
+    }
+    lab.internet
+        .iter()
+        .for_each(|h| reg.define(diags, &h.id, Kind::Host, None));
+    if let Some(op) = &lab.on_premises {
+        op.hosts
+            .iter()
+            .for_each(|h| reg.define(diags, &h.id, Kind::Host, None));
+    }
+}
+
+/// Who holds each address, to refuse duplicates: private addresses per VPC, public ones
+/// (Elastic IPs, outside hosts) across the lab.
+#[derive(Default)]
+struct AddressBook {
+    private: HashMap<(usize, IpAddr), (String, Loc)>,
+    public: HashMap<IpAddr, (String, Loc)>,
+}
+
+impl AddressBook {
+    fn claim<K: std::hash::Hash + Eq>(
+        diags: &mut Diagnostics,
+        map: &mut HashMap<K, (String, Loc)>,
+        key: K,
+        owner: &str,
+        addr: IpAddr,
+        at: &Loc,
+    ) {
+        if let Some((prev, prev_at)) = map.get(&key) {
+            diags.error(
+                at,
+                format!(
+                    "{addr} is already taken by `{prev}` (line {})",
+                    prev_at.line
+                ),
+                "pick a free address",
+            );
+        } else {
+            map.insert(key, (owner.to_string(), at.clone()));
+        }
+    }
+
+    fn private(
+        &mut self,
+        diags: &mut Diagnostics,
+        vpc: usize,
+        owner: &str,
+        addr: IpAddr,
+        at: &Loc,
+    ) {
+        Self::claim(diags, &mut self.private, (vpc, addr), owner, addr, at);
+    }
+
+    fn public(&mut self, diags: &mut Diagnostics, owner: &str, addr: IpAddr, at: &Loc) {
+        Self::claim(diags, &mut self.public, addr, owner, addr, at);
+    }
+}
+
+fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
+    match (a, b) {
+        (IpNetwork::V4(a), IpNetwork::V4(b)) => {
+            a.contains(b.network_address()) || b.contains(a.network_address())
+        }
+        (IpNetwork::V6(a), IpNetwork::V6(b)) => {
+            a.contains(b.network_address()) || b.contains(a.network_address())
+        }
+        _ => false,
+    }
+}
+
+/// True when `inner` lies entirely inside `outer`.
+pub fn within(inner: IpNetwork, outer: IpNetwork) -> bool {
+    overlaps(inner, outer) && inner.netmask() >= outer.netmask()
+}
+
+fn contains(net: IpNetwork, addr: IpAddr) -> bool {
+    match (net, addr) {
+        (IpNetwork::V4(n), IpAddr::V4(a)) => n.contains(a),
+        (IpNetwork::V6(n), IpAddr::V6(a)) => n.contains(a),
+        _ => false,
+    }
+}
+
+/// R-ADDR-RESERVED for IPv4: network, +1 router, +2 DNS, +3 reserved, broadcast.
+fn reserved_v4(subnet: Ipv4Network, a: Ipv4Addr) -> Option<&'static str> {
+    let off = u32::from(a) - u32::from(subnet.network_address());
+    match off {
+        0 => Some("the network address"),
+        1 => Some("the VPC router's address (base+1)"),
+        2 => Some("the Amazon DNS address (base+2)"),
+        3 => Some("reserved by AWS (base+3)"),
+        _ if a == subnet.broadcast_address() => Some("the last address of the subnet"),
+        _ => None,
+    }
+}
+
+/// R-ADDR-RESERVED for IPv6: the first four addresses and the last one.
+fn reserved_v6(subnet: Ipv6Network, a: Ipv6Addr) -> bool {
+    let base = u128::from(subnet.network_address());
+    let off = u128::from(a) - base;
+    let size = if subnet.netmask() == 0 {
+        u128::MAX
+    } else {
+        (1u128 << (128 - subnet.netmask())) - 1
+    };
+    off < 4 || off == size
+}
+
+fn first_free_v4(subnet: Ipv4Network, taken: impl Fn(Ipv4Addr) -> bool) -> Option<Ipv4Addr> {
+    let base = u32::from(subnet.network_address());
+    (4..u32::from(subnet.broadcast_address()) - base)
+        .map(|o| Ipv4Addr::from(base + o))
+        .find(|a| !taken(*a))
+}
+
+fn check_vpc(
+    lab: &Lab,
+    reg: &Registry,
+    diags: &mut Diagnostics,
+    vi: usize,
+    vpc: &Vpc,
+    addrs: &mut AddressBook,
+) {
+    let v = Some(vi);
+    // VPC blocks: /16 to /28, no overlap between them.
+    let blocks: Vec<&S<Ipv4Network>> = vpc.cidrs_v4().collect();
+    for (i, b) in blocks.iter().enumerate() {
+        if !(16..=28).contains(&b.v.netmask()) {
+            diags.error(
+                &b.at,
+                format!("a VPC block must be /16 to /28, not /{}", b.v.netmask()),
+                "choose a prefix length from 16 to 28",
+            );
+        }
+        for other in &blocks[..i] {
+            if overlaps(b.v.into(), other.v.into()) {
+                diags.error(
+                    &b.at,
+                    format!("{} overlaps the VPC's block {}", b.v, other.v),
+                    "use a block that does not overlap the others",
+                );
+            }
+        }
+    }
+    if let Some(c6) = &vpc.ipv6_cidr_block {
+        if c6.v.netmask() != 56 {
+            diags.error(
+                &c6.at,
+                format!("a VPC's IPv6 block is a /56, not /{}", c6.v.netmask()),
+                "use a /56 such as 2001:db8:10::/56",
+            );
+        }
+    }
+    let in_vpc = |n: IpNetwork| match n {
+        IpNetwork::V4(_) => blocks.iter().any(|b| within(n, b.v.into())),
+        IpNetwork::V6(_) => vpc
+            .ipv6_cidr_block
+            .as_ref()
+            .is_some_and(|c| within(n, c.v.into())),
+    };
+
+    // Subnets.
+    let mut mains = Vec::new();
+    for (i, s) in vpc.subnets.iter().enumerate() {
+        let c = s.cidr_block.v;
+        if !(16..=28).contains(&c.netmask()) {
+            diags.error(
+                &s.cidr_block.at,
+                format!("a subnet must be /16 to /28, not /{}", c.netmask()),
+                "choose a prefix length from 16 to 28",
+            );
+        }
+        if !in_vpc(c.into()) {
+            let list = blocks
+                .iter()
+                .map(|b| b.v.to_string())
+                .collect::<Vec<_>>()
+                .join(", ");
+            diags.error(
+                &s.cidr_block.at,
+                format!("{c} is not inside the VPC's blocks ({list})"),
+                "choose a CIDR inside one of the VPC's blocks",
+            );
+        }
+        for other in &vpc.subnets[..i] {
+            if overlaps(c.into(), other.cidr_block.v.into()) {
+                diags.error(
+                    &s.cidr_block.at,
+                    format!(
+                        "{c} overlaps subnet `{}` ({})",
+                        other.id.v, other.cidr_block.v
+                    ),
+                    "give each subnet its own range",
+                );
+            }
+        }
+        if let Some(c6) = &s.ipv6_cidr_block {
+            match &vpc.ipv6_cidr_block {
+                None => diags.error(
+                    &c6.at,
+                    "the subnet has an IPv6 block but its VPC has none",
+                    "add `ipv6_cidr_block` to the VPC, or remove this one",
+                ),
+                Some(vc) if !within(c6.v.into(), vc.v.into()) => diags.error(
+                    &c6.at,
+                    format!("{} is not inside the VPC's IPv6 block {}", c6.v, vc.v),
+                    "choose a /64 inside the VPC's /56",
+                ),
+                _ => {}
+            }
+            if c6.v.netmask() != 64 {
+                diags.error(
+                    &c6.at,
+                    format!("a subnet's IPv6 block is a /64, not /{}", c6.v.netmask()),
+                    "use a /64",
+                );
+            }
+            for other in &vpc.subnets[..i] {
+                if let Some(o6) = &other.ipv6_cidr_block {
+                    if overlaps(c6.v.into(), o6.v.into()) {
+                        diags.error(
+                            &c6.at,
+                            format!("{} overlaps subnet `{}`", c6.v, other.id.v),
+                            "give each subnet its own /64",
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(az) = &s.availability_zone {
+            let ok = az.v.len() > lab.region.v.len()
+                && az.v.starts_with(lab.region.v.as_str())
+                && az.v[lab.region.v.len()..]
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase());
+            if !ok {
+                diags.error(
+                    &az.at,
+                    format!("`{}` is not an availability zone of {}", az.v, lab.region.v),
+                    format!("use a zone such as {}a", lab.region.v),
+                );
+            }
+        }
+        if let Some(rt) = &s.route_table {
+            reg.resolve(diags, rt, &[Kind::RouteTable], v);
+        }
+        if let Some(acl) = &s.network_acl {
+            if acl.v != "default" {
+                reg.resolve(diags, acl, &[Kind::NetworkAcl], v);
+            }
+        }
+    }
+
+    // Route tables.
+    for t in &vpc.route_tables {
+        if t.main.as_ref().is_some_and(|m| m.v) {
+            mains.push(t);
+        }
+        check_routes(lab, reg, diags, vi, vpc, t, &in_vpc);
+    }
+    if mains.len() > 1 {
+        for t in &mains[1..] {
+            diags.error(
+                &t.at,
+                format!(
+                    "`{}` is a second main route table (the first is `{}`)",
+                    t.id.v, mains[0].id.v
+                ),
+                "mark one route table `main: true`",
+            );
+        }
+    }
+
+    // Network ACLs (R-NACL-ORDER: rule numbers 1 to 32766, unique per direction).
+    for acl in &vpc.network_acls {
+        for (dir, rules) in [("inbound", &acl.inbound), ("outbound", &acl.outbound)] {
+            let mut seen: HashMap<u64, &Loc> = HashMap::new();
+            for r in rules {
+                if !(1..=32766).contains(&r.rule.v) {
+                    diags.error(
+                        &r.rule.at,
+                        format!("rule number {} is out of range", r.rule.v),
+                        "use a number from 1 to 32766",
+                    );
+                }
+                if let Some(prev) = seen.insert(r.rule.v, &r.rule.at) {
+                    diags.error(
+                        &r.rule.at,
+                        format!(
+                            "{dir} rule {} is already defined at line {}",
+                            r.rule.v, prev.line
+                        ),
+                        "give each rule its own number",
+                    );
+                }
+                check_rule_shape(
+                    diags,
+                    &r.protocol,
+                    &r.port_range,
+                    &r.icmp_type,
+                    &r.icmp_code,
+                );
+                let fam_ok = match (r.cidr.v, r.protocol.v) {
+                    (IpNetwork::V4(_), p) => p != Protocol::ICMPV6,
+                    (IpNetwork::V6(_), p) => p != Protocol::ICMP,
+                };
+                if !fam_ok {
+                    diags.error(
+                        &r.protocol.at,
+                        "icmp goes with `cidr` (IPv4) and icmpv6 with `ipv6_cidr` (IPv6)",
+                        "match the protocol to the address family",
+                    );
+                }
+            }
+        }
+    }
+
+    // Security groups.
+    for sg in &vpc.security_groups {
+        let rules = sg.inbound.iter().chain(sg.outbound.iter().flatten());
+        for r in rules {
+            check_rule_shape(
+                diags,
+                &r.protocol,
+                &r.port_range,
+                &r.icmp_type,
+                &r.icmp_code,
+            );
+            match &r.peer.v {
+                Peer::Cidr(_) => {}
+                Peer::SecurityGroup(id) => {
+                    let s = S::new(id.clone(), r.peer.at.clone());
+                    if let Some(e) = reg.resolve(diags, &s, &[Kind::SecurityGroup], None) {
+                        // R-SG-REF: this VPC or a peered one.
+                        if let Some(other) = e.vpc {
+                            if other != vi && !peered(lab, reg, vi, other) {
+                                diags.error(
+                                    &r.peer.at,
+                                    format!(
+                                        "`{id}` belongs to a VPC that is not peered with this one"
+                                    ),
+                                    "reference an SG of this VPC or of a peered VPC",
+                                );
+                            }
+                        }
+                    }
+                }
+                Peer::PrefixList(id) => {
+                    reg.resolve(
+                        diags,
+                        &S::new(id.clone(), r.peer.at.clone()),
+                        &[Kind::PrefixList],
+                        None,
+                    );
+                }
+            }
+        }
+    }
+
+    // Instances.
+    for inst in &vpc.instances {
+        let subnet = reg
+            .resolve(diags, &inst.subnet, &[Kind::Subnet], v)
+            .and_then(|_| vpc.subnets.iter().find(|s| s.id.v == inst.subnet.v));
+        for ip in std::iter::once(&inst.private_ip).chain(inst.secondary_private_ips.iter()) {
+            if let Some(s) = subnet {
+                check_private_v4(diags, s, ip, "the instance");
+            }
+            addrs.private(diags, vi, &inst.id.v, IpAddr::V4(ip.v), &ip.at);
+        }
+        if let Some(ip6) = &inst.ipv6_address {
+            match subnet.and_then(|s| s.ipv6_cidr_block.as_ref()) {
+                Some(c6) if !c6.v.contains(ip6.v) => diags.error(
+                    &ip6.at,
+                    format!("{} is not inside the subnet's IPv6 block {}", ip6.v, c6.v),
+                    "choose an address inside the subnet's /64",
+                ),
+                Some(c6) if reserved_v6(c6.v, ip6.v) => diags.error(
+                    &ip6.at,
+                    format!(
+                        "{} is reserved by AWS (the first four and the last address of a subnet)",
+                        ip6.v
+                    ),
+                    "choose another address",
+                ),
+                None if subnet.is_some() => diags.error(
+                    &ip6.at,
+                    "the subnet has no IPv6 block",
+                    "add `ipv6_cidr_block` to the subnet, or remove `ipv6_address`",
+                ),
+                _ => {}
+            }
+            addrs.private(diags, vi, &inst.id.v, IpAddr::V6(ip6.v), &ip6.at);
+        }
+        if let Some(p) = &inst.public_ip {
+            if vpc.internet_gateway.is_none() {
+                diags.error(
+                    &p.at,
+                    "a public IP works only through an internet gateway, and the VPC has none",
+                    "add `internet_gateway` to the VPC, or remove `public_ip`",
+                );
+            }
+            addrs.public(diags, &inst.id.v, IpAddr::V4(p.v), &p.at);
+        }
+        if inst.security_groups.len() > 5 {
+            diags.error(
+                &inst.security_groups[5].at,
+                format!(
+                    "an ENI has at most 5 security groups, this one has {}",
+                    inst.security_groups.len()
+                ),
+                "merge rules into fewer groups (R-SG-LIMIT)",
+            );
+        }
+        for g in &inst.security_groups {
+            reg.resolve(diags, g, &[Kind::SecurityGroup], v);
+        }
+        if let Some(ct) = &inst.connection_tracking {
+            for (val, lo, hi, name) in [
+                (
+                    &ct.tcp_established_timeout,
+                    60,
+                    432000,
+                    "tcp_established_timeout",
+                ),
+                (&ct.udp_stream_timeout, 60, 180, "udp_stream_timeout"),
+                (&ct.udp_timeout, 30, 60, "udp_timeout"),
+            ] {
+                if let Some(x) = val {
+                    if !(lo..=hi).contains(&x.v) {
+                        diags.error(
+                            &x.at,
+                            format!("{name} {} is outside AWS's bounds", x.v),
+                            format!("use {lo} to {hi} seconds (R-SG-TIMEOUT)"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    // NAT gateways.
+    for nat in &vpc.nat_gateways {
+        let Some(s) = reg
+            .resolve(diags, &nat.subnet, &[Kind::Subnet], v)
+            .and_then(|_| vpc.subnets.iter().find(|s| s.id.v == nat.subnet.v))
+        else {
+            continue;
+        };
+        match &nat.private_ip {
+            Some(ip) => {
+                check_private_v4(diags, s, ip, "the NAT gateway");
+                addrs.private(diags, vi, &nat.id.v, IpAddr::V4(ip.v), &ip.at);
+            }
+            None => {
+                let taken = |a: Ipv4Addr| addrs.private.contains_key(&(vi, IpAddr::V4(a)));
+                match first_free_v4(s.cidr_block.v, taken) {
+                    Some(a) => addrs.private(diags, vi, &nat.id.v, IpAddr::V4(a), &nat.at),
+                    None => diags.error(
+                        &nat.at,
+                        format!("subnet `{}` has no free address", s.id.v),
+                        "use a larger subnet",
+                    ),
+                }
+            }
+        }
+        if let Some(p) = &nat.public_ip {
+            addrs.public(diags, &nat.id.v, IpAddr::V4(p.v), &p.at);
+        }
+        if !nat.private_connectivity && !subnet_routes_to_igw(vpc, s) {
+            diags.error(
+                &nat.subnet.at,
+                format!("a public NAT gateway must sit in a subnet whose route table sends 0.0.0.0/0 to the internet gateway, and `{}` does not", s.id.v),
+                "put it in a public subnet, or add `{ destination: 0.0.0.0/0, target: <igw> }` to that subnet's route table",
+            );
+        }
+    }
+
+    // Endpoints.
+    for ep in &vpc.endpoints {
+        let service = lab.services.iter().find(|s| s.name.v == ep.service.v);
+        if service.is_none() {
+            reg.resolve(diags, &ep.service, &[Kind::Service], None);
+        }
+        match &ep.kind {
+            EndpointKind::Gateway {
+                route_tables,
+                policy,
+            } => {
+                for rt in route_tables {
+                    reg.resolve(diags, rt, &[Kind::RouteTable], v);
+                }
+                for a in policy.iter().flatten() {
+                    if let (Some(svc), false) = (
+                        service,
+                        service.is_some_and(|s| {
+                            s.cidr_blocks.iter().any(|c| overlaps(c.v, a.destination.v))
+                        }),
+                    ) {
+                        diags.error(
+                            &a.destination.at,
+                            format!(
+                                "{} is outside the service `{}`",
+                                a.destination.v, svc.name.v
+                            ),
+                            "allow a destination inside the service's cidr_blocks",
+                        );
+                    }
+                }
+            }
+            EndpointKind::Interface {
+                subnets,
+                security_groups,
+                ..
+            } => {
+                if subnets.is_empty() {
+                    diags.error(
+                        &ep.at,
+                        "an interface endpoint needs at least one subnet",
+                        "add `subnets: [private-a]`",
+                    );
+                }
+                for s in subnets {
+                    reg.resolve(diags, s, &[Kind::Subnet], v);
+                }
+                for g in security_groups {
+                    reg.resolve(diags, g, &[Kind::SecurityGroup], v);
+                }
+            }
+        }
+    }
+
+    // Flow logs.
+    for fl in &vpc.flow_logs {
+        reg.resolve(
+            diags,
+            &fl.resource,
+            &[Kind::Vpc, Kind::Subnet, Kind::Instance],
+            None,
+        );
+        if fl.max_aggregation_interval.v == 0 {
+            diags.error(
+                &fl.max_aggregation_interval.at,
+                "the aggregation interval must be at least 1 second",
+                "use 60 or 600 as AWS does",
+            );
+        }
+        if fl.log_format.v != "default" {
+            check_log_format(diags, &fl.log_format);
+        }
+        if fl.destination.v.trim().is_empty() {
+            diags.error(
+                &fl.destination.at,
+                "the flow log destination is empty",
+                "write a file path such as flowlogs/lab.log",
+            );
+        }
+    }
+}
+
+/// The flow-log fields of AWS versions 2 to 5 (R-FL-DEFAULT, R-FL-FIELDS).
+pub const FLOW_LOG_FIELDS: &[&str] = &[
+    "version",
+    "account-id",
+    "interface-id",
+    "srcaddr",
+    "dstaddr",
+    "srcport",
+    "dstport",
+    "protocol",
+    "packets",
+    "bytes",
+    "start",
+    "end",
+    "action",
+    "log-status",
+    "vpc-id",
+    "subnet-id",
+    "instance-id",
+    "tcp-flags",
+    "type",
+    "pkt-srcaddr",
+    "pkt-dstaddr",
+    "region",
+    "az-id",
+    "sublocation-type",
+    "sublocation-id",
+    "pkt-src-aws-service",
+    "pkt-dst-aws-service",
+    "flow-direction",
+    "traffic-path",
+];
+
+fn check_log_format(diags: &mut Diagnostics, fmt: &S<String>) {
+    let mut rest = fmt.v.as_str();
+    let mut any = false;
+    while let Some(start) = rest.find("${") {
+        let Some(end) = rest[start..].find('}') else {
+            diags.error(&fmt.at, "a `${` is not closed", "write fields as ${name}");
+            return;
+        };
+        let name = &rest[start + 2..start + end];
+        if !FLOW_LOG_FIELDS.contains(&name) {
+            let fix = match closest(name, FLOW_LOG_FIELDS) {
+                Some(c) => format!("did you mean `${{{c}}}`?"),
+                None => "use AWS flow-log field names such as ${srcaddr}".to_string(),
+            };
+            diags.error(&fmt.at, format!("`{name}` is not a flow-log field"), fix);
+        }
+        any = true;
+        rest = &rest[start + end + 1..];
+    }
+    if !any {
+        diags.error(
+            &fmt.at,
+            "the log format names no field",
+            "use `default` or fields such as \"${srcaddr} ${dstaddr} ${action}\"",
+        );
+    }
+}
+
+fn check_rule_shape(
+    diags: &mut Diagnostics,
+    protocol: &S<Protocol>,
+    ports: &Option<S<(u16, u16)>>,
+    icmp_type: &Option<S<Option<u8>>>,
+    icmp_code: &Option<S<Option<u8>>>,
+) {
+    if let Some(p) = ports {
+        if !protocol.v.has_ports() {
+            diags.error(
+                &p.at,
+                "ports apply only to tcp and udp",
+                "remove `port_range`, or use protocol tcp or udp",
+            );
+        }
+    }
+    for x in [icmp_type, icmp_code].into_iter().flatten() {
+        if !protocol.v.is_icmp() {
+            diags.error(
+                &x.at,
+                "icmp_type and icmp_code apply only to icmp and icmpv6",
+                "remove them, or use protocol icmp",
+            );
+        }
+    }
+}
+
+/// An instance's or NAT gateway's private IPv4: inside its subnet, not reserved.
+fn check_private_v4(diags: &mut Diagnostics, s: &Subnet, ip: &S<Ipv4Addr>, what: &str) {
+    if !s.cidr_block.v.contains(ip.v) {
+        diags.error(
+            &ip.at,
+            format!(
+                "{} is not inside subnet `{}` ({})",
+                ip.v, s.id.v, s.cidr_block.v
+            ),
+            format!("give {what} an address inside {}", s.cidr_block.v),
+        );
+    } else if let Some(why) = reserved_v4(s.cidr_block.v, ip.v) {
+        let first = Ipv4Addr::from(u32::from(s.cidr_block.v.network_address()) + 4);
+        diags.error(
+            &ip.at,
+            format!(
+                "{} is {why}, one of the five addresses AWS reserves in every subnet",
+                ip.v
+            ),
+            format!("use {first} or a later address (R-ADDR-RESERVED)"),
+        );
+    }
+}
+
+fn subnet_routes_to_igw(vpc: &Vpc, s: &Subnet) -> bool {
+    let Some(igw) = &vpc.internet_gateway else {
+        return false;
+    };
+    let table = match &s.route_table {
+        Some(rt) => vpc.route_tables.iter().find(|t| t.id.v == rt.v),
+        None => vpc
+            .route_tables
+            .iter()
+            .find(|t| t.main.as_ref().is_some_and(|m| m.v)),
+    };
+    table.is_some_and(|t| {
+        t.routes.iter().any(|r| r.target.v == igw.v && matches!(r.destination.v, Destination::Cidr(IpNetwork::V4(n)) if n.netmask() == 0))
+    })
+}
+
+fn peered(lab: &Lab, reg: &Registry, a: usize, b: usize) -> bool {
+    lab.peering_connections.iter().any(|p| {
+        let ra = reg
+            .get(&p.requester_vpc.v, None)
+            .filter(|e| e.kind == Kind::Vpc)
+            .map(|_| lab.vpcs.iter().position(|v| v.id.v == p.requester_vpc.v));
+        let rb = reg
+            .get(&p.accepter_vpc.v, None)
+            .filter(|e| e.kind == Kind::Vpc)
+            .map(|_| lab.vpcs.iter().position(|v| v.id.v == p.accepter_vpc.v));
+        matches!((ra, rb), (Some(Some(x)), Some(Some(y))) if (x, y) == (a, b) || (x, y) == (b, a))
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_routes(
+    lab: &Lab,
+    reg: &Registry,
+    diags: &mut Diagnostics,
+    vi: usize,
+    vpc: &Vpc,
+    t: &RouteTable,
+    in_vpc: &dyn Fn(IpNetwork) -> bool,
+) {
+    let v = Some(vi);
+    let mut seen: HashMap<String, &Loc> = HashMap::new();
+    for r in &t.routes {
+        let key = match &r.destination.v {
+            Destination::Cidr(n) => n.to_string(),
+            Destination::PrefixList(p) => p.clone(),
+        };
+        if let Some(prev) = seen.insert(key.clone(), &r.destination.at) {
+            diags.error(
+                &r.destination.at,
+                format!(
+                    "the table already has a route for {key} (line {})",
+                    prev.line
+                ),
+                "keep one route per destination",
+            );
+        }
+        // The target: the word blackhole, or an object of this VPC (or a peering of it).
+        let target = if r.target.v == "blackhole" || r.target.v == "local" {
+            if r.target.v == "local" {
+                diags.error(
+                    &r.target.at,
+                    "local routes are implicit and cannot be written",
+                    "remove this route (R-RT-LOCAL)",
+                );
+            }
+            None
+        } else {
+            let kinds = [
+                Kind::InternetGateway,
+                Kind::EgressOnlyInternetGateway,
+                Kind::VirtualPrivateGateway,
+                Kind::NatGateway,
+                Kind::Peering,
+                Kind::GatewayEndpoint,
+                Kind::Instance,
+            ];
+            let same = reg
+                .get(&r.target.v, v)
+                .filter(|e| e.kind != Kind::Peering)
+                .map(|_| vi);
+            reg.resolve(diags, &r.target, &kinds, same).map(|e| e.kind)
+        };
+        match &r.destination.v {
+            Destination::Cidr(n) => {
+                let n = *n;
+                // R-RT-LOCAL: the local route cannot be replaced; routes inside the VPC may
+                // only point to an ENI (middlebox routing).
+                let is_block = vpc.cidrs_v4().any(|b| IpNetwork::from(b.v) == n)
+                    || vpc
+                        .ipv6_cidr_block
+                        .as_ref()
+                        .is_some_and(|c| IpNetwork::from(c.v) == n);
+                if is_block {
+                    diags.error(&r.destination.at, format!("{n} is a VPC block: its local route is implicit and cannot be replaced"), "remove this route (R-RT-LOCAL)");
+                } else if in_vpc(n) && target != Some(Kind::Instance) {
+                    diags.error(&r.destination.at, format!("{n} lies inside the VPC: a route more specific than the local route may only point to an instance (ENI)"), "remove it, or target an appliance instance (R-RT-LOCAL)");
+                }
+                if target == Some(Kind::EgressOnlyInternetGateway) && n.is_ipv4() {
+                    diags.error(
+                        &r.destination.at,
+                        "an egress-only internet gateway carries IPv6 only",
+                        "route \"::/0\" to it, and IPv4 to a NAT gateway (R-EIGW)",
+                    );
+                }
+                if target == Some(Kind::NatGateway) && !n.is_ipv4() {
+                    diags.error(
+                        &r.destination.at,
+                        "a NAT gateway translates IPv4 only",
+                        "route IPv6 to the egress-only internet gateway",
+                    );
+                }
+                if target == Some(Kind::GatewayEndpoint) {
+                    diags.error(
+                        &r.destination.at,
+                        "a gateway endpoint's route destination is its service's prefix list",
+                        "write the prefix-list id (pl-...) as destination",
+                    );
+                }
+            }
+            Destination::PrefixList(pl) => {
+                let s = S::new(pl.clone(), r.destination.at.clone());
+                reg.resolve(diags, &s, &[Kind::PrefixList], None);
+                if target == Some(Kind::GatewayEndpoint) {
+                    let ep = vpc.endpoints.iter().find(|e| e.id.v == r.target.v);
+                    let svc =
+                        ep.and_then(|e| lab.services.iter().find(|s| s.name.v == e.service.v));
+                    if let Some(svc) = svc {
+                        if svc.prefix_list.v != *pl {
+                            diags.error(
+                                &r.destination.at,
+                                format!(
+                                    "endpoint `{}` serves {} , not {pl}",
+                                    r.target.v, svc.prefix_list.v
+                                ),
+                                format!("use {} as destination", svc.prefix_list.v),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if target == Some(Kind::Peering) {
+            if let Some(p) = lab
+                .peering_connections
+                .iter()
+                .find(|p| p.id.v == r.target.v)
+            {
+                if p.requester_vpc.v != vpc.id.v && p.accepter_vpc.v != vpc.id.v {
+                    diags.error(
+                        &r.target.at,
+                        format!(
+                            "the peering connection `{}` does not involve {}",
+                            p.id.v, vpc.id.v
+                        ),
+                        "route to a peering connection of this VPC",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_peerings(lab: &Lab, reg: &Registry, diags: &mut Diagnostics) {
+    let mut pairs: HashMap<(usize, usize), &S<String>> = HashMap::new();
+    for p in &lab.peering_connections {
+        let a = reg
+            .resolve(diags, &p.requester_vpc, &[Kind::Vpc], None)
+            .and_then(|_| lab.vpcs.iter().position(|v| v.id.v == p.requester_vpc.v));
+        let b = reg
+            .resolve(diags, &p.accepter_vpc, &[Kind::Vpc], None)
+            .and_then(|_| lab.vpcs.iter().position(|v| v.id.v == p.accepter_vpc.v));
+        let (Some(a), Some(b)) = (a, b) else { continue };
+        if a == b {
+            diags.error(
+                &p.accepter_vpc.at,
+                "a VPC cannot peer with itself",
+                "name two different VPCs",
+            );
+            continue;
+        }
+        let key = (a.min(b), a.max(b));
+        if let Some(prev) = pairs.insert(key, &p.id) {
+            diags.error(
+                &p.id.at,
+                format!("these VPCs are already peered by `{}`", prev.v),
+                "keep one peering connection per pair of VPCs (R-PCX-OVERLAP)",
+            );
+        }
+        // R-PCX-OVERLAP: no overlapping blocks, IPv4 or IPv6.
+        let (va, vb) = (&lab.vpcs[a], &lab.vpcs[b]);
+        let nets = |v: &Vpc| -> Vec<IpNetwork> {
+            v.cidrs_v4()
+                .map(|c| c.v.into())
+                .chain(v.ipv6_cidr_block.as_ref().map(|c| c.v.into()))
+                .collect()
+        };
+        for x in nets(va) {
+            for y in nets(vb) {
+                if overlaps(x, y) {
+                    diags.error(
+                        &p.id.at,
+                        format!(
+                            "{} ({x}) and {} ({y}) overlap, so they cannot be peered",
+                            va.id.v, vb.id.v
+                        ),
+                        "give the VPCs distinct blocks (R-PCX-OVERLAP)",
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn check_outside(lab: &Lab, diags: &mut Diagnostics, addrs: &mut AddressBook) {
+    let vpc_nets: Vec<(IpNetwork, &str)> = lab
+        .vpcs
+        .iter()
+        .flat_map(|v| {
+            v.cidrs_v4()
+                .map(|c| IpNetwork::from(c.v))
+                .chain(v.ipv6_cidr_block.as_ref().map(|c| c.v.into()))
+                .map(move |n| (n, v.id.v.as_str()))
+        })
+        .collect();
+    let mut host = |h: &OutsideHost, allowed: Option<&[S<IpNetwork>]>, what: &str| {
+        for a in h
+            .ipv4
+            .as_ref()
+            .map(|a| (IpAddr::V4(a.v), &a.at))
+            .into_iter()
+            .chain(h.ipv6.as_ref().map(|a| (IpAddr::V6(a.v), &a.at)))
+        {
+            if let Some((n, vpc)) = vpc_nets.iter().find(|(n, _)| contains(*n, a.0)) {
+                diags.error(
+                    a.1,
+                    format!("{} lies inside {vpc}'s block {n}", a.0),
+                    format!("give the {what} an address outside every VPC"),
+                );
+            }
+            if let Some(nets) = allowed {
+                if !nets.iter().any(|n| contains(n.v, a.0)) {
+                    diags.error(
+                        a.1,
+                        format!("{} is outside the {what}'s cidr_blocks", a.0),
+                        "add its block to cidr_blocks, or change the address",
+                    );
+                }
+            }
+            addrs.public(diags, &h.id.v, a.0, a.1);
+        }
+    };
+    for h in &lab.internet {
+        host(h, None, "internet host");
+    }
+    for s in &lab.services {
+        for h in &s.hosts {
+            host(h, Some(&s.cidr_blocks), "service host");
+        }
+    }
+    if let Some(op) = &lab.on_premises {
+        for h in &op.hosts {
+            host(h, Some(&op.cidr_blocks), "on-premises host");
+        }
+        for c in &op.cidr_blocks {
+            for (n, vpc) in &vpc_nets {
+                if overlaps(c.v, *n) {
+                    diags.error(
+                        &c.at,
+                        format!("{} overlaps {vpc}'s block {n}", c.v),
+                        "on-premises and VPC ranges must not overlap",
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Reading the lab file's YAML into typed values with their positions.
+//!
+//! The YAML library is marked-yaml: it keeps a span (line, column) on every node and on
+//! every mapping key, and leaves scalars as text, so that `account_id: 012345678901`
+//! keeps its leading zero and `no` does not become `false` (YAML 1.1 surprises). Typing
+//! is ours, done here field by field, and every problem becomes a [`Diagnostic`] instead
+//! of stopping at the first, which serde-based decoding cannot do.
+
+use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode};
+use marked_yaml::{LoaderOptions, Node, Span};
+
+use crate::diag::{closest, Diagnostics, Loc, S};
+
+/// The result of a value parser: the value, or (what is wrong, how to fix it).
+pub type Parsed<T> = Result<T, (String, String)>;
+
+/// Parses the whole text; a YAML syntax error is one diagnostic (the parser cannot go on).
+pub fn parse_document(text: &str, diags: &mut Diagnostics) -> Option<Node> {
+    let opts = LoaderOptions::default().error_on_duplicate_keys(true);
+    match marked_yaml::parse_yaml_with_options(0, text, opts) {
+        Ok(node) => Some(node),
+        Err(e) => {
+            use marked_yaml::LoadError::*;
+            let (marker, message, fix) = match &e {
+                TopLevelMustBeMapping(m) => (
+                    Some(*m),
+                    "the lab file must be a mapping".to_string(),
+                    "start with `version: 1`".to_string(),
+                ),
+                ScanError(m, se) => (
+                    Some(*m),
+                    format!("YAML syntax error: {se}"),
+                    "fix the YAML syntax at this place".to_string(),
+                ),
+                UnexpectedAnchor(m) => (
+                    Some(*m),
+                    "YAML anchors are not supported".to_string(),
+                    "write the value out".to_string(),
+                ),
+                UnexpectedTag(m) => (
+                    Some(*m),
+                    "YAML tags are not supported".to_string(),
+                    "remove the `!tag`".to_string(),
+                ),
+                MappingKeyMustBeScalar(m) => (
+                    Some(*m),
+                    "a mapping key must be a plain name".to_string(),
+                    "use a field name as key".to_string(),
+                ),
+                DuplicateKey(inner) => (
+                    inner.key.span().start().copied(),
+                    format!("the field `{}` is given twice", inner.key.as_str()),
+                    "keep one of them".to_string(),
+                ),
+                other => (None, other.to_string(), "fix the YAML".to_string()),
+            };
+            let (line, col) = marker.map_or((1, 1), |m| (m.line(), m.column()));
+            diags.error(&Loc::new(line, col, "(document)"), message, fix);
+            None
+        }
+    }
+}
+
+/// A mapping being decoded: its node, its path and its location.
+pub struct Map<'n> {
+    pub node: &'n MarkedMappingNode,
+    pub path: String,
+    pub at: Loc,
+}
+
+/// Where a span starts, as a location with this path.
+pub fn loc(span: &Span, path: &str) -> Loc {
+    match span.start() {
+        Some(m) => Loc::new(m.line(), m.column(), path),
+        None => Loc::implicit(path),
+    }
+}
+
+fn is_null(node: &Node) -> bool {
+    matches!(node, Node::Scalar(s) if matches!(s.as_str(), "~" | "null" | ""))
+}
+
+/// Decodes typed values out of YAML nodes, collecting every problem.
+pub struct Decoder<'d> {
+    pub diags: &'d mut Diagnostics,
+}
+
+impl<'d> Decoder<'d> {
+    pub fn new(diags: &'d mut Diagnostics) -> Self {
+        Decoder { diags }
+    }
+
+    /// `node` as a mapping whose keys are all in `known`; an unknown key is an error that
+    /// names the closest known one.
+    pub fn map<'n>(
+        &mut self,
+        node: &'n Node,
+        path: &str,
+        what: &str,
+        known: &[&str],
+    ) -> Option<Map<'n>> {
+        let at = loc(node.span(), path);
+        let Some(m) = node.as_mapping() else {
+            self.diags.error(
+                &at,
+                format!("expected {what} (a mapping of fields)"),
+                format!("write {what} as `field: value` lines"),
+            );
+            return None;
+        };
+        for key in m.keys() {
+            let k = key.as_str();
+            if !known.contains(&k) {
+                let kat = loc(key.span(), &join(path, k));
+                let fix = match closest(k, known) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None => format!("known fields: {}", known.join(", ")),
+                };
+                self.diags
+                    .error(&kat, format!("unknown field `{k}` in {what}"), fix);
+            }
+        }
+        Some(Map {
+            node: m,
+            path: path.to_string(),
+            at,
+        })
+    }
+
+    /// The node of field `key`, unless absent or null.
+    pub fn node<'n>(&self, m: &Map<'n>, key: &str) -> Option<&'n Node> {
+        m.node.get(key).filter(|n| !is_null(n))
+    }
+
+    /// An optional scalar field parsed by `parse`.
+    pub fn opt<T>(
+        &mut self,
+        m: &Map<'_>,
+        key: &str,
+        parse: impl Fn(&str) -> Parsed<T>,
+    ) -> Option<S<T>> {
+        let node = self.node(m, key)?;
+        self.scalar(node, &join(&m.path, key), parse)
+    }
+
+    /// A required scalar field parsed by `parse`; missing is an error at the object.
+    pub fn req<T>(
+        &mut self,
+        m: &Map<'_>,
+        key: &str,
+        example: &str,
+        parse: impl Fn(&str) -> Parsed<T>,
+    ) -> Option<S<T>> {
+        if self.node(m, key).is_none() {
+            self.diags.error(
+                &m.at,
+                format!("the required field `{key}` is missing"),
+                format!("add `{key}: {example}`"),
+            );
+            return None;
+        }
+        self.opt(m, key, parse)
+    }
+
+    /// A scalar node parsed by `parse`.
+    pub fn scalar<T>(
+        &mut self,
+        node: &Node,
+        path: &str,
+        parse: impl Fn(&str) -> Parsed<T>,
+    ) -> Option<S<T>> {
+        let at = loc(node.span(), path);
+        let Some(s) = node.as_scalar() else {
+            self.diags.error(
+                &at,
+                "expected a single value, found a list or mapping",
+                "write one value here",
+            );
+            return None;
+        };
+        match parse(scalar_text(s)) {
+            Ok(v) => Some(S::new(v, at)),
+            Err((message, fix)) => {
+                self.diags.error(&at, message, fix);
+                None
+            }
+        }
+    }
+
+    /// The items of an optional list field, each with its path (`key[i]`).
+    pub fn list<'n>(&mut self, m: &Map<'n>, key: &str) -> Vec<(String, &'n Node)> {
+        let Some(node) = self.node(m, key) else {
+            return Vec::new();
+        };
+        let path = join(&m.path, key);
+        match node.as_sequence() {
+            Some(seq) => seq
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (format!("{path}[{i}]"), n))
+                .collect(),
+            None => {
+                self.diags.error(
+                    &loc(node.span(), &path),
+                    format!("`{key}` must be a list"),
+                    format!("write `{key}: [...]` or one `- item` per line"),
+                );
+                Vec::new()
+            }
+        }
+    }
+
+    /// An optional list of scalars parsed by `parse`.
+    pub fn scalar_list<T>(
+        &mut self,
+        m: &Map<'_>,
+        key: &str,
+        parse: impl Fn(&str) -> Parsed<T>,
+    ) -> Vec<S<T>> {
+        let items = self.list(m, key);
+        items
+            .into_iter()
+            .filter_map(|(p, n)| self.scalar(n, &p, &parse))
+            .collect()
+    }
+
+    /// The location of field `key` if present, else of the object.
+    pub fn at(&self, m: &Map<'_>, key: &str) -> Loc {
+        match m.node.get(key) {
+            Some(n) => loc(n.span(), &join(&m.path, key)),
+            None => m.at.clone(),
+        }
+    }
+}
+
+fn scalar_text(s: &MarkedScalarNode) -> &str {
+    s.as_str().trim()
+}
+
+/// `a.b`, or `b` at the top.
+pub fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}

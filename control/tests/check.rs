@@ -1,0 +1,312 @@
+//! `vpcd check`: every example lab passes, and a file with many mistakes gets every one of
+//! them reported at the right line and column, with a fix, and exit code 1.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn vpcd(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_vpcd"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("run vpcd");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+/// The diagnostics of `text` as (line, col, path, message) tuples.
+fn errors(text: &str) -> Vec<(usize, usize, String, String)> {
+    match control::check_text(text) {
+        Ok(_) => Vec::new(),
+        Err(d) => d
+            .into_iter()
+            .map(|d| {
+                (
+                    d.at.line,
+                    d.at.col,
+                    d.at.path.to_string(),
+                    format!("{}; {}", d.message, d.fix),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn has(errs: &[(usize, usize, String, String)], line: usize, path: &str, words: &str) {
+    assert!(
+        errs.iter()
+            .any(|(l, _, p, m)| *l == line && p == path && m.contains(words)),
+        "no error at line {line} {path} containing {words:?}; got:\n{}",
+        errs.iter()
+            .map(|e| format!("{e:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+#[test]
+fn every_example_lab_passes_check() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(root().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let (code, out, err) = vpcd(&["check", path.to_str().unwrap()]);
+            assert_eq!(code, 0, "{}: {out}{err}", path.display());
+            assert!(out.contains(": ok"), "{out}");
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "the wizard labs and the default lab");
+}
+
+#[test]
+fn the_built_in_default_lab_is_valid() {
+    control::load_text(control::DEFAULT_LAB, 1).expect("default lab");
+}
+
+#[test]
+fn a_broken_lab_reports_every_error_with_its_place_and_exits_1() {
+    let (code, out, err) = vpcd(&["check", "control/tests/labs/broken.yaml"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    let expect = [
+        "control/tests/labs/broken.yaml:5:5: vpcs[0].internet_gatway: unknown field `internet_gatway` in a VPC; did you mean `internet_gateway`?",
+        "control/tests/labs/broken.yaml:7:63: vpcs[0].subnets[0].route_table: no route table has the id `rtb-publik`; did you mean `rtb-public`?",
+        "control/tests/labs/broken.yaml:10:37: vpcs[0].subnets[3].cidr_block: `10.0.3.5/24` has host bits set; did you mean `10.0.3.0/24`?",
+    ];
+    for e in expect {
+        assert!(lines.contains(&e), "missing {e:?} in:\n{err}");
+    }
+    assert!(err.trim_end().ends_with("15 error(s)"), "{err}");
+    // Sorted by line.
+    let nums: Vec<usize> = lines
+        .iter()
+        .filter_map(|l| l.split(':').nth(1)?.parse().ok())
+        .collect();
+    assert!(nums.windows(2).all(|w| w[0] <= w[1]), "{nums:?}");
+}
+
+#[test]
+fn addressing_rules_of_section_1() {
+    let text = r#"version: 1
+vpcs:
+  - id: vpc-x
+    cidr_block: 10.0.0.0/12
+    secondary_cidr_blocks: [10.0.128.0/17]
+    ipv6_cidr_block: 2001:db8:10::/48
+    subnets:
+      - { id: s1, cidr_block: 10.0.1.0/29, ipv6_cidr_block: "2001:db8:10:1::/64" }
+      - { id: s2, cidr_block: 10.0.2.0/30 }
+    instances:
+      - { id: i-net, subnet: s1, private_ip: 10.0.1.0 }
+      - { id: i-dns, subnet: s1, private_ip: 10.0.1.2 }
+      - { id: i-res, subnet: s1, private_ip: 10.0.1.3 }
+      - { id: i-bcast, subnet: s1, private_ip: 10.0.1.7 }
+      - { id: i-ok, subnet: s1, private_ip: 10.0.1.4, ipv6_address: "2001:db8:10:1::2" }
+      - { id: i-out, subnet: s1, private_ip: 10.0.9.9 }
+"#;
+    let e = errors(text);
+    has(&e, 4, "vpcs[0].cidr_block", "/16 to /28");
+    has(&e, 5, "vpcs[0].secondary_cidr_blocks[0]", "overlaps");
+    has(&e, 6, "vpcs[0].ipv6_cidr_block", "/56");
+    has(&e, 9, "vpcs[0].subnets[1].cidr_block", "/16 to /28");
+    has(&e, 11, "vpcs[0].instances[0].private_ip", "network address");
+    has(&e, 12, "vpcs[0].instances[1].private_ip", "Amazon DNS");
+    has(&e, 13, "vpcs[0].instances[2].private_ip", "base+3");
+    has(&e, 14, "vpcs[0].instances[3].private_ip", "last address");
+    has(&e, 15, "vpcs[0].instances[4].ipv6_address", "reserved");
+    has(
+        &e,
+        16,
+        "vpcs[0].instances[5].private_ip",
+        "not inside subnet",
+    );
+}
+
+#[test]
+fn routing_rules_of_section_2() {
+    let text = r#"version: 1
+vpcs:
+  - id: vpc-a
+    cidr_block: 10.0.0.0/16
+    internet_gateway: igw-a
+    egress_only_internet_gateway: eigw-a
+    subnets:
+      - { id: pub, cidr_block: 10.0.1.0/24 }
+      - { id: priv, cidr_block: 10.0.2.0/24, route_table: rt-b }
+    route_tables:
+      - id: rt-a
+        main: true
+        routes:
+          - { destination: 0.0.0.0/0, target: eigw-a }
+          - { destination: 10.0.2.0/24, target: igw-a }
+          - { destination: 10.0.3.0/24, target: app-1 }
+          - { destination: 192.0.2.0/24, target: igw-b }
+          - { destination: 198.51.100.0/24, target: sg-a }
+          - { destination: 203.0.113.0/24, target: local }
+      - id: rt-b
+        main: true
+    security_groups:
+      - { id: sg-a }
+    nat_gateways:
+      - { id: nat-a, subnet: priv, public_ip: 198.51.100.5 }
+    instances:
+      - { id: app-1, subnet: pub, private_ip: 10.0.1.10, source_dest_check: false }
+  - id: vpc-b
+    cidr_block: 10.1.0.0/16
+    internet_gateway: igw-b
+    subnets:
+      - { id: b1, cidr_block: 10.1.1.0/24 }
+"#;
+    let e = errors(text);
+    has(
+        &e,
+        14,
+        "vpcs[0].route_tables[0].routes[0].destination",
+        "IPv6 only",
+    );
+    has(
+        &e,
+        15,
+        "vpcs[0].route_tables[0].routes[1].destination",
+        "lies inside the VPC",
+    );
+    has(
+        &e,
+        17,
+        "vpcs[0].route_tables[0].routes[3].target",
+        "belongs to another VPC",
+    );
+    has(
+        &e,
+        18,
+        "vpcs[0].route_tables[0].routes[4].target",
+        "is a security group",
+    );
+    has(
+        &e,
+        19,
+        "vpcs[0].route_tables[0].routes[5].target",
+        "implicit",
+    );
+    has(&e, 20, "vpcs[0].route_tables[1]", "second main route table");
+    has(&e, 25, "vpcs[0].nat_gateways[0].subnet", "internet gateway");
+    // The appliance route (10.0.3.0/24 → app-1) is allowed: middlebox routing.
+    assert!(!e.iter().any(|x| x.0 == 16), "{e:?}");
+}
+
+#[test]
+fn ids_must_be_unique_and_well_formed_and_fields_known() {
+    let text = r#"version: 2
+vpcs:
+  - id: Vpc_A
+    cidr_block: 10.0.0.0/16
+    subnet: []
+  - id: vpc-b
+    cidr_block: 10.1.0.0/16
+    subnets:
+      - { id: vpc-b, cidr_block: 10.1.1.0/24, map_public_ip_on_launch: maybe }
+"#;
+    let e = errors(text);
+    has(&e, 1, "version", "version 2");
+    has(&e, 3, "vpcs[0].id", "not a valid id");
+    has(&e, 5, "vpcs[0].subnet", "did you mean `subnets`");
+    has(
+        &e,
+        9,
+        "vpcs[1].subnets[0].id",
+        "already used by the VPC at line 6",
+    );
+    has(
+        &e,
+        9,
+        "vpcs[1].subnets[0].map_public_ip_on_launch",
+        "true or false",
+    );
+}
+
+#[test]
+fn peering_and_security_group_rules() {
+    let text = r#"version: 1
+vpcs:
+  - id: vpc-a
+    cidr_block: 10.0.0.0/16
+    subnets: [{ id: a1, cidr_block: 10.0.1.0/24 }]
+    security_groups:
+      - id: sg-a
+        inbound:
+          - { protocol: tcp, port_range: 22, source: sg-c }
+          - { protocol: icmp, port_range: 80, source: 0.0.0.0/0 }
+          - { protocol: tcp, icmp_type: 8, source: 0.0.0.0/0 }
+    instances:
+      - id: a-1
+        subnet: a1
+        private_ip: 10.0.1.10
+        connection_tracking: { tcp_established_timeout: 10, udp_timeout: 90 }
+  - id: vpc-b
+    cidr_block: 10.0.128.0/17
+    subnets: [{ id: b1, cidr_block: 10.0.129.0/24 }]
+  - id: vpc-c
+    cidr_block: 10.2.0.0/16
+    subnets: [{ id: c1, cidr_block: 10.2.1.0/24 }]
+    security_groups: [{ id: sg-c }]
+peering_connections:
+  - { id: pcx-ab, requester_vpc: vpc-a, accepter_vpc: vpc-b }
+  - { id: pcx-ab2, requester_vpc: vpc-b, accepter_vpc: vpc-a }
+"#;
+    let e = errors(text);
+    has(
+        &e,
+        9,
+        "vpcs[0].security_groups[0].inbound[0].source",
+        "not peered",
+    );
+    has(
+        &e,
+        10,
+        "vpcs[0].security_groups[0].inbound[1].port_range",
+        "only to tcp and udp",
+    );
+    has(
+        &e,
+        11,
+        "vpcs[0].security_groups[0].inbound[2].icmp_type",
+        "only to icmp",
+    );
+    has(
+        &e,
+        16,
+        "vpcs[0].instances[0].connection_tracking.tcp_established_timeout",
+        "60 to 432000",
+    );
+    has(
+        &e,
+        16,
+        "vpcs[0].instances[0].connection_tracking.udp_timeout",
+        "30 to 60",
+    );
+    has(&e, 25, "peering_connections[0].id", "overlap");
+    has(&e, 26, "peering_connections[1].id", "already peered");
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_place() {
+    let e = errors("version: 1\nvpcs:\n  - id: [unclosed\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].3.contains("YAML syntax error"), "{e:?}");
+    assert!(e[0].0 >= 3, "{e:?}");
+}
+
+#[test]
+fn a_missing_file_is_a_clear_error() {
+    let (code, _, err) = vpcd(&["check", "no/such/lab.yaml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read no/such/lab.yaml"), "{err}");
+}

@@ -1,0 +1,384 @@
+//! Route targets beyond the VPC and the way back in: internet gateway (§5), virtual
+//! private gateway (§10), peering (§8), gateway endpoints (§9), and the simulated outside
+//! world that sits behind them.
+//!
+//! The outside world is flat: every internet host and service host is reachable from every
+//! other one and from any IGW; on-premises hosts are reached through a VGW only.
+
+use std::net::IpAddr;
+
+use crate::nat::{rewrite_v4, Field};
+use crate::observer::{Observer, Step};
+use crate::packet::Packet;
+use crate::pipeline::{deliver_in_vpc, drop, to_eni, Verdict};
+use crate::reason::DropReason;
+use crate::snapshot::{
+    EniIx, EniKind, GatewayEndpointIx, HostIx, HostKind, NatGatewayIx, PeeringIx, Snapshot, VpcIx,
+};
+
+/// A packet from an outside host: the internet and services reach VPCs through their IGW
+/// (and, for service replies, the gateway endpoint the flow used); on-premises hosts
+/// through the VGW.
+pub fn from_outside<'s, O: Observer<'s>>(
+    snap: &'s Snapshot,
+    host: HostIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+    obs: &mut O,
+) -> Verdict {
+    let kind = snap.host(host).kind;
+    if kind == HostKind::OnPremises {
+        return from_on_premises(snap, pkt, buf, obs);
+    }
+    // Host to host on the simulated internet.
+    if let Some(other) = snap.host_by_addr(pkt.dst) {
+        if snap.host(other).kind != HostKind::OnPremises {
+            return to_host(snap, other, obs);
+        }
+    }
+    // A service host answering a client that reached it through a gateway endpoint: the
+    // client's private address is the destination (R-GWE-ROUTE).
+    if let HostKind::Service(service) = kind {
+        if let Some(v) = gateway_endpoint_return(snap, service, pkt, buf, obs) {
+            return v;
+        }
+    }
+    internet_gateway_ingress(snap, pkt, buf, obs)
+}
+
+/// Through an IGW into a VPC: IPv4 to a public IP is translated to the private one
+/// (R-IGW-NAT); IPv6 passes unchanged (R-IGW-V6).
+fn internet_gateway_ingress<'s, O: Observer<'s>>(
+    snap: &'s Snapshot,
+    pkt: &Packet,
+    buf: &mut [u8],
+    obs: &mut O,
+) -> Verdict {
+    match pkt.dst {
+        IpAddr::V4(public) => {
+            let Some(receiver) = snap.eni_by_public_v4(public) else {
+                return drop(
+                    obs,
+                    DropReason::IgwNoPublicIp,
+                    "no ENI holds this public IPv4 address",
+                );
+            };
+            let eni = snap.eni(receiver);
+            if snap.vpc(eni.vpc).internet_gateway.is_none() {
+                return drop(
+                    obs,
+                    DropReason::IgwNoPublicIp,
+                    "the public IP's VPC has no internet gateway",
+                );
+            }
+            let private = eni.primary_v4();
+            let translated = rewrite_v4(buf, pkt, Field::Destination, private);
+            obs.step(Step::InternetGateway {
+                vpc: eni.vpc,
+                from: pkt.dst,
+                to: translated.dst,
+            });
+            to_eni(snap, receiver, &translated, buf, obs)
+        }
+        IpAddr::V6(addr) => {
+            let Some(vpc) = snap.vpc_by_v6(addr) else {
+                return drop(
+                    obs,
+                    DropReason::NoRoute,
+                    "no host or VPC on the simulated internet holds this address",
+                );
+            };
+            let v = snap.vpc(vpc);
+            if v.internet_gateway.is_some() {
+                obs.step(Step::InternetGateway {
+                    vpc,
+                    from: pkt.dst,
+                    to: pkt.dst,
+                });
+                return deliver_in_vpc(snap, vpc, pkt, buf, obs);
+            }
+            if v.egress_only_internet_gateway.is_some() {
+                // R-EIGW: nothing initiated outside gets in.
+                return drop(
+                    obs,
+                    DropReason::EigwInbound,
+                    "the VPC's egress-only gateway admits replies only",
+                );
+            }
+            drop(obs, DropReason::NoRoute, "the VPC has no internet gateway")
+        }
+    }
+}
+
+/// A route to the IGW: translate the private IPv4 source to the ENI's public IP
+/// (R-IGW-NAT, R-IGW-NOPUBLIC), pass IPv6 unchanged (R-IGW-V6), then hand the packet to
+/// the host that holds the destination, or back into a VPC for a public IP (R-IGW-HAIRPIN).
+pub fn internet_gateway_egress<'s, O: Observer<'s>>(
+    snap: &'s Snapshot,
+    vpc: VpcIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+    obs: &mut O,
+) -> Verdict {
+    let out = match pkt.src {
+        IpAddr::V4(_) => {
+            let public = snap
+                .eni_by_addr(vpc, pkt.src)
+                .and_then(|e| snap.eni(e).public_v4);
+            let Some(public) = public else {
+                return drop(
+                    obs,
+                    DropReason::IgwNoPublicIp,
+                    "the source has no public IPv4 address",
+                );
+            };
+            rewrite_v4(buf, pkt, Field::Source, public)
+        }
+        IpAddr::V6(_) => *pkt,
+    };
+    obs.step(Step::InternetGateway {
+        vpc,
+        from: pkt.src,
+        to: out.src,
+    });
+    if let Some(host) = snap.host_by_addr(out.dst) {
+        if snap.host(host).kind != HostKind::OnPremises {
+            return to_host(snap, host, obs);
+        }
+    }
+    internet_gateway_ingress(snap, &out, buf, obs)
+}
+
+/// A route to the EIGW: IPv6 only, source unchanged (R-EIGW).
+pub fn egress_only_gateway_egress<'s, O: Observer<'s>>(
+    snap: &'s Snapshot,
+    vpc: VpcIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+    obs: &mut O,
+) -> Verdict {
+    if !pkt.is_ipv6() {
+        return drop(
+            obs,
+            DropReason::NoRoute,
+            "an egress-only internet gateway carries IPv6 only",
+        );
+    }
+    obs.step(Step::InternetGateway {
+        vpc,
+        from: pkt.src,
+        to: pkt.src,
+    });
+    if let Some(host) = snap.host_by_addr(pkt.dst) {
+        if snap.host(host).kind != HostKind::OnPremises {
+            return to_host(snap, host, obs);
+        }
+    }
+    internet_gateway_ingress(snap, pkt, buf, obs)
+}
+
+/// A route to the NAT gateway. The translation (R-NAT-SNAT) lives in the NAT stage, which
+/// keeps per-flow state; this build has no such stage yet, so the gateway is treated as
+/// AWS treats a NAT gateway that is not `available`: its routes are blackholes
+/// (R-RT-BLACKHOLE). The detail says so, for trace and logs.
+pub fn nat_gateway_egress<'s, O: Observer<'s>>(
+    _snap: &'s Snapshot,
+    _nat: NatGatewayIx,
+    _pkt: &Packet,
+    _buf: &mut [u8],
+    obs: &mut O,
+) -> Verdict {
+    drop(
+        obs,
+        DropReason::RouteBlackhole,
+        "the NAT gateway is not available (no translation stage in this build)",
+    )
+}
+
+/// A packet addressed to an ENI that lives inside vpcd (a NAT gateway's).
+pub fn to_internal_eni<'s, O: Observer<'s>>(
+    snap: &'s Snapshot,
+    receiver: EniIx,
+    _pkt: &Packet,
+    _buf: &mut [u8],
+    obs: &mut O,
+) -> Verdict {
+    match snap.eni(receiver).kind {
+        // R-NAT-INBOUND: connections cannot be opened to a NAT gateway.
+        EniKind::NatGateway(_) => drop(
+            obs,
+            DropReason::NatInbound,
+            "connections cannot be opened to a NAT gateway",
+        ),
+        // Every instance ENI has a port; one without is not part of the configuration.
+        EniKind::Instance => drop(
+            obs,
+            DropReason::NoRoute,
+            "the instance has no port in this configuration",
+        ),
+    }
+}
+
+/// A route to the VGW: to the on-premises host holding the destination, untranslated
+/// (R-VGW).
+pub fn virtual_private_gateway_egress<'s, O: Observer<'s>>(
+    snap: &'s Snapshot,
+    vpc: VpcIx,
+    pkt: &Packet,
+    obs: &mut O,
+) -> Verdict {
+    obs.step(Step::VirtualPrivateGateway { vpc });
+    match snap.host_by_addr(pkt.dst) {
+        Some(host) if snap.host(host).kind == HostKind::OnPremises => to_host(snap, host, obs),
+        _ => drop(
+            obs,
+            DropReason::NoRoute,
+            "no on-premises host holds the destination",
+        ),
+    }
+}
+
+/// From on-premises through the VGW: only to the VPC's own blocks, by private address
+/// (R-VGW, R-VGW-NOEIP).
+fn from_on_premises<'s, O: Observer<'s>>(
+    snap: &'s Snapshot,
+    pkt: &Packet,
+    buf: &mut [u8],
+    obs: &mut O,
+) -> Verdict {
+    if let Some(other) = snap.host_by_addr(pkt.dst) {
+        if snap.host(other).kind == HostKind::OnPremises {
+            return to_host(snap, other, obs);
+        }
+    }
+    let Some(vpc) = snap.vgw_vpc_by_addr(pkt.dst) else {
+        return drop(
+            obs,
+            DropReason::NoRoute,
+            "no VPC with a virtual private gateway holds the destination",
+        );
+    };
+    obs.step(Step::VirtualPrivateGateway { vpc });
+    deliver_in_vpc(snap, vpc, pkt, buf, obs)
+}
+
+/// A route to a peering connection: it must be active (R-PCX-ACTIVE), and the packet must
+/// go from the sending VPC's blocks to the receiving VPC's blocks (R-PCX-EDGE); then the
+/// receiving VPC's local route delivers it.
+pub fn peering<'s, O: Observer<'s>>(
+    snap: &'s Snapshot,
+    pcx: PeeringIx,
+    from_vpc: VpcIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+    obs: &mut O,
+) -> Verdict {
+    let p = snap.peering(pcx);
+    if !p.active {
+        return drop(
+            obs,
+            DropReason::PcxInactive,
+            "the peering connection is not active",
+        );
+    }
+    let to_vpc = p.peer_of(from_vpc);
+    if !snap.vpc(from_vpc).contains(pkt.src) {
+        return drop(
+            obs,
+            DropReason::PcxNotTransitive,
+            "the source is not in the sending VPC's blocks",
+        );
+    }
+    if !snap.vpc(to_vpc).contains(pkt.dst) {
+        return drop(
+            obs,
+            DropReason::PcxNotTransitive,
+            "the destination is not in the peer VPC's blocks",
+        );
+    }
+    obs.step(Step::Peering {
+        peering: pcx,
+        to_vpc,
+    });
+    deliver_in_vpc(snap, to_vpc, pkt, buf, obs)
+}
+
+/// A route to a gateway endpoint: only from this VPC (R-GWE-SCOPE), within the policy
+/// (R-GWE-POLICY), to the service host, untranslated (R-GWE-ROUTE).
+pub fn gateway_endpoint<'s, O: Observer<'s>>(
+    snap: &'s Snapshot,
+    gwe: GatewayEndpointIx,
+    from_vpc: VpcIx,
+    pkt: &Packet,
+    obs: &mut O,
+) -> Verdict {
+    let ep = snap.gateway_endpoint(gwe);
+    if ep.vpc != from_vpc || !snap.vpc(from_vpc).contains(pkt.src) {
+        return drop(
+            obs,
+            DropReason::PcxNotTransitive,
+            "a gateway endpoint serves only its own VPC",
+        );
+    }
+    if let Some(policy) = &ep.policy {
+        let port = pkt.ports().map(|(_, d)| d);
+        let allowed = policy.iter().any(|rule| {
+            ip_contains(&rule.destination, pkt.dst)
+                && port.map_or(rule.ports == crate::snapshot::PortRange::ANY, |p| {
+                    rule.ports.contains(p)
+                })
+        });
+        if !allowed {
+            return drop(
+                obs,
+                DropReason::EndpointPolicy,
+                "the endpoint policy does not allow this destination",
+            );
+        }
+    }
+    obs.step(Step::GatewayEndpoint { endpoint: gwe });
+    match snap.host_by_addr(pkt.dst) {
+        Some(host) if snap.host(host).kind == HostKind::Service(ep.service) => {
+            to_host(snap, host, obs)
+        }
+        _ => drop(
+            obs,
+            DropReason::NoRoute,
+            "no host of the endpoint's service holds the destination",
+        ),
+    }
+}
+
+/// A service host's reply to a private address: back through the gateway endpoint of the
+/// VPC that holds that address. `None` when no endpoint of this service serves it.
+fn gateway_endpoint_return<'s, O: Observer<'s>>(
+    snap: &'s Snapshot,
+    service: crate::snapshot::ServiceIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+    obs: &mut O,
+) -> Option<Verdict> {
+    let (i, ep) = snap
+        .topo
+        .gateway_endpoints
+        .iter()
+        .enumerate()
+        .find(|(_, ep)| ep.service == service && snap.vpc(ep.vpc).contains(pkt.dst))?;
+    obs.step(Step::GatewayEndpoint {
+        endpoint: GatewayEndpointIx(i as u32),
+    });
+    Some(deliver_in_vpc(snap, ep.vpc, pkt, buf, obs))
+}
+
+fn to_host<'s, O: Observer<'s>>(snap: &'s Snapshot, host: HostIx, obs: &mut O) -> Verdict {
+    obs.step(Step::ToHost { host });
+    Verdict::Forward(snap.host(host).port)
+}
+
+fn ip_contains(net: &ip_network::IpNetwork, addr: IpAddr) -> bool {
+    match (net, addr) {
+        (ip_network::IpNetwork::V4(n), IpAddr::V4(a)) => n.contains(a),
+        (ip_network::IpNetwork::V6(n), IpAddr::V6(a)) => n.contains(a),
+        _ => false,
+    }
+}

@@ -1,0 +1,106 @@
+//! What the pipeline tells an observer about each decision it takes.
+//!
+//! The packet path runs with [`NoObserver`], whose empty inlined method compiles away;
+//! `vpcd trace` runs the very same code with a [`Recorder`] and prints the steps. So the
+//! explanation can never disagree with what the dataplane does.
+
+use std::net::IpAddr;
+
+use ip_network::IpNetwork;
+
+use crate::packet::Packet;
+use crate::reason::DropReason;
+use crate::route::Route;
+use crate::snapshot::{
+    EniIx, GatewayEndpointIx, HostIx, LocalService, PeeringIx, PortId, RouteTableIx, SubnetIx,
+    VpcIx,
+};
+
+/// Which way a packet crosses an ENI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Leaving the ENI (egress).
+    Egress,
+    /// Arriving at the ENI (ingress).
+    Ingress,
+}
+
+/// One decision of the pipeline, in the order of semantics.md §11.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step<'s> {
+    /// The packet entered on this port and parsed.
+    Received { port: PortId, packet: Packet },
+    /// Addressed to the VPC router itself (R-ADDR-EXEMPT): answered inside vpcd.
+    LocalService { service: LocalService },
+    /// The ENI's source/destination check passed (R-ADDR-SRCDST).
+    SourceDestCheck { eni: EniIx, direction: Direction },
+    /// Both ENIs are in one subnet: delivered without the route table or NACL
+    /// (R-RT-SAMESUBNET).
+    SameSubnet { subnet: SubnetIx },
+    /// The route table was consulted: the prefix and route that matched, or none.
+    Route {
+        table: RouteTableIx,
+        matched: Option<(IpNetwork, &'s Route)>,
+    },
+    /// The IGW translated an address 1:1 (R-IGW-NAT) or passed IPv6 unchanged.
+    InternetGateway {
+        vpc: VpcIx,
+        from: IpAddr,
+        to: IpAddr,
+    },
+    /// The packet crossed an active peering connection (R-PCX-EDGE held).
+    Peering { peering: PeeringIx, to_vpc: VpcIx },
+    /// The packet went through a gateway endpoint to its service (R-GWE-ROUTE).
+    GatewayEndpoint { endpoint: GatewayEndpointIx },
+    /// The packet went through the VPC's virtual private gateway (R-VGW).
+    VirtualPrivateGateway { vpc: VpcIx },
+    /// Handed to an outside host (internet, service, on-premises).
+    ToHost { host: HostIx },
+    /// Handed to an ENI.
+    ToEni { eni: EniIx },
+    /// Dropped: the reason, and a short fact that says where (for trace and logs).
+    Dropped {
+        reason: DropReason,
+        detail: &'static str,
+    },
+}
+
+/// Receives the pipeline's steps; `'s` is the lifetime of the snapshot the steps borrow
+/// from.
+pub trait Observer<'s> {
+    fn step(&mut self, step: Step<'s>);
+}
+
+/// The observer of the packet path: ignores everything, costs nothing.
+pub struct NoObserver;
+
+impl Observer<'_> for NoObserver {
+    #[inline(always)]
+    fn step(&mut self, _step: Step<'_>) {}
+}
+
+/// Keeps every step, for `vpcd trace` and tests.
+#[derive(Default, Debug)]
+pub struct Recorder<'s> {
+    pub steps: Vec<Step<'s>>,
+}
+
+impl<'s> Recorder<'s> {
+    pub fn new() -> Self {
+        Recorder { steps: Vec::new() }
+    }
+
+    /// The reason of the drop step, if the packet was dropped.
+    pub fn drop_reason(&self) -> Option<DropReason> {
+        self.steps.iter().find_map(|s| match s {
+            Step::Dropped { reason, .. } => Some(*reason),
+            _ => None,
+        })
+    }
+}
+
+impl<'s> Observer<'s> for Recorder<'s> {
+    fn step(&mut self, step: Step<'s>) {
+        self.steps.push(step);
+    }
+}

@@ -1,0 +1,270 @@
+//! A parsed view of one IPv4 or IPv6 packet: the fields every stage needs (addresses,
+//! protocol, ports or ICMP type, flags) and the offsets where they live, so that a stage
+//! that rewrites the packet (NAT) finds them without parsing again.
+//!
+//! Parsing uses etherparse's slices, which check every length once and never allocate;
+//! what it does not check and we must (the IPv4 header checksum) is checked here. A packet
+//! that fails any check is [`DropReason::Malformed`]: never a panic.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use etherparse::{IpNumber, Ipv4Slice, Ipv6Slice};
+
+use crate::checksum;
+use crate::reason::DropReason;
+
+/// IP protocol numbers used by the stages.
+pub mod proto {
+    pub const ICMP: u8 = 1;
+    pub const TCP: u8 = 6;
+    pub const UDP: u8 = 17;
+    pub const ICMPV6: u8 = 58;
+}
+
+/// TCP flag bits as flow logs report them (R-FL-FIELDS: FIN 1, SYN 2, RST 4, ACK 16).
+pub mod tcp_flags {
+    pub const FIN: u8 = 0x01;
+    pub const SYN: u8 = 0x02;
+    pub const RST: u8 = 0x04;
+    pub const PSH: u8 = 0x08;
+    pub const ACK: u8 = 0x10;
+}
+
+/// Where a packet stands with respect to IP fragmentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fragment {
+    /// A whole packet.
+    None,
+    /// The first fragment: carries the transport header.
+    First,
+    /// A later fragment: no transport header, no ports.
+    Later,
+}
+
+/// The transport part of a packet, as far as the stages care.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp {
+        src_port: u16,
+        dst_port: u16,
+        flags: u8,
+    },
+    Udp {
+        src_port: u16,
+        dst_port: u16,
+    },
+    /// ICMP or ICMPv6; `ident` is the echo identifier for echo request/reply, 0 otherwise.
+    Icmp {
+        ty: u8,
+        code: u8,
+        ident: u16,
+    },
+    /// Any other protocol, or a later fragment.
+    Other,
+}
+
+/// One parsed packet. Plain data (`Copy`), built once at the start of the pipeline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The transport protocol number (after IPv6 extension headers).
+    pub proto: u8,
+    pub transport: Transport,
+    /// TTL (IPv4) or hop limit (IPv6).
+    pub ttl: u8,
+    /// IPv4 "don't fragment"; always true for IPv6, which routers never fragment.
+    pub dont_fragment: bool,
+    pub fragment: Fragment,
+    /// Offset of the transport header from the start of the packet.
+    pub l4_offset: u16,
+    /// Length of the IP packet (total length), which may be less than the buffer.
+    pub len: u16,
+}
+
+impl Packet {
+    /// Parses `buf` (an IP packet, no link header). Checks versions, lengths, the IPv4
+    /// header checksum and the transport header lengths.
+    pub fn parse(buf: &[u8]) -> Result<Packet, DropReason> {
+        match buf.first().map(|b| b >> 4) {
+            Some(4) => Self::parse_v4(buf),
+            Some(6) => Self::parse_v6(buf),
+            _ => Err(DropReason::Malformed),
+        }
+    }
+
+    fn parse_v4(buf: &[u8]) -> Result<Packet, DropReason> {
+        let ip = Ipv4Slice::from_slice(buf).map_err(|_| DropReason::Malformed)?;
+        let h = ip.header();
+        if !checksum::ipv4_header_ok(h.slice()) {
+            return Err(DropReason::Malformed);
+        }
+        let payload = ip.payload();
+        let fragment = if !h.is_fragmenting_payload() {
+            Fragment::None
+        } else if h.fragments_offset().value() == 0 {
+            Fragment::First
+        } else {
+            Fragment::Later
+        };
+        let l4_offset = offset_in(buf, payload.payload);
+        let proto = payload.ip_number.0;
+        let transport = transport(proto, payload.payload, fragment, false)?;
+        Ok(Packet {
+            src: IpAddr::V4(Ipv4Addr::from(h.source())),
+            dst: IpAddr::V4(Ipv4Addr::from(h.destination())),
+            proto,
+            transport,
+            ttl: h.ttl(),
+            dont_fragment: h.dont_fragment(),
+            fragment,
+            l4_offset,
+            len: h.total_len(),
+        })
+    }
+
+    fn parse_v6(buf: &[u8]) -> Result<Packet, DropReason> {
+        let ip = Ipv6Slice::from_slice(buf).map_err(|_| DropReason::Malformed)?;
+        let h = ip.header();
+        let payload = ip.payload();
+        let mut fragment = Fragment::None;
+        if ip.extensions().is_fragmenting_payload() {
+            fragment = Fragment::Later;
+            for ext in ip.extensions().clone().into_iter() {
+                if let etherparse::Ipv6ExtensionSlice::Fragment(f) = ext {
+                    if f.is_fragmenting_payload() && f.fragment_offset().value() == 0 {
+                        fragment = Fragment::First;
+                    }
+                }
+            }
+        }
+        let total = 40 + usize::from(h.payload_length());
+        let l4_offset = offset_in(buf, payload.payload);
+        let proto = payload.ip_number.0;
+        let transport = transport(proto, payload.payload, fragment, true)?;
+        Ok(Packet {
+            src: IpAddr::V6(Ipv6Addr::from(h.source())),
+            dst: IpAddr::V6(Ipv6Addr::from(h.destination())),
+            proto,
+            transport,
+            ttl: h.hop_limit(),
+            dont_fragment: true,
+            fragment,
+            l4_offset,
+            len: total as u16,
+        })
+    }
+
+    pub fn is_ipv6(&self) -> bool {
+        self.dst.is_ipv6()
+    }
+
+    /// Source and destination ports for TCP and UDP; `None` for anything else.
+    pub fn ports(&self) -> Option<(u16, u16)> {
+        match self.transport {
+            Transport::Tcp {
+                src_port, dst_port, ..
+            }
+            | Transport::Udp { src_port, dst_port } => Some((src_port, dst_port)),
+            _ => None,
+        }
+    }
+
+    /// The TCP flags, 0 for any other protocol.
+    pub fn tcp_flags(&self) -> u8 {
+        match self.transport {
+            Transport::Tcp { flags, .. } => flags,
+            _ => 0,
+        }
+    }
+}
+
+/// Where `part` (a sub-slice handed out by etherparse) starts inside `buf`.
+fn offset_in(buf: &[u8], part: &[u8]) -> u16 {
+    (part.as_ptr() as usize - buf.as_ptr() as usize) as u16
+}
+
+/// Parses the transport header that starts at `l4` (bounded by the IP length). A later
+/// fragment has none; a first fragment may be too short for it, which is legal, so only
+/// whole packets are held to the full header length.
+fn transport(proto: u8, l4: &[u8], fragment: Fragment, v6: bool) -> Result<Transport, DropReason> {
+    if fragment == Fragment::Later {
+        return Ok(Transport::Other);
+    }
+    let whole = fragment == Fragment::None;
+    let short = |need: usize| l4.len() < need;
+    match proto {
+        proto::TCP => {
+            if short(20) {
+                return if whole {
+                    Err(DropReason::Malformed)
+                } else {
+                    Ok(Transport::Other)
+                };
+            }
+            let data_offset = usize::from(l4[12] >> 4) * 4;
+            if whole && (data_offset < 20 || data_offset > l4.len()) {
+                return Err(DropReason::Malformed);
+            }
+            Ok(Transport::Tcp {
+                src_port: u16::from_be_bytes([l4[0], l4[1]]),
+                dst_port: u16::from_be_bytes([l4[2], l4[3]]),
+                flags: l4[13],
+            })
+        }
+        proto::UDP => {
+            if short(8) {
+                return if whole {
+                    Err(DropReason::Malformed)
+                } else {
+                    Ok(Transport::Other)
+                };
+            }
+            let udp_len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
+            // A UDP length of 0 is legal only for IPv6 jumbograms; otherwise it must fit.
+            if whole && (udp_len < 8 || udp_len > l4.len()) {
+                return Err(DropReason::Malformed);
+            }
+            Ok(Transport::Udp {
+                src_port: u16::from_be_bytes([l4[0], l4[1]]),
+                dst_port: u16::from_be_bytes([l4[2], l4[3]]),
+            })
+        }
+        proto::ICMP | proto::ICMPV6 if (proto == proto::ICMPV6) == v6 => {
+            if short(8) {
+                return if whole {
+                    Err(DropReason::Malformed)
+                } else {
+                    Ok(Transport::Other)
+                };
+            }
+            let (ty, code) = (l4[0], l4[1]);
+            let is_echo = if v6 {
+                ty == 128 || ty == 129
+            } else {
+                ty == 8 || ty == 0
+            };
+            let ident = if is_echo {
+                u16::from_be_bytes([l4[4], l4[5]])
+            } else {
+                0
+            };
+            Ok(Transport::Icmp { ty, code, ident })
+        }
+        _ => Ok(Transport::Other),
+    }
+}
+
+/// IP protocol names for people (trace, errors): `tcp`, `udp`, `icmp`, `icmpv6`, or the number.
+pub fn proto_name(proto: u8) -> std::borrow::Cow<'static, str> {
+    match proto {
+        proto::TCP => "tcp".into(),
+        proto::UDP => "udp".into(),
+        proto::ICMP => "icmp".into(),
+        proto::ICMPV6 => "icmpv6".into(),
+        n => IpNumber(n)
+            .keyword_str()
+            .map(|k| std::borrow::Cow::Owned(k.to_ascii_lowercase()))
+            .unwrap_or_else(|| n.to_string().into()),
+    }
+}

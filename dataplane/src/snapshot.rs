@@ -1,0 +1,493 @@
+//! The compiled, immutable configuration that packet workers read.
+//!
+//! The control path turns a lab file into a [`Topology`] (plain vectors of VPCs, subnets,
+//! ENIs, route tables, gateways, outside hosts, all referring to each other by index) and
+//! [`Snapshot::new`] adds the lookup maps the hot path needs. A snapshot never changes
+//! once built: a new configuration is a new snapshot, published with [`SnapshotCell`]
+//! (arc-swap), and a worker loads it once per batch.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
+use ip_network_table::IpNetworkTable;
+use rustc_hash::FxHashMap;
+
+use crate::route::RouteTable;
+
+macro_rules! index_type {
+    ($($(#[$doc:meta])* $name:ident;)*) => {$(
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub u32);
+        impl $name {
+            #[inline]
+            pub fn ix(self) -> usize { self.0 as usize }
+        }
+    )*};
+}
+
+index_type! {
+    /// A VPC, by position in [`Topology::vpcs`].
+    VpcIx;
+    /// A subnet, by position in [`Topology::subnets`].
+    SubnetIx;
+    /// A network interface (instance, NAT gateway or endpoint).
+    EniIx;
+    /// A route table.
+    RouteTableIx;
+    /// A NAT gateway.
+    NatGatewayIx;
+    /// A peering connection.
+    PeeringIx;
+    /// A gateway endpoint.
+    GatewayEndpointIx;
+    /// A simulated outside host (internet, service, on-premises).
+    HostIx;
+    /// A service of `services[]`.
+    ServiceIx;
+    /// A port: where packets enter and leave the router (one TUN device in a lab).
+    PortId;
+}
+
+#[derive(Clone, Debug)]
+pub struct Vpc {
+    pub id: Box<str>,
+    /// The primary block first, then the secondary ones.
+    pub cidrs_v4: Vec<Ipv4Network>,
+    pub cidr_v6: Option<Ipv6Network>,
+    pub internet_gateway: Option<Box<str>>,
+    pub egress_only_internet_gateway: Option<Box<str>>,
+    pub virtual_private_gateway: Option<Box<str>>,
+    pub enable_dns_support: bool,
+}
+
+impl Vpc {
+    /// True when `addr` lies in one of the VPC's blocks (IPv4 or IPv6).
+    pub fn contains(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => self.cidrs_v4.iter().any(|c| c.contains(a)),
+            IpAddr::V6(a) => self.cidr_v6.is_some_and(|c| c.contains(a)),
+        }
+    }
+
+    /// The Amazon DNS address: the primary block's base + 2 (R-ADDR-DNS).
+    pub fn dns_v4(&self) -> Option<Ipv4Addr> {
+        self.cidrs_v4
+            .first()
+            .map(|c| Ipv4Addr::from(u32::from(c.network_address()) + 2))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Subnet {
+    pub id: Box<str>,
+    pub vpc: VpcIx,
+    pub cidr_v4: Ipv4Network,
+    pub cidr_v6: Option<Ipv6Network>,
+    pub availability_zone: Box<str>,
+    pub route_table: RouteTableIx,
+}
+
+impl Subnet {
+    /// The VPC router's address in this subnet: base + 1 (R-ADDR-ROUTER).
+    pub fn router_v4(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.cidr_v4.network_address()) + 1)
+    }
+
+    /// The router's IPv6 address in this subnet: base + 1 of the /64.
+    pub fn router_v6(&self) -> Option<Ipv6Addr> {
+        self.cidr_v6
+            .map(|c| Ipv6Addr::from(u128::from(c.network_address()) + 1))
+    }
+}
+
+/// What an ENI belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EniKind {
+    /// An instance: one namespace, one port.
+    Instance,
+    /// The ENI of a NAT gateway (inside vpcd, no port).
+    NatGateway(NatGatewayIx),
+}
+
+/// A network interface (R-ADDR-SRCDST applies to it).
+#[derive(Clone, Debug)]
+pub struct Eni {
+    /// The instance / NAT gateway id: how the ENI is named everywhere.
+    pub id: Box<str>,
+    pub kind: EniKind,
+    pub vpc: VpcIx,
+    pub subnet: SubnetIx,
+    /// Where its packets enter and leave; `None` for ENIs that live inside vpcd.
+    pub port: Option<PortId>,
+    /// Primary private IPv4 first, then the secondary ones.
+    pub private_v4: Vec<Ipv4Addr>,
+    pub ipv6: Vec<Ipv6Addr>,
+    /// Public IPv4 / Elastic IP, translated 1:1 by the IGW (R-IGW-NAT).
+    pub public_v4: Option<Ipv4Addr>,
+    pub source_dest_check: bool,
+}
+
+impl Eni {
+    /// True when `addr` is one of the ENI's own private addresses (IPv4 or IPv6).
+    #[inline]
+    pub fn owns(&self, addr: IpAddr) -> bool {
+        match addr {
+            IpAddr::V4(a) => self.private_v4.contains(&a),
+            IpAddr::V6(a) => self.ipv6.contains(&a),
+        }
+    }
+
+    pub fn primary_v4(&self) -> Ipv4Addr {
+        self.private_v4[0]
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NatGateway {
+    pub id: Box<str>,
+    pub vpc: VpcIx,
+    pub subnet: SubnetIx,
+    pub eni: EniIx,
+    pub private_ip: Ipv4Addr,
+    /// The Elastic IP; `None` for `connectivity: private`.
+    pub public_ip: Option<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Peering {
+    pub id: Box<str>,
+    pub requester: VpcIx,
+    pub accepter: VpcIx,
+    /// Only `active` connections carry traffic (R-PCX-ACTIVE).
+    pub active: bool,
+}
+
+impl Peering {
+    /// The VPC on the other side from `vpc`.
+    pub fn peer_of(&self, vpc: VpcIx) -> VpcIx {
+        if self.requester == vpc {
+            self.accepter
+        } else {
+            self.requester
+        }
+    }
+}
+
+/// An inclusive port range; `ANY` matches every port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortRange {
+    pub from: u16,
+    pub to: u16,
+}
+
+impl PortRange {
+    pub const ANY: PortRange = PortRange { from: 0, to: 65535 };
+
+    #[inline]
+    pub fn contains(self, port: u16) -> bool {
+        self.from <= port && port <= self.to
+    }
+}
+
+/// One allow entry of a gateway endpoint policy (R-GWE-POLICY).
+#[derive(Clone, Debug)]
+pub struct PolicyRule {
+    pub destination: IpNetwork,
+    pub ports: PortRange,
+}
+
+#[derive(Clone, Debug)]
+pub struct GatewayEndpoint {
+    pub id: Box<str>,
+    pub vpc: VpcIx,
+    pub service: ServiceIx,
+    /// `None`: the full-access default policy.
+    pub policy: Option<Vec<PolicyRule>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub name: Box<str>,
+    pub prefix_list: Box<str>,
+    pub cidrs: Vec<IpNetwork>,
+}
+
+/// Which part of the simulated outside world a host belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HostKind {
+    Internet,
+    Service(ServiceIx),
+    OnPremises,
+}
+
+/// A simulated outside host: one namespace, one port.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub id: Box<str>,
+    pub kind: HostKind,
+    pub ipv4: Option<Ipv4Addr>,
+    pub ipv6: Option<Ipv6Addr>,
+    pub port: PortId,
+}
+
+/// What is attached to a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    Eni(EniIx),
+    Host(HostIx),
+}
+
+#[derive(Clone, Debug)]
+pub struct Port {
+    /// The namespace / instance / host id.
+    pub name: Box<str>,
+    pub attachment: Attachment,
+}
+
+/// Router-local destinations, answered inside vpcd and exempt from SGs, NACLs and flow
+/// logs (R-ADDR-EXEMPT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocalService {
+    /// A subnet's router address, base + 1 (R-ADDR-ROUTER).
+    Router(SubnetIx),
+    /// Amazon DNS at the VPC's base + 2, 169.254.169.253 or fd00:ec2::253 (R-ADDR-DNS).
+    Dns,
+    /// Instance metadata at 169.254.169.254 / fd00:ec2::254 (R-ADDR-IMDS).
+    Metadata,
+    /// Amazon Time Sync at 169.254.169.123 / fd00:ec2::123.
+    TimeSync,
+}
+
+pub const DNS_LINK_LOCAL: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 253);
+pub const METADATA_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+pub const TIME_SYNC_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 123);
+pub const DNS_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x253);
+pub const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254);
+pub const TIME_SYNC_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x123);
+
+/// Everything the lab file describes, compiled to indices. Built by the control path.
+#[derive(Default)]
+pub struct Topology {
+    pub region: Box<str>,
+    pub account_id: Box<str>,
+    pub vpcs: Vec<Vpc>,
+    pub subnets: Vec<Subnet>,
+    pub route_tables: Vec<RouteTable>,
+    pub enis: Vec<Eni>,
+    pub nat_gateways: Vec<NatGateway>,
+    pub peerings: Vec<Peering>,
+    pub gateway_endpoints: Vec<GatewayEndpoint>,
+    pub services: Vec<Service>,
+    pub hosts: Vec<Host>,
+    pub ports: Vec<Port>,
+}
+
+/// The immutable configuration: the topology plus the maps the hot path looks up.
+pub struct Snapshot {
+    pub generation: u64,
+    pub topo: Topology,
+    /// Private address (IPv4 or IPv6) in a VPC → ENI.
+    eni_by_addr: FxHashMap<(VpcIx, IpAddr), EniIx>,
+    /// Public IPv4 → ENI, for the IGW's 1:1 translation (R-IGW-NAT).
+    eni_by_public_v4: FxHashMap<Ipv4Addr, EniIx>,
+    /// Outside host by address.
+    host_by_addr: FxHashMap<IpAddr, HostIx>,
+    /// Router-local addresses inside VPCs (subnet routers, DNS).
+    local_by_addr: FxHashMap<(VpcIx, IpAddr), LocalService>,
+    /// Which VPC an IPv6 address from the internet belongs to (VPC IPv6 blocks are unique).
+    vpc_by_v6: IpNetworkTable<VpcIx>,
+    /// Which VPC with a VGW an address from on-premises belongs to.
+    vgw_vpc_by_addr: IpNetworkTable<VpcIx>,
+}
+
+impl Snapshot {
+    /// Indexes a topology. The control path has validated it: indices are in range.
+    pub fn new(topo: Topology, generation: u64) -> Snapshot {
+        let mut eni_by_addr = FxHashMap::default();
+        let mut eni_by_public_v4 = FxHashMap::default();
+        for (i, eni) in topo.enis.iter().enumerate() {
+            let ix = EniIx(i as u32);
+            for a in &eni.private_v4 {
+                eni_by_addr.insert((eni.vpc, IpAddr::V4(*a)), ix);
+            }
+            for a in &eni.ipv6 {
+                eni_by_addr.insert((eni.vpc, IpAddr::V6(*a)), ix);
+            }
+            if let Some(p) = eni.public_v4 {
+                eni_by_public_v4.insert(p, ix);
+            }
+        }
+        let mut host_by_addr = FxHashMap::default();
+        for (i, h) in topo.hosts.iter().enumerate() {
+            let ix = HostIx(i as u32);
+            if let Some(a) = h.ipv4 {
+                host_by_addr.insert(IpAddr::V4(a), ix);
+            }
+            if let Some(a) = h.ipv6 {
+                host_by_addr.insert(IpAddr::V6(a), ix);
+            }
+        }
+        let mut local_by_addr = FxHashMap::default();
+        for (i, s) in topo.subnets.iter().enumerate() {
+            let svc = LocalService::Router(SubnetIx(i as u32));
+            local_by_addr.insert((s.vpc, IpAddr::V4(s.router_v4())), svc);
+            if let Some(r6) = s.router_v6() {
+                local_by_addr.insert((s.vpc, IpAddr::V6(r6)), svc);
+            }
+        }
+        let mut vpc_by_v6 = IpNetworkTable::new();
+        let mut vgw_vpc_by_addr = IpNetworkTable::new();
+        for (i, v) in topo.vpcs.iter().enumerate() {
+            let ix = VpcIx(i as u32);
+            if v.enable_dns_support {
+                if let Some(d) = v.dns_v4() {
+                    local_by_addr.insert((ix, IpAddr::V4(d)), LocalService::Dns);
+                }
+            }
+            if let Some(c6) = v.cidr_v6 {
+                vpc_by_v6.insert(c6, ix);
+            }
+            if v.virtual_private_gateway.is_some() {
+                for c in &v.cidrs_v4 {
+                    vgw_vpc_by_addr.insert(*c, ix);
+                }
+                if let Some(c6) = v.cidr_v6 {
+                    vgw_vpc_by_addr.insert(c6, ix);
+                }
+            }
+        }
+        Snapshot {
+            generation,
+            topo,
+            eni_by_addr,
+            eni_by_public_v4,
+            host_by_addr,
+            local_by_addr,
+            vpc_by_v6,
+            vgw_vpc_by_addr,
+        }
+    }
+
+    /// An empty snapshot: no ports, every packet dropped. What a router holds before its
+    /// first configuration.
+    pub fn empty() -> Snapshot {
+        Snapshot::new(Topology::default(), 0)
+    }
+
+    #[inline]
+    pub fn vpc(&self, ix: VpcIx) -> &Vpc {
+        &self.topo.vpcs[ix.ix()]
+    }
+    #[inline]
+    pub fn subnet(&self, ix: SubnetIx) -> &Subnet {
+        &self.topo.subnets[ix.ix()]
+    }
+    #[inline]
+    pub fn eni(&self, ix: EniIx) -> &Eni {
+        &self.topo.enis[ix.ix()]
+    }
+    #[inline]
+    pub fn route_table(&self, ix: RouteTableIx) -> &RouteTable {
+        &self.topo.route_tables[ix.ix()]
+    }
+    #[inline]
+    pub fn host(&self, ix: HostIx) -> &Host {
+        &self.topo.hosts[ix.ix()]
+    }
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<&Port> {
+        self.topo.ports.get(id.ix())
+    }
+    #[inline]
+    pub fn peering(&self, ix: PeeringIx) -> &Peering {
+        &self.topo.peerings[ix.ix()]
+    }
+    #[inline]
+    pub fn nat_gateway(&self, ix: NatGatewayIx) -> &NatGateway {
+        &self.topo.nat_gateways[ix.ix()]
+    }
+    #[inline]
+    pub fn gateway_endpoint(&self, ix: GatewayEndpointIx) -> &GatewayEndpoint {
+        &self.topo.gateway_endpoints[ix.ix()]
+    }
+    #[inline]
+    pub fn service(&self, ix: ServiceIx) -> &Service {
+        &self.topo.services[ix.ix()]
+    }
+
+    /// The ENI holding private address `addr` in `vpc`.
+    #[inline]
+    pub fn eni_by_addr(&self, vpc: VpcIx, addr: IpAddr) -> Option<EniIx> {
+        self.eni_by_addr.get(&(vpc, addr)).copied()
+    }
+
+    /// The ENI whose public IPv4 is `addr`.
+    #[inline]
+    pub fn eni_by_public_v4(&self, addr: Ipv4Addr) -> Option<EniIx> {
+        self.eni_by_public_v4.get(&addr).copied()
+    }
+
+    /// The outside host holding `addr`.
+    #[inline]
+    pub fn host_by_addr(&self, addr: IpAddr) -> Option<HostIx> {
+        self.host_by_addr.get(&addr).copied()
+    }
+
+    /// The VPC whose IPv6 block holds `addr`.
+    #[inline]
+    pub fn vpc_by_v6(&self, addr: Ipv6Addr) -> Option<VpcIx> {
+        self.vpc_by_v6.longest_match_ipv6(addr).map(|(_, v)| *v)
+    }
+
+    /// The VPC with a VGW whose blocks hold `addr` (traffic from on-premises, R-VGW).
+    #[inline]
+    pub fn vgw_vpc_by_addr(&self, addr: IpAddr) -> Option<VpcIx> {
+        self.vgw_vpc_by_addr.longest_match(addr).map(|(_, v)| *v)
+    }
+
+    /// The router-local service at `dst` for traffic from inside `vpc`, if any
+    /// (R-ADDR-EXEMPT).
+    #[inline]
+    pub fn local_service(&self, vpc: VpcIx, dst: IpAddr) -> Option<LocalService> {
+        match dst {
+            IpAddr::V4(a) if a.is_link_local() => match a {
+                DNS_LINK_LOCAL if self.vpc(vpc).enable_dns_support => Some(LocalService::Dns),
+                METADATA_V4 => Some(LocalService::Metadata),
+                TIME_SYNC_V4 => Some(LocalService::TimeSync),
+                _ => None,
+            },
+            IpAddr::V6(a) if a.segments()[0] == 0xfd00 => match a {
+                DNS_V6 if self.vpc(vpc).enable_dns_support => Some(LocalService::Dns),
+                METADATA_V6 => Some(LocalService::Metadata),
+                TIME_SYNC_V6 => Some(LocalService::TimeSync),
+                _ => None,
+            },
+            _ => self.local_by_addr.get(&(vpc, dst)).copied(),
+        }
+    }
+}
+
+/// Where the current snapshot is published: workers `load` it once per batch without a
+/// lock; the control thread `store`s a new one.
+pub struct SnapshotCell(ArcSwap<Snapshot>);
+
+impl SnapshotCell {
+    pub fn new(snapshot: Snapshot) -> Self {
+        SnapshotCell(ArcSwap::from_pointee(snapshot))
+    }
+
+    /// The current snapshot. Cheap (no reference count traffic in the common case); hold
+    /// the guard for one batch, not longer.
+    #[inline]
+    pub fn load(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.0.load()
+    }
+
+    /// Publishes a new snapshot; workers see it from their next batch on.
+    pub fn store(&self, snapshot: Snapshot) {
+        self.0.store(Arc::new(snapshot));
+    }
+}

@@ -1,0 +1,91 @@
+//! Per-worker counters: packets and bytes per port, drops per reason.
+//!
+//! Each worker owns its `Stats` (plain integers, no atomics, no sharing), as VPP's nodes
+//! own their error counters; a reader sums the workers' copies. Nothing here is shared
+//! between cores on the packet path.
+
+use crate::pipeline::Verdict;
+use crate::reason::DropReason;
+use crate::snapshot::PortId;
+
+/// Packets and bytes through one port.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PortCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Stats {
+    /// Indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+    pub forwarded: u64,
+    /// Packets handed to router-local services (R-ADDR-EXEMPT).
+    pub local: u64,
+    /// Indexed by port id; grown by [`Stats::reserve_ports`] off the packet path.
+    pub ports: Vec<PortCounters>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            drops: [0; DropReason::COUNT],
+            forwarded: 0,
+            local: 0,
+            ports: Vec::new(),
+        }
+    }
+}
+
+impl Stats {
+    /// Makes room for `n` ports; call once per batch (after loading the snapshot), so that
+    /// counting never allocates.
+    pub fn reserve_ports(&mut self, n: usize) {
+        if self.ports.len() < n {
+            self.ports.resize(n, PortCounters::default());
+        }
+    }
+
+    /// Counts one packet: `rx` on the port it came in, then its verdict.
+    #[inline]
+    pub fn count(&mut self, ingress: PortId, len: usize, verdict: &Verdict) {
+        if let Some(p) = self.ports.get_mut(ingress.ix()) {
+            p.rx_packets += 1;
+            p.rx_bytes += len as u64;
+        }
+        match *verdict {
+            Verdict::Forward(out) => {
+                self.forwarded += 1;
+                if let Some(p) = self.ports.get_mut(out.ix()) {
+                    p.tx_packets += 1;
+                    p.tx_bytes += len as u64;
+                }
+            }
+            Verdict::Local(_) => self.local += 1,
+            Verdict::Drop(r) => self.drops[r as usize] += 1,
+        }
+    }
+
+    /// The count for one reason.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// Adds another worker's counters into these (for a reader).
+    pub fn merge(&mut self, other: &Stats) {
+        for (a, b) in self.drops.iter_mut().zip(other.drops.iter()) {
+            *a += b;
+        }
+        self.forwarded += other.forwarded;
+        self.local += other.local;
+        self.reserve_ports(other.ports.len());
+        for (a, b) in self.ports.iter_mut().zip(other.ports.iter()) {
+            a.rx_packets += b.rx_packets;
+            a.rx_bytes += b.rx_bytes;
+            a.tx_packets += b.tx_packets;
+            a.tx_bytes += b.tx_bytes;
+        }
+    }
+}
