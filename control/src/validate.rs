@@ -1080,7 +1080,7 @@ fn check_routes(
                             diags.error(
                                 &r.destination.at,
                                 format!(
-                                    "endpoint `{}` serves {} , not {pl}",
+                                    "endpoint `{}` serves {}, not {pl}",
                                     r.target.v, svc.prefix_list.v
                                 ),
                                 format!("use {} as destination", svc.prefix_list.v),

@@ -268,3 +268,147 @@ pub fn proto_name(proto: u8) -> std::borrow::Cow<'static, str> {
             .unwrap_or_else(|| n.to_string().into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use etherparse::{
+        IpFragOffset, IpHeaders, Ipv4Header, Ipv6FragmentHeader, Ipv6Header, PacketBuilder,
+    };
+
+    fn udp_v6_with_hop_by_hop() -> Vec<u8> {
+        // IPv6 → hop-by-hop options (8 bytes, PadN) → UDP.
+        let payload = b"hello";
+        let udp_len = 8 + payload.len();
+        let mut buf = Vec::new();
+        let h = Ipv6Header {
+            payload_length: (8 + udp_len) as u16,
+            next_header: IpNumber::IPV6_HEADER_HOP_BY_HOP,
+            hop_limit: 64,
+            source: [
+                0x20, 0x01, 0x0d, 0xb8, 0, 0x10, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0x10,
+            ],
+            destination: [
+                0x20, 0x01, 0x0d, 0xb8, 0, 0x10, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0x10,
+            ],
+            ..Default::default()
+        };
+        h.write(&mut buf).unwrap();
+        buf.extend_from_slice(&[17, 0, 1, 4, 0, 0, 0, 0]); // next = UDP, len 0, PadN(4)
+        buf.extend_from_slice(&5000u16.to_be_bytes());
+        buf.extend_from_slice(&53u16.to_be_bytes());
+        buf.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        buf.extend_from_slice(&[0, 0]);
+        buf.extend_from_slice(payload);
+        buf
+    }
+
+    #[test]
+    fn ipv6_extension_headers_are_skipped_to_the_transport() {
+        let buf = udp_v6_with_hop_by_hop();
+        let p = Packet::parse(&buf).unwrap();
+        assert_eq!(p.proto, proto::UDP);
+        assert_eq!(p.l4_offset, 48);
+        assert_eq!(
+            p.transport,
+            Transport::Udp {
+                src_port: 5000,
+                dst_port: 53
+            }
+        );
+        assert_eq!(p.fragment, Fragment::None);
+    }
+
+    #[test]
+    fn tcp_fields_are_read() {
+        let mut buf = Vec::new();
+        PacketBuilder::ipv4([10, 0, 1, 10], [10, 0, 2, 10], 61)
+            .tcp(40000, 443, 7, 1000)
+            .syn()
+            .ack(1)
+            .write(&mut buf, &[])
+            .unwrap();
+        let p = Packet::parse(&buf).unwrap();
+        assert_eq!(p.ttl, 61);
+        assert_eq!(p.ports(), Some((40000, 443)));
+        assert_eq!(p.tcp_flags(), tcp_flags::SYN | tcp_flags::ACK);
+        assert_eq!(p.l4_offset, 20);
+    }
+
+    #[test]
+    fn ipv4_fragments_are_recognised() {
+        let mut h = Ipv4Header::new(16, 64, IpNumber::UDP, [10, 0, 1, 10], [10, 0, 2, 10]).unwrap();
+        h.more_fragments = true;
+        let mut first = Vec::new();
+        h.header_checksum = h.calc_header_checksum();
+        h.write(&mut first).unwrap();
+        first.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 100, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let p = Packet::parse(&first).unwrap();
+        assert_eq!(p.fragment, Fragment::First);
+        assert_eq!(
+            p.ports(),
+            Some((5000, 53)),
+            "the first fragment carries the ports"
+        );
+
+        h.more_fragments = false;
+        h.fragment_offset = IpFragOffset::try_new(2).unwrap();
+        h.header_checksum = h.calc_header_checksum();
+        let mut later = Vec::new();
+        h.write(&mut later).unwrap();
+        later.extend_from_slice(&[0u8; 16]);
+        let p = Packet::parse(&later).unwrap();
+        assert_eq!(p.fragment, Fragment::Later);
+        assert_eq!(p.transport, Transport::Other);
+    }
+
+    #[test]
+    fn ipv6_fragment_header() {
+        let frag =
+            Ipv6FragmentHeader::new(IpNumber::UDP, IpFragOffset::try_new(0).unwrap(), true, 77);
+        let headers = IpHeaders::Ipv6(
+            Ipv6Header {
+                payload_length: 8 + 16,
+                next_header: IpNumber::IPV6_FRAGMENTATION_HEADER,
+                hop_limit: 64,
+                source: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+                destination: [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+                ..Default::default()
+            },
+            etherparse::Ipv6Extensions {
+                fragment: Some(frag),
+                ..Default::default()
+            },
+        );
+        let mut buf = Vec::new();
+        headers.write(&mut buf).unwrap();
+        buf.extend_from_slice(&[0x13, 0x88, 0, 53, 0, 100, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+        let p = Packet::parse(&buf).unwrap();
+        assert_eq!(p.fragment, Fragment::First);
+        assert_eq!(p.proto, proto::UDP);
+        assert_eq!(p.ports(), Some((5000, 53)));
+    }
+
+    #[test]
+    fn bad_ipv4_checksum_and_short_headers_are_malformed() {
+        let mut buf = Vec::new();
+        PacketBuilder::ipv4([10, 0, 1, 10], [10, 0, 2, 10], 64)
+            .udp(1, 2)
+            .write(&mut buf, b"x")
+            .unwrap();
+        assert!(Packet::parse(&buf).is_ok());
+        let mut bad = buf.clone();
+        bad[8] = 1; // TTL changed, checksum not updated
+        assert_eq!(Packet::parse(&bad), Err(DropReason::Malformed));
+        assert_eq!(Packet::parse(&buf[..19]), Err(DropReason::Malformed));
+        assert_eq!(Packet::parse(&[0x60; 39]), Err(DropReason::Malformed));
+    }
+
+    #[test]
+    fn protocol_names() {
+        assert_eq!(proto_name(6), "tcp");
+        assert_eq!(proto_name(58), "icmpv6");
+        assert_eq!(proto_name(50), "esp");
+        assert_eq!(proto_name(253), "253");
+    }
+}

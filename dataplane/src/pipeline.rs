@@ -65,6 +65,10 @@ impl Pipeline {
         now: Timestamp,
         obs: &mut O,
     ) -> Verdict {
+        // Grows only when a new snapshot has more ports: no allocation in steady state.
+        if self.stats.ports.len() < snap.topo.ports.len() {
+            self.stats.reserve_ports(snap.topo.ports.len());
+        }
         let verdict = judge(snap, ingress, buf, now, obs);
         self.stats.count(ingress, buf.len(), &verdict);
         verdict
