@@ -170,11 +170,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
             n.subnet
                 .insert(s.id.v.clone(), SubnetIx(subnet_base + si as u32));
             let table = match &s.route_table {
-                Some(rt) => v
-                    .route_tables
-                    .iter()
-                    .position(|x| x.id.v == rt.v)
-                    .ok_or_else(|| missing("route table", &rt.v))?,
+                Some(rt) => table_index(v, &rt.v, main)?,
                 None => main,
             };
             t.subnets.push(Subnet {
@@ -265,16 +261,26 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
         }
         // Route tables: the explicit ones in order, then the implicit main one if no table
         // is marked main.
-        for rt in &v.route_tables {
-            let table = route_table(lab, v, vpc, &rt.id.v, &rt.routes, &n, &t)?;
+        for (i, rt) in v.route_tables.iter().enumerate() {
+            let table = route_table(lab, v, vpc, &rt.id.v, i == main, &rt.routes, &n, &t)?;
             t.route_tables.push(table);
         }
         if main == v.route_tables.len() {
-            let table = route_table(lab, v, vpc, "main", &[], &n, &t)?;
+            let table = route_table(lab, v, vpc, "main", true, &[], &n, &t)?;
             t.route_tables.push(table);
         }
     }
     Ok(t)
+}
+
+/// The position of route table `id` in the VPC's tables; `main` names the main one (the
+/// table marked `main: true`, or the implicit one after the explicit tables).
+fn table_index(v: &model::Vpc, id: &str, main: usize) -> Result<usize, CompileError> {
+    match v.route_tables.iter().position(|x| x.id.v == id) {
+        Some(i) => Ok(i),
+        None if id == "main" => Ok(main),
+        None => Err(missing("route table", id)),
+    }
 }
 
 fn subnet_index(lab: &Lab, vi: usize, id: &str) -> Result<SubnetIx, CompileError> {
@@ -297,11 +303,13 @@ fn first_free(cidr: ip_network::Ipv4Network, taken: &[Ipv4Addr]) -> Option<Ipv4A
 
 /// One route table: the implicit local routes (R-RT-LOCAL), the written routes, and the
 /// prefix-list routes of gateway endpoints that name this table (R-GWE-ROUTE).
+#[allow(clippy::too_many_arguments)]
 fn route_table(
     lab: &Lab,
     v: &model::Vpc,
     vpc: VpcIx,
     id: &str,
+    is_main: bool,
     routes: &[model::Route],
     n: &Names,
     t: &Topology,
@@ -352,7 +360,10 @@ fn route_table(
     }
     for ep in &v.endpoints {
         if let EndpointKind::Gateway { route_tables, .. } = &ep.kind {
-            if route_tables.iter().any(|r| r.v == id) {
+            if route_tables
+                .iter()
+                .any(|r| r.v == id || (is_main && r.v == "main"))
+            {
                 let gwe = *n
                     .gwe
                     .get(&ep.id.v)

@@ -403,6 +403,29 @@ fn check_vpc(
     // VPC blocks: /16 to /28, no overlap between them.
     let blocks: Vec<&S<Ipv4Network>> = vpc.cidrs_v4().collect();
     for (i, b) in blocks.iter().enumerate() {
+        let special: [(&str, &str); 5] = [
+            ("0.0.0.0/8", "\"this network\""),
+            ("127.0.0.0/8", "loopback"),
+            (
+                "169.254.0.0/16",
+                "link-local (AWS's own services live there)",
+            ),
+            ("224.0.0.0/4", "multicast"),
+            ("240.0.0.0/4", "reserved"),
+        ];
+        for (range, what) in special {
+            let r: IpNetwork = range.parse().expect("constant range");
+            if overlaps(b.v.into(), r) {
+                diags.error(
+                    &b.at,
+                    format!(
+                        "{} overlaps {range}, the {what} range, which AWS refuses for VPCs",
+                        b.v
+                    ),
+                    "use a private range such as 10.0.0.0/16",
+                );
+            }
+        }
         if !(16..=28).contains(&b.v.netmask()) {
             diags.error(
                 &b.at,
@@ -936,7 +959,7 @@ fn check_private_v4(diags: &mut Diagnostics, s: &Subnet, ip: &S<Ipv4Addr>, what:
             format!("give {what} an address inside {}", s.cidr_block.v),
         );
     } else if let Some(why) = reserved_v4(s.cidr_block.v, ip.v) {
-        let first = Ipv4Addr::from(u32::from(s.cidr_block.v.network_address()) + 4);
+        let first = Ipv4Addr::from(u32::from(s.cidr_block.v.network_address()).saturating_add(4));
         diags.error(
             &ip.at,
             format!(
@@ -1045,6 +1068,17 @@ fn check_routes(
                     diags.error(&r.destination.at, format!("{n} is a VPC block: its local route is implicit and cannot be replaced"), "remove this route (R-RT-LOCAL)");
                 } else if in_vpc(n) && target != Some(Kind::Instance) {
                     diags.error(&r.destination.at, format!("{n} lies inside the VPC: a route more specific than the local route may only point to an instance (ENI)"), "remove it, or target an appliance instance (R-RT-LOCAL)");
+                } else if in_vpc(n) {
+                    // AWS: a middlebox route's destination must be a whole subnet's CIDR.
+                    let whole_subnet = vpc.subnets.iter().any(|s| {
+                        IpNetwork::from(s.cidr_block.v) == n
+                            || s.ipv6_cidr_block
+                                .as_ref()
+                                .is_some_and(|c| IpNetwork::from(c.v) == n)
+                    });
+                    if !whole_subnet {
+                        diags.error(&r.destination.at, format!("{n} is not the CIDR of a subnet of this VPC"), "a route to an appliance inside the VPC must name a whole subnet's CIDR");
+                    }
                 }
                 if target == Some(Kind::EgressOnlyInternetGateway) && n.is_ipv4() {
                     diags.error(
@@ -1071,6 +1105,24 @@ fn check_routes(
             Destination::PrefixList(pl) => {
                 let s = S::new(pl.clone(), r.destination.at.clone());
                 reg.resolve(diags, &s, &[Kind::PrefixList], None);
+                let cidrs: Vec<IpNetwork> = lab
+                    .services
+                    .iter()
+                    .filter(|s| s.prefix_list.v == *pl)
+                    .flat_map(|s| s.cidr_blocks.iter().map(|c| c.v))
+                    .collect();
+                if target == Some(Kind::EgressOnlyInternetGateway)
+                    && cidrs.iter().any(|c| c.is_ipv4())
+                {
+                    diags.error(&r.destination.at, format!("{pl} holds IPv4 blocks, and an egress-only internet gateway carries IPv6 only"), "route this prefix list elsewhere (R-EIGW)");
+                }
+                if target == Some(Kind::NatGateway) && cidrs.iter().any(|c| !c.is_ipv4()) {
+                    diags.error(
+                        &r.destination.at,
+                        format!("{pl} holds IPv6 blocks, and a NAT gateway translates IPv4 only"),
+                        "route this prefix list elsewhere",
+                    );
+                }
                 if target == Some(Kind::GatewayEndpoint) {
                     let ep = vpc.endpoints.iter().find(|e| e.id.v == r.target.v);
                     let svc =
@@ -1163,6 +1215,63 @@ fn check_peerings(lab: &Lab, reg: &Registry, diags: &mut Diagnostics) {
 }
 
 fn check_outside(lab: &Lab, diags: &mut Diagnostics, addrs: &mut AddressBook) {
+    // Public IPs (instances' and NAT gateways') live on the simulated internet: never
+    // inside a VPC, a service or on-premises.
+    let mut inside: Vec<(IpNetwork, String)> = Vec::new();
+    for v in &lab.vpcs {
+        inside.extend(
+            v.cidrs_v4()
+                .map(|c| (IpNetwork::from(c.v), format!("{}'s block", v.id.v))),
+        );
+    }
+    for s in &lab.services {
+        inside.extend(
+            s.cidr_blocks
+                .iter()
+                .map(|c| (c.v, format!("service {}'s block", s.name.v))),
+        );
+    }
+    if let Some(op) = &lab.on_premises {
+        inside.extend(
+            op.cidr_blocks
+                .iter()
+                .map(|c| (c.v, "the on-premises block".to_string())),
+        );
+    }
+    let publics = lab.vpcs.iter().flat_map(|v| {
+        v.instances
+            .iter()
+            .filter_map(|i| i.public_ip.as_ref())
+            .chain(v.nat_gateways.iter().filter_map(|n| n.public_ip.as_ref()))
+    });
+    for p in publics {
+        if let Some((n, what)) = inside.iter().find(|(n, _)| contains(*n, IpAddr::V4(p.v))) {
+            diags.error(
+                &p.at,
+                format!("the public IP {} lies inside {what} ({n})", p.v),
+                "use an address of the simulated internet, such as 198.51.100.0/24",
+            );
+        }
+    }
+    for s in &lab.services {
+        for c in &s.cidr_blocks {
+            for v in &lab.vpcs {
+                let vnets = v
+                    .cidrs_v4()
+                    .map(|b| IpNetwork::from(b.v))
+                    .chain(v.ipv6_cidr_block.as_ref().map(|b| b.v.into()));
+                for n in vnets {
+                    if overlaps(c.v, n) {
+                        diags.error(
+                            &c.at,
+                            format!("{} overlaps {}'s block {n}", c.v, v.id.v),
+                            "a service's blocks lie outside every VPC",
+                        );
+                    }
+                }
+            }
+        }
+    }
     let vpc_nets: Vec<(IpNetwork, &str)> = lab
         .vpcs
         .iter()

@@ -198,8 +198,9 @@ vpcs:
     );
     has(&e, 20, "vpcs[0].route_tables[1]", "second main route table");
     has(&e, 25, "vpcs[0].nat_gateways[0].subnet", "internet gateway");
-    // The appliance route (10.0.3.0/24 → app-1) is allowed: middlebox routing.
-    assert!(!e.iter().any(|x| x.0 == 16), "{e:?}");
+    // Middlebox routing needs a whole subnet's CIDR; 10.0.3.0/24 is none.
+    has(&e, 16, "vpcs[0].route_tables[0].routes[2].destination", "not the CIDR of a subnet");
+    assert!(!e.iter().any(|x| x.0 == 16 && x.3.contains("only point to an instance")), "{e:?}");
 }
 
 #[test]
@@ -309,4 +310,76 @@ fn a_missing_file_is_a_clear_error() {
     let (code, _, err) = vpcd(&["check", "no/such/lab.yaml"]);
     assert_eq!(code, 2);
     assert!(err.contains("cannot read no/such/lab.yaml"), "{err}");
+}
+
+#[test]
+fn review_findings_are_refused_or_compiled_right() {
+    // `main` names the main table (implicit or marked), in subnets and endpoint lists.
+    let ok = r#"version: 1
+vpcs:
+  - id: vpc-a
+    cidr_block: 10.0.0.0/16
+    subnets: [{ id: a1, cidr_block: 10.0.1.0/24, route_table: main }]
+    endpoints:
+      - { id: vpce-s3, type: gateway, service: s3, route_tables: [main] }
+services:
+  - { name: s3, prefix_list: pl-s3, cidr_blocks: [198.18.0.0/24], hosts: [{ id: s3-1, ipv4: 198.18.0.10 }] }
+"#;
+    let (_, snap) = control::load_text(ok, 1).expect("`main` compiles");
+    let main = snap.route_table(snap.topo.subnets[0].route_table);
+    let hit = main
+        .lookup("198.18.0.10".parse().unwrap())
+        .map(|(_, r)| r.target);
+    assert!(
+        matches!(hit, Some(dataplane::route::Target::GatewayEndpoint(_))),
+        "{hit:?}"
+    );
+
+    // Address arithmetic at the top of the space does not panic.
+    let e = errors(
+        "version: 1\nvpcs:\n  - id: v\n    cidr_block: 255.255.255.0/24\n    subnets: [{ id: s, cidr_block: 255.255.255.254/31 }]\n    instances: [{ id: i, subnet: s, private_ip: 255.255.255.255 }]\n",
+    );
+    assert!(!e.is_empty());
+
+    let text = r#"version: 1
+vpcs:
+  - id: vpc-a
+    cidr_block: 169.254.0.0/16
+  - id: vpc-b
+    cidr_block: 10.0.0.0/16
+    internet_gateway: igw-b
+    egress_only_internet_gateway: eigw-b
+    ipv6_cidr_block: 2001:db8:10::/56
+    subnets: [{ id: b1, cidr_block: 10.0.1.0/24 }, { id: b2, cidr_block: 10.0.2.0/24 }]
+    route_tables:
+      - id: rt-b
+        routes:
+          - { destination: 10.0.2.128/25, target: app-1 }
+          - { destination: pl-s3, target: eigw-b }
+    instances:
+      - { id: app-1, subnet: b1, private_ip: 10.0.1.10, public_ip: 10.0.2.20, source_dest_check: false }
+services:
+  - { name: s3, prefix_list: pl-s3, cidr_blocks: [198.18.0.0/24, 10.0.3.0/24] }
+"#;
+    let e = errors(text);
+    has(&e, 4, "vpcs[0].cidr_block", "link-local");
+    has(
+        &e,
+        14,
+        "vpcs[1].route_tables[0].routes[0].destination",
+        "not the CIDR of a subnet",
+    );
+    has(
+        &e,
+        15,
+        "vpcs[1].route_tables[0].routes[1].destination",
+        "IPv6 only",
+    );
+    has(
+        &e,
+        17,
+        "vpcs[1].instances[0].public_ip",
+        "lies inside vpc-b's block",
+    );
+    has(&e, 19, "services[0].cidr_blocks[1]", "overlaps vpc-b");
 }

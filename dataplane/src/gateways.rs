@@ -122,9 +122,12 @@ pub fn internet_gateway_egress<'s, O: Observer<'s>>(
 ) -> Verdict {
     let out = match pkt.src {
         IpAddr::V4(_) => {
+            // R-IGW-NAT: the public IP belongs to the ENI's primary private IPv4 only.
             let public = snap
                 .eni_by_addr(vpc, pkt.src)
-                .and_then(|e| snap.eni(e).public_v4);
+                .map(|e| snap.eni(e))
+                .filter(|e| IpAddr::V4(e.primary_v4()) == pkt.src)
+                .and_then(|e| e.public_v4);
             let Some(public) = public else {
                 return drop(
                     obs,
@@ -364,9 +367,24 @@ fn gateway_endpoint_return<'s, O: Observer<'s>>(
         .iter()
         .enumerate()
         .find(|(_, ep)| ep.service == service && snap.vpc(ep.vpc).contains(pkt.dst))?;
-    obs.step(Step::GatewayEndpoint {
-        endpoint: GatewayEndpointIx(i as u32),
-    });
+    let gwe = GatewayEndpointIx(i as u32);
+    // The way back exists only to subnets whose route table sends this service to this
+    // endpoint (R-GWE-ROUTE): the service cannot reach other subnets through it. Whether
+    // the packet answers a flow the instance opened is the connection-tracking stage's
+    // question.
+    let receiver = snap.eni_by_addr(ep.vpc, pkt.dst)?;
+    let table = snap.route_table(snap.subnet(snap.eni(receiver).subnet).route_table);
+    let routed_here = table
+        .lookup(pkt.src)
+        .is_some_and(|(_, r)| r.target == crate::route::Target::GatewayEndpoint(gwe));
+    if !routed_here {
+        return Some(drop(
+            obs,
+            DropReason::NoRoute,
+            "the destination's subnet does not route this service through the gateway endpoint",
+        ));
+    }
+    obs.step(Step::GatewayEndpoint { endpoint: gwe });
     Some(deliver_in_vpc(snap, ep.vpc, pkt, buf, obs))
 }
 

@@ -78,8 +78,9 @@ pub struct Packet {
     pub fragment: Fragment,
     /// Offset of the transport header from the start of the packet.
     pub l4_offset: u16,
-    /// Length of the IP packet (total length), which may be less than the buffer.
-    pub len: u16,
+    /// Length of the IP packet (total length; IPv6: 40 + payload length), which may be
+    /// less than the buffer.
+    pub len: u32,
 }
 
 impl Packet {
@@ -119,7 +120,7 @@ impl Packet {
             dont_fragment: h.dont_fragment(),
             fragment,
             l4_offset,
-            len: h.total_len(),
+            len: u32::from(h.total_len()),
         })
     }
 
@@ -151,7 +152,7 @@ impl Packet {
             dont_fragment: true,
             fragment,
             l4_offset,
-            len: total as u16,
+            len: total as u32,
         })
     }
 
@@ -221,7 +222,8 @@ fn transport(proto: u8, l4: &[u8], fragment: Fragment, v6: bool) -> Result<Trans
                 };
             }
             let udp_len = usize::from(u16::from_be_bytes([l4[4], l4[5]]));
-            // A UDP length of 0 is legal only for IPv6 jumbograms; otherwise it must fit.
+            // The UDP length must cover the header and fit the IP payload. (IPv6 jumbograms,
+            // whose UDP length is 0, are already refused with their IP header.)
             if whole && (udp_len < 8 || udp_len > l4.len()) {
                 return Err(DropReason::Malformed);
             }

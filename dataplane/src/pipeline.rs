@@ -18,7 +18,7 @@
 //! 8. B's SG ingress;
 //! 9. B's source/destination check, deliver.
 //!
-//! Packets from outside the VPC (internet, services, on-premises) start at step 7 with the
+//! Packets from outside the VPC (internet, services, on-premises) start at step 6 with the
 //! gateway's rules.
 
 use crate::eni;

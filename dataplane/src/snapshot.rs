@@ -452,21 +452,15 @@ impl Snapshot {
     /// (R-ADDR-EXEMPT).
     #[inline]
     pub fn local_service(&self, vpc: VpcIx, dst: IpAddr) -> Option<LocalService> {
-        match dst {
-            IpAddr::V4(a) if a.is_link_local() => match a {
-                DNS_LINK_LOCAL if self.vpc(vpc).enable_dns_support => Some(LocalService::Dns),
-                METADATA_V4 => Some(LocalService::Metadata),
-                TIME_SYNC_V4 => Some(LocalService::TimeSync),
-                _ => None,
-            },
-            IpAddr::V6(a) if a.segments()[0] == 0xfd00 => match a {
-                DNS_V6 if self.vpc(vpc).enable_dns_support => Some(LocalService::Dns),
-                METADATA_V6 => Some(LocalService::Metadata),
-                TIME_SYNC_V6 => Some(LocalService::TimeSync),
-                _ => None,
-            },
-            _ => self.local_by_addr.get(&(vpc, dst)).copied(),
-        }
+        let fixed = match dst {
+            IpAddr::V4(DNS_LINK_LOCAL) | IpAddr::V6(DNS_V6) if self.vpc(vpc).enable_dns_support => {
+                Some(LocalService::Dns)
+            }
+            IpAddr::V4(METADATA_V4) | IpAddr::V6(METADATA_V6) => Some(LocalService::Metadata),
+            IpAddr::V4(TIME_SYNC_V4) | IpAddr::V6(TIME_SYNC_V6) => Some(LocalService::TimeSync),
+            _ => None,
+        };
+        fixed.or_else(|| self.local_by_addr.get(&(vpc, dst)).copied())
     }
 }
 
