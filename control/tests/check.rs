@@ -199,8 +199,17 @@ vpcs:
     has(&e, 20, "vpcs[0].route_tables[1]", "second main route table");
     has(&e, 25, "vpcs[0].nat_gateways[0].subnet", "internet gateway");
     // Middlebox routing needs a whole subnet's CIDR; 10.0.3.0/24 is none.
-    has(&e, 16, "vpcs[0].route_tables[0].routes[2].destination", "not the CIDR of a subnet");
-    assert!(!e.iter().any(|x| x.0 == 16 && x.3.contains("only point to an instance")), "{e:?}");
+    has(
+        &e,
+        16,
+        "vpcs[0].route_tables[0].routes[2].destination",
+        "not the CIDR of a subnet",
+    );
+    assert!(
+        !e.iter()
+            .any(|x| x.0 == 16 && x.3.contains("only point to an instance")),
+        "{e:?}"
+    );
 }
 
 #[test]
