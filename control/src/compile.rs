@@ -4,7 +4,7 @@
 //! reference that does not is a bug here, reported as an error rather than a panic.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use dataplane::route::{Route, RouteOrigin, RouteTableBuilder, Target};
 use dataplane::snapshot::{
@@ -416,22 +416,4 @@ fn resolve_target(
     } else {
         return Err(missing("route target", name));
     })
-}
-
-/// The address a person would type to reach `id` (an instance or outside host), for
-/// `trace` and tests.
-pub fn address_of(t: &Topology, id: &str, v6: bool) -> Option<IpAddr> {
-    if let Some(e) = t.enis.iter().find(|e| &*e.id == id) {
-        return if v6 {
-            e.ipv6.first().map(|a| IpAddr::V6(*a))
-        } else {
-            Some(IpAddr::V4(e.primary_v4()))
-        };
-    }
-    let h = t.hosts.iter().find(|h| &*h.id == id)?;
-    if v6 {
-        h.ipv6.map(IpAddr::V6)
-    } else {
-        h.ipv4.map(IpAddr::V4)
-    }
 }

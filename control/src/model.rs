@@ -288,7 +288,7 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
         if let Some(p) = peering(&mut d, node, &path) {
             lab.peering_connections.push(p);
         } else {
-            note_broken(&mut d, node, &mut lab.broken);
+            note_broken(node, &mut lab.broken);
         }
     }
     if let Some(node) = d.node(&top, "internet") {
@@ -341,11 +341,10 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
 }
 
 /// Remembers the id of an object that failed to decode, if its id is readable.
-fn note_broken(d: &mut Decoder<'_>, node: &Node, broken: &mut Vec<String>) {
+fn note_broken(node: &Node, broken: &mut Vec<String>) {
     if let Some(id) = node.as_mapping().and_then(|m| m.get_scalar("id")) {
         broken.push(id.as_str().trim().to_string());
     }
-    let _ = d;
 }
 
 /// Decodes each item of list `key` with `f`, noting broken ids.
@@ -360,7 +359,7 @@ fn each<T>(
     for (path, node) in d.list(m, key) {
         match f(d, node, &path) {
             Some(v) => out.push(v),
-            None => note_broken(d, node, broken),
+            None => note_broken(node, broken),
         }
     }
     out
@@ -405,7 +404,7 @@ fn vpc(d: &mut Decoder<'_>, node: &Node, path: &str, broken: &mut Vec<String>) -
     let instances = each(d, &m, "instances", broken, instance);
     let flow_logs = each(d, &m, "flow_logs", broken, flow_log);
     let (Some(id), Some(cidr_block)) = (id, cidr_block) else {
-        note_broken(d, node, broken);
+        note_broken(node, broken);
         return None;
     };
     Some(Vpc {

@@ -11,6 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
 
+use dataplane::route::net_contains;
+
 use crate::diag::{closest, Diagnostics, Loc, S};
 use crate::model::*;
 use crate::values::Protocol;
@@ -351,14 +353,6 @@ pub fn within(inner: IpNetwork, outer: IpNetwork) -> bool {
     overlaps(inner, outer) && inner.netmask() >= outer.netmask()
 }
 
-fn contains(net: IpNetwork, addr: IpAddr) -> bool {
-    match (net, addr) {
-        (IpNetwork::V4(n), IpAddr::V4(a)) => n.contains(a),
-        (IpNetwork::V6(n), IpAddr::V6(a)) => n.contains(a),
-        _ => false,
-    }
-}
-
 /// R-ADDR-RESERVED for IPv4: network, +1 router, +2 DNS, +3 reserved, broadcast.
 fn reserved_v4(subnet: Ipv4Network, a: Ipv4Addr) -> Option<&'static str> {
     let off = u32::from(a) - u32::from(subnet.network_address());
@@ -634,7 +628,7 @@ fn check_vpc(
                     if let Some(e) = reg.resolve(diags, &s, &[Kind::SecurityGroup], None) {
                         // R-SG-REF: this VPC or a peered one.
                         if let Some(other) = e.vpc {
-                            if other != vi && !peered(lab, reg, vi, other) {
+                            if other != vi && !peered(lab, vi, other) {
                                 diags.error(
                                     &r.peer.at,
                                     format!(
@@ -987,17 +981,11 @@ fn subnet_routes_to_igw(vpc: &Vpc, s: &Subnet) -> bool {
     })
 }
 
-fn peered(lab: &Lab, reg: &Registry, a: usize, b: usize) -> bool {
+fn peered(lab: &Lab, a: usize, b: usize) -> bool {
+    let pos = |id: &str| lab.vpcs.iter().position(|v| v.id.v == id);
     lab.peering_connections.iter().any(|p| {
-        let ra = reg
-            .get(&p.requester_vpc.v, None)
-            .filter(|e| e.kind == Kind::Vpc)
-            .map(|_| lab.vpcs.iter().position(|v| v.id.v == p.requester_vpc.v));
-        let rb = reg
-            .get(&p.accepter_vpc.v, None)
-            .filter(|e| e.kind == Kind::Vpc)
-            .map(|_| lab.vpcs.iter().position(|v| v.id.v == p.accepter_vpc.v));
-        matches!((ra, rb), (Some(Some(x)), Some(Some(y))) if (x, y) == (a, b) || (x, y) == (b, a))
+        let pair = (pos(&p.requester_vpc.v), pos(&p.accepter_vpc.v));
+        pair == (Some(a), Some(b)) || pair == (Some(b), Some(a))
     })
 }
 
@@ -1245,7 +1233,10 @@ fn check_outside(lab: &Lab, diags: &mut Diagnostics, addrs: &mut AddressBook) {
             .chain(v.nat_gateways.iter().filter_map(|n| n.public_ip.as_ref()))
     });
     for p in publics {
-        if let Some((n, what)) = inside.iter().find(|(n, _)| contains(*n, IpAddr::V4(p.v))) {
+        if let Some((n, what)) = inside
+            .iter()
+            .find(|(n, _)| net_contains(n, IpAddr::V4(p.v)))
+        {
             diags.error(
                 &p.at,
                 format!("the public IP {} lies inside {what} ({n})", p.v),
@@ -1290,7 +1281,7 @@ fn check_outside(lab: &Lab, diags: &mut Diagnostics, addrs: &mut AddressBook) {
             .into_iter()
             .chain(h.ipv6.as_ref().map(|a| (IpAddr::V6(a.v), &a.at)))
         {
-            if let Some((n, vpc)) = vpc_nets.iter().find(|(n, _)| contains(*n, a.0)) {
+            if let Some((n, vpc)) = vpc_nets.iter().find(|(n, _)| net_contains(n, a.0)) {
                 diags.error(
                     a.1,
                     format!("{} lies inside {vpc}'s block {n}", a.0),
@@ -1298,7 +1289,7 @@ fn check_outside(lab: &Lab, diags: &mut Diagnostics, addrs: &mut AddressBook) {
                 );
             }
             if let Some(nets) = allowed {
-                if !nets.iter().any(|n| contains(n.v, a.0)) {
+                if !nets.iter().any(|n| net_contains(&n.v, a.0)) {
                     diags.error(
                         a.1,
                         format!("{} is outside the {what}'s cidr_blocks", a.0),

@@ -3,7 +3,6 @@
 
 use std::net::IpAddr;
 
-use dataplane::observer::Step;
 use dataplane::{DropReason, Pipeline, PortId, Recorder, Snapshot, Timestamp, Verdict};
 use etherparse::PacketBuilder;
 
@@ -672,8 +671,4 @@ fn the_recorder_shows_each_hop() {
             "ToHost"
         ]
     );
-    let _ = Step::Received {
-        port: PortId(0),
-        packet: dataplane::Packet::parse(&o.bytes).unwrap(),
-    };
 }

@@ -12,6 +12,7 @@ use crate::observer::{Observer, Step};
 use crate::packet::Packet;
 use crate::pipeline::{deliver_in_vpc, drop, to_eni, Verdict};
 use crate::reason::DropReason;
+use crate::route::{net_contains, Target};
 use crate::snapshot::{
     EniIx, EniKind, GatewayEndpointIx, HostIx, HostKind, NatGatewayIx, PeeringIx, Snapshot, VpcIx,
 };
@@ -89,6 +90,11 @@ fn internet_gateway_ingress<'s, O: Observer<'s>>(
                 );
             };
             let v = snap.vpc(vpc);
+            // semantics.md is silent on which subnet inbound traffic may reach. AWS's IGW
+            // (without an edge-associated gateway route table, which config.md has no field
+            // for) delivers by the VPC's local route: the destination subnet's own table
+            // only decides the reply path (R-RT-SUBNET). So an IPv6 subnet that sends ::/0
+            // to an EIGW is still reachable through the VPC's IGW; its SGs keep it closed.
             if v.internet_gateway.is_some() {
                 obs.step(Step::InternetGateway {
                     vpc,
@@ -316,6 +322,8 @@ pub fn gateway_endpoint<'s, O: Observer<'s>>(
     obs: &mut O,
 ) -> Verdict {
     let ep = snap.gateway_endpoint(gwe);
+    // R-GWE-SCOPE: only the endpoint's own VPC, with its own source addresses; traffic that
+    // came over a peering is refused with the peering's reason (R-PCX-EDGE).
     if ep.vpc != from_vpc || !snap.vpc(from_vpc).contains(pkt.src) {
         return drop(
             obs,
@@ -326,7 +334,7 @@ pub fn gateway_endpoint<'s, O: Observer<'s>>(
     if let Some(policy) = &ep.policy {
         let port = pkt.ports().map(|(_, d)| d);
         let allowed = policy.iter().any(|rule| {
-            ip_contains(&rule.destination, pkt.dst)
+            net_contains(&rule.destination, pkt.dst)
                 && port.map_or(rule.ports == crate::snapshot::PortRange::ANY, |p| {
                     rule.ports.contains(p)
                 })
@@ -376,7 +384,7 @@ fn gateway_endpoint_return<'s, O: Observer<'s>>(
     let table = snap.route_table(snap.subnet(snap.eni(receiver).subnet).route_table);
     let routed_here = table
         .lookup(pkt.src)
-        .is_some_and(|(_, r)| r.target == crate::route::Target::GatewayEndpoint(gwe));
+        .is_some_and(|(_, r)| r.target == Target::GatewayEndpoint(gwe));
     if !routed_here {
         return Some(drop(
             obs,
@@ -391,12 +399,4 @@ fn gateway_endpoint_return<'s, O: Observer<'s>>(
 fn to_host<'s, O: Observer<'s>>(snap: &'s Snapshot, host: HostIx, obs: &mut O) -> Verdict {
     obs.step(Step::ToHost { host });
     Verdict::Forward(snap.host(host).port)
-}
-
-fn ip_contains(net: &ip_network::IpNetwork, addr: IpAddr) -> bool {
-    match (net, addr) {
-        (ip_network::IpNetwork::V4(n), IpAddr::V4(a)) => n.contains(a),
-        (ip_network::IpNetwork::V6(n), IpAddr::V6(a)) => n.contains(a),
-        _ => false,
-    }
 }

@@ -20,6 +20,10 @@
 //!
 //! Packets from outside the VPC (internet, services, on-premises) start at step 6 with the
 //! gateway's rules.
+//!
+//! The TTL is not decremented on the way: semantics.md is silent, and on AWS the VPC router
+//! is not a hop that traceroute shows between instances of one VPC. Where the router shows
+//! as a hop (issue: router-local services), that stage will decrement it.
 
 use crate::eni;
 use crate::gateways;
@@ -65,7 +69,9 @@ impl Pipeline {
         now: Timestamp,
         obs: &mut O,
     ) -> Verdict {
-        // Grows only when a new snapshot has more ports: no allocation in steady state.
+        // Grows only for the first packet after a snapshot with more ports is published
+        // (one allocation per such swap), so counting never allocates in steady state and
+        // no caller can forget to size the counters.
         if self.stats.ports.len() < snap.topo.ports.len() {
             self.stats.reserve_ports(snap.topo.ports.len());
         }
@@ -134,20 +140,24 @@ fn from_eni<'s, O: Observer<'s>>(
         return v;
     }
     // Step 4: R-RT-SAMESUBNET. Two ENIs of one subnet talk directly: no route table, no NACL.
-    if let Some(receiver) = snap.eni_by_addr(eni.vpc, pkt.dst) {
-        if snap.eni(receiver).subnet == eni.subnet {
+    let receiver = snap.eni_by_addr(eni.vpc, pkt.dst);
+    if let Some(r) = receiver {
+        if snap.eni(r).subnet == eni.subnet {
             obs.step(Step::SameSubnet { subnet: eni.subnet });
-            return to_eni(snap, receiver, pkt, buf, obs);
+            return to_eni(snap, r, pkt, buf, obs);
         }
     }
     // Step 6: the route table of the subnet the packet leaves from (R-RT-SUBNET).
-    route(snap, eni.subnet, pkt, buf, obs)
+    route(snap, eni.subnet, receiver, pkt, buf, obs)
 }
 
 /// Step 6 and 7: longest prefix match in `subnet`'s route table, then the target's rules.
+/// `receiver` is the ENI of the subnet's VPC that holds the destination, already looked up
+/// by the caller, so the local route does not look it up again.
 pub(crate) fn route<'s, O: Observer<'s>>(
     snap: &'s Snapshot,
     subnet: SubnetIx,
+    receiver: Option<EniIx>,
     pkt: &Packet,
     buf: &mut [u8],
     obs: &mut O,
@@ -167,7 +177,10 @@ pub(crate) fn route<'s, O: Observer<'s>>(
         );
     };
     match route.target {
-        Target::Local => deliver_in_vpc(snap, sn.vpc, pkt, buf, obs),
+        Target::Local => match receiver {
+            Some(r) => to_eni(snap, r, pkt, buf, obs),
+            None => unassigned(obs),
+        },
         // Middlebox routing: the appliance ENI receives packets not addressed to it; its
         // own source/destination check decides whether it may (R-ADDR-SRCDST).
         Target::Eni(appliance) => to_eni(snap, appliance, pkt, buf, obs),
@@ -199,12 +212,17 @@ pub(crate) fn deliver_in_vpc<'s, O: Observer<'s>>(
 ) -> Verdict {
     match snap.eni_by_addr(vpc, pkt.dst) {
         Some(receiver) => to_eni(snap, receiver, pkt, buf, obs),
-        None => drop(
-            obs,
-            DropReason::UnassignedAddress,
-            "no interface in the VPC holds the destination address",
-        ),
+        None => unassigned(obs),
     }
+}
+
+/// The local route matched, but no interface in the VPC holds the destination.
+fn unassigned<'s, O: Observer<'s>>(obs: &mut O) -> Verdict {
+    drop(
+        obs,
+        DropReason::UnassignedAddress,
+        "no interface in the VPC holds the destination address",
+    )
 }
 
 /// Steps 7 (NACL inbound), 8 (SG ingress) and 9 (destination check) at the receiving ENI.

@@ -14,6 +14,16 @@ use ip_network_table::IpNetworkTable;
 
 use crate::snapshot::{EniIx, GatewayEndpointIx, NatGatewayIx, PeeringIx, VpcIx};
 
+/// True when `addr` lies in `net` (an address never lies in a prefix of the other family).
+#[inline]
+pub fn net_contains(net: &IpNetwork, addr: IpAddr) -> bool {
+    match (net, addr) {
+        (IpNetwork::V4(n), IpAddr::V4(a)) => n.contains(a),
+        (IpNetwork::V6(n), IpAddr::V6(a)) => n.contains(a),
+        _ => false,
+    }
+}
+
 /// Where a route sends a packet (config.md `route_tables[].routes[].target`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
