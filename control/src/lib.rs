@@ -3,7 +3,11 @@
 
 pub mod compile;
 pub mod diag;
+pub mod lab;
 pub mod model;
+pub mod netns;
+pub mod runstate;
+pub mod runtime;
 pub mod validate;
 pub mod values;
 pub mod yaml;

@@ -7,6 +7,7 @@
 pub mod checksum;
 pub mod eni;
 pub mod gateways;
+pub mod io;
 pub mod nat;
 pub mod observer;
 pub mod packet;

@@ -15,6 +15,9 @@ pub struct PortCounters {
     pub rx_bytes: u64,
     pub tx_packets: u64,
     pub tx_bytes: u64,
+    /// Forwarded to this port but the write failed (queue full, namespace gone): the
+    /// packet is lost, and counted here rather than silently.
+    pub tx_errors: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +27,8 @@ pub struct Stats {
     pub forwarded: u64,
     /// Packets handed to router-local services (R-ADDR-EXEMPT).
     pub local: u64,
+    /// Reads from a queue that failed with an error other than "empty".
+    pub rx_errors: u64,
     /// Indexed by port id; grown by [`Stats::reserve_ports`] off the packet path.
     pub ports: Vec<PortCounters>,
 }
@@ -34,6 +39,7 @@ impl Default for Stats {
             drops: [0; DropReason::COUNT],
             forwarded: 0,
             local: 0,
+            rx_errors: 0,
             ports: Vec::new(),
         }
     }
@@ -68,6 +74,19 @@ impl Stats {
         }
     }
 
+    /// Counts a forwarded packet that could not be written to its port.
+    #[inline]
+    pub fn tx_error(&mut self, out: PortId) {
+        if let Some(p) = self.ports.get_mut(out.ix()) {
+            p.tx_errors += 1;
+        }
+    }
+
+    /// Every drop, whatever the reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+
     /// The count for one reason.
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
@@ -80,12 +99,14 @@ impl Stats {
         }
         self.forwarded += other.forwarded;
         self.local += other.local;
+        self.rx_errors += other.rx_errors;
         self.reserve_ports(other.ports.len());
         for (a, b) in self.ports.iter_mut().zip(other.ports.iter()) {
             a.rx_packets += b.rx_packets;
             a.rx_bytes += b.rx_bytes;
             a.tx_packets += b.tx_packets;
             a.tx_bytes += b.tx_bytes;
+            a.tx_errors += b.tx_errors;
         }
     }
 }

@@ -1,0 +1,120 @@
+//! Network namespaces kept the way `ip netns` keeps them (a bind mount under
+//! `/run/netns/NAME`), so that `ip netns exec web-1 ping …` works as is.
+//!
+//! Creating and configuring goes through iproute2's `ip` (one batch per namespace): it is
+//! what a person would type, its errors read well, and the lab needs it anyway for
+//! `ip netns exec`. Entering a namespace to open its TUN queues is done on a short-lived
+//! thread with `setns`, so the thread that runs vpcd never leaves its own namespace.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Where `ip netns` keeps its named namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// A failure of the lab builder, with what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    #[error("cannot run `ip` (iproute2): {0}; install it with scripts/install-deps.sh")]
+    NoIp(io::Error),
+    #[error("`ip {args}` failed: {stderr}")]
+    Ip { args: String, stderr: String },
+    #[error("cannot enter namespace {name}: {source}")]
+    Enter { name: String, source: io::Error },
+}
+
+/// Whether a namespace of that name exists.
+pub fn exists(name: &str) -> bool {
+    Path::new(NETNS_DIR).join(name).exists()
+}
+
+/// Runs `ip ARGS` with `batch` on stdin (for `-batch -`), and turns a failure into its
+/// stderr.
+pub fn ip(args: &[&str], batch: Option<&str>) -> Result<(), NetnsError> {
+    let mut cmd = Command::new("ip");
+    cmd.args(args)
+        .stdin(if batch.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(NetnsError::NoIp)?;
+    if let Some(text) = batch {
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        // A write error shows up as the command's failure below.
+        let _ = stdin.write_all(text.as_bytes());
+    }
+    let out = child.wait_with_output().map_err(NetnsError::NoIp)?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(NetnsError::Ip {
+        args: args.join(" "),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    })
+}
+
+/// Creates the named namespaces (one `ip` process for all of them).
+pub fn add(names: &[String]) -> Result<(), NetnsError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    let batch: String = names.iter().map(|n| format!("netns add {n}\n")).collect();
+    ip(&["-batch", "-"], Some(&batch))
+}
+
+/// Deletes those of the named namespaces that exist; carries on past a failure and returns
+/// the last one. Processes still running inside a namespace keep it alive after its name is
+/// gone, as with `ip netns del`.
+pub fn delete(names: &[String]) -> Result<(), NetnsError> {
+    let batch: String = names
+        .iter()
+        .filter(|n| exists(n))
+        .map(|n| format!("netns del {n}\n"))
+        .collect();
+    if batch.is_empty() {
+        return Ok(());
+    }
+    ip(&["-force", "-batch", "-"], Some(&batch))
+}
+
+/// Runs `f` on a new thread that has joined the namespace `name`; the calling thread's own
+/// namespace is never changed.
+pub fn run_in<T, F>(name: &str, f: F) -> Result<T, NetnsError>
+where
+    T: Send,
+    F: FnOnce() -> io::Result<T> + Send,
+{
+    let enter_err = |source| NetnsError::Enter {
+        name: name.to_string(),
+        source,
+    };
+    let ns = File::open(Path::new(NETNS_DIR).join(name)).map_err(enter_err)?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: `ns` is an open namespace file; setns changes only this thread, which
+            // ends when `f` returns.
+            if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            f()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+    })
+    .map_err(enter_err)
+}
+
+/// Writes a sysctl of the calling thread's network namespace (`/proc/sys/net/...` follows
+/// the thread that opens it). A sysctl that does not exist (IPv6 disabled) is skipped.
+pub fn set_sysctl(path: &str, value: &str) -> io::Result<()> {
+    match std::fs::write(Path::new("/proc/sys").join(path), value) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}

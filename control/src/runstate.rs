@@ -1,0 +1,246 @@
+//! Who owns a prefix: one state file per prefix under `/run/vpcd/`, locked with `flock`
+//! by the running `vpcd up` and listing the namespaces it made.
+//!
+//! The lock answers "is a vpcd running with this prefix?" without trusting a pid (the
+//! kernel drops it when the process dies, however it dies); the list lets `vpcd down`
+//! remove exactly what a killed run made, and never a namespace vpcd did not create.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Where state files live (lab.md puts the control socket here too).
+pub const RUN_DIR: &str = "/run/vpcd";
+
+/// The state file of a prefix.
+pub fn path(prefix: &str) -> PathBuf {
+    Path::new(RUN_DIR).join(format!("up-{prefix}.state"))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("cannot use {path}: {source}")]
+    Io { path: String, source: io::Error },
+    #[error(
+        "prefix {prefix:?} is in use by a running vpcd (pid {pid}); stop it (vpcd down --prefix {prefix:?}) or choose another --prefix"
+    )]
+    InUse { prefix: String, pid: String },
+    #[error(
+        "a vpcd that was killed left namespace(s) {names} with prefix {prefix:?}; remove them with `vpcd down --prefix {prefix:?}`"
+    )]
+    Leftovers { prefix: String, names: String },
+    #[error("the vpcd with prefix {prefix:?} (pid {pid}) did not stop within {secs} s")]
+    StillRunning {
+        prefix: String,
+        pid: String,
+        secs: u64,
+    },
+}
+
+/// What a state file records.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Record {
+    pub pid: String,
+    pub namespaces: Vec<String>,
+}
+
+impl Record {
+    fn parse(text: &str) -> Record {
+        let mut r = Record::default();
+        for line in text.lines() {
+            if let Some(pid) = line.strip_prefix("pid ") {
+                r.pid = pid.trim().to_string();
+            } else if let Some(ns) = line.strip_prefix("netns ") {
+                r.namespaces.push(ns.trim().to_string());
+            }
+        }
+        r
+    }
+
+    fn render(&self) -> String {
+        let mut s = format!("pid {}\n", self.pid);
+        for n in &self.namespaces {
+            s += &format!("netns {n}\n");
+        }
+        s
+    }
+}
+
+/// The held lock on a prefix: dropped (or [`Lease::release`]d) when the run ends.
+#[derive(Debug)]
+pub struct Lease {
+    file: File,
+    path: PathBuf,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Opens the state file and tries to lock it. `Ok(None)`: another process holds it.
+/// Retries when the file was replaced between open and lock (a run that just ended removes
+/// its file), so two processes never both believe they hold one prefix.
+fn try_lock(path: &Path) -> Result<Option<File>, StateError> {
+    loop {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io_err(path))?;
+        // SAFETY: flock on an fd we own; no pointers.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::WouldBlock {
+                return Ok(None);
+            }
+            return Err(io_err(path)(e));
+        }
+        let same = match (file.metadata(), fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        };
+        if same {
+            return Ok(Some(file));
+        }
+    }
+}
+
+fn read_record(path: &Path) -> Record {
+    let mut text = String::new();
+    if let Ok(mut f) = File::open(path) {
+        let _ = f.read_to_string(&mut text);
+    }
+    Record::parse(&text)
+}
+
+impl Lease {
+    /// Takes the prefix for this process, or says who has it. Refuses too when a killed run
+    /// left namespaces behind: they would collide, and only `vpcd down` may remove them.
+    pub fn acquire(prefix: &str) -> Result<Lease, StateError> {
+        fs::create_dir_all(RUN_DIR).map_err(io_err(Path::new(RUN_DIR)))?;
+        let path = self::path(prefix);
+        let Some(file) = try_lock(&path)? else {
+            return Err(StateError::InUse {
+                prefix: prefix.to_string(),
+                pid: read_record(&path).pid,
+            });
+        };
+        let left: Vec<String> = read_record(&path)
+            .namespaces
+            .into_iter()
+            .filter(|n| crate::netns::exists(n))
+            .collect();
+        if !left.is_empty() {
+            return Err(StateError::Leftovers {
+                prefix: prefix.to_string(),
+                names: left.join(", "),
+            });
+        }
+        let mut lease = Lease { file, path };
+        lease.record(&[])?;
+        Ok(lease)
+    }
+
+    /// Records this process and the namespaces it is about to create, before creating
+    /// them, so that a crash at any point leaves a list `vpcd down` can act on.
+    pub fn record(&mut self, namespaces: &[String]) -> Result<(), StateError> {
+        let rec = Record {
+            pid: std::process::id().to_string(),
+            namespaces: namespaces.to_vec(),
+        };
+        let path = self.path.clone();
+        let f = &mut self.file;
+        f.set_len(0)
+            .and_then(|_| f.rewind())
+            .and_then(|_| f.write_all(rec.render().as_bytes()))
+            .and_then(|_| f.sync_data())
+            .map_err(io_err(&path))
+    }
+
+    /// Ends the run: removes the state file while still holding the lock.
+    pub fn release(self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// What `vpcd down` did.
+#[derive(Debug, Default)]
+pub struct Down {
+    /// The pid of a running vpcd that was asked to stop (SIGTERM), if any.
+    pub stopped: Option<String>,
+    /// Namespaces removed from what a killed run left.
+    pub removed: Vec<String>,
+}
+
+/// `vpcd down`: stops a running vpcd of this prefix (SIGTERM, then waits up to `wait` for
+/// its own teardown), or removes what a killed one left. Removes only namespaces the state
+/// file lists.
+pub fn down(prefix: &str, wait: Duration) -> Result<Down, StateError> {
+    let path = self::path(prefix);
+    let mut out = Down::default();
+    if !path.exists() {
+        return Ok(out);
+    }
+    let start = Instant::now();
+    let file = loop {
+        if let Some(f) = try_lock(&path)? {
+            break f;
+        }
+        let pid = read_record(&path).pid;
+        if out.stopped.is_none() {
+            if let Ok(n) = pid.parse::<libc::pid_t>() {
+                // SAFETY: kill has no pointer arguments. The pid is the lock holder's: the
+                // lock is held, and only the holder writes the file.
+                unsafe { libc::kill(n, libc::SIGTERM) };
+            }
+            out.stopped = Some(pid.clone());
+        }
+        if start.elapsed() > wait {
+            return Err(StateError::StillRunning {
+                prefix: prefix.to_string(),
+                pid,
+                secs: wait.as_secs(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // A vpcd that stopped cleanly removed its file, and `try_lock` made an empty one: the
+    // record lists nothing then.
+    let rec = read_record(&path);
+    let left: Vec<String> = rec
+        .namespaces
+        .into_iter()
+        .filter(|n| crate::netns::exists(n))
+        .collect();
+    crate::netns::delete(&left).map_err(|e| StateError::Io {
+        path: crate::netns::NETNS_DIR.to_string(),
+        source: io::Error::other(e.to_string()),
+    })?;
+    out.removed = left;
+    let _ = fs::remove_file(&path);
+    drop(file);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips() {
+        let r = Record {
+            pid: "42".into(),
+            namespaces: vec!["t-web-1".into(), "t-inet-1".into()],
+        };
+        assert_eq!(Record::parse(&r.render()), r);
+        assert_eq!(Record::parse(""), Record::default());
+    }
+}

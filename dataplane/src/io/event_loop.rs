@@ -1,0 +1,138 @@
+//! The worker loop over TUN queues: epoll for readiness, an eventfd to stop.
+//!
+//! Level-triggered epoll: a queue with more than one batch waiting is reported again on
+//! the next wait, after the other ready queues had their turn. The snapshot is loaded once
+//! per wake-up and the clock read once, as the dataplane's rules ask.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{Queue, Worker};
+use crate::snapshot::{PortId, SnapshotCell};
+use crate::Timestamp;
+
+/// The epoll token of the stop event; port tokens are port ids.
+const STOP: u64 = u64::MAX;
+
+/// Ready events taken per wait.
+const EVENTS: usize = 64;
+
+/// A wake-up for workers blocked in epoll: one write stops them all.
+#[derive(Debug)]
+pub struct StopSignal {
+    fd: OwnedFd,
+}
+
+impl StopSignal {
+    pub fn new() -> io::Result<StopSignal> {
+        // SAFETY: eventfd has no pointer arguments.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh fd that nothing else owns.
+        Ok(StopSignal {
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+        })
+    }
+
+    /// Wakes every worker waiting on this signal; they return from [`run`]. The counter is
+    /// never read back, so the event stays readable for all of them.
+    pub fn raise(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64, as eventfd requires.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+}
+
+struct Epoll {
+    fd: OwnedFd,
+}
+
+impl Epoll {
+    fn new() -> io::Result<Epoll> {
+        // SAFETY: epoll_create1 has no pointer arguments.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh fd that nothing else owns.
+        Ok(Epoll {
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+        })
+    }
+
+    fn add(&self, fd: i32, token: u64) -> io::Result<()> {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: `ev` is a valid epoll_event for the duration of the call.
+        let rc = unsafe { libc::epoll_ctl(self.fd.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
+        // SAFETY: `events` is valid for `events.len()` entries for the whole call.
+        let n = unsafe {
+            libc::epoll_wait(
+                self.fd.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout_ms,
+            )
+        };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() == io::ErrorKind::Interrupted {
+                return Ok(0);
+            }
+            return Err(e);
+        }
+        Ok(n as usize)
+    }
+}
+
+/// The wall clock as the pipeline's [`Timestamp`]: read once per batch, here in the I/O
+/// layer, never inside the pipeline.
+pub fn now() -> Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(d.as_nanos() as u64)
+}
+
+/// Runs `worker` over its `queues` (one per port, indexed by port id) until `stop` is
+/// raised. Errors only if epoll itself fails.
+pub fn run<Q: Queue + AsRawFd>(
+    worker: &mut Worker,
+    cell: &SnapshotCell,
+    queues: &[Q],
+    stop: &StopSignal,
+) -> io::Result<()> {
+    let epoll = Epoll::new()?;
+    epoll.add(stop.fd.as_raw_fd(), STOP)?;
+    for (port, q) in queues.iter().enumerate() {
+        epoll.add(q.as_raw_fd(), port as u64)?;
+    }
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+    loop {
+        let n = epoll.wait(&mut events, -1)?;
+        if n == 0 {
+            continue;
+        }
+        let snap = cell.load();
+        let now = now();
+        for ev in &events[..n] {
+            let token = ev.u64;
+            if token == STOP {
+                return Ok(());
+            }
+            worker.drain(&snap, PortId(token as u32), queues, now);
+        }
+    }
+}
