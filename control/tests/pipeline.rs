@@ -130,6 +130,21 @@ fn udp(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
     out
 }
 
+/// The second packet of a TCP handshake.
+fn tcp_synack(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
+    let b = match (ip(src), ip(dst)) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
+        _ => panic!("mixed families"),
+    }
+    .tcp(sport, dport, 7, 64240)
+    .syn()
+    .ack(2);
+    let mut out = Vec::new();
+    b.write(&mut out, &[]).unwrap();
+    out
+}
+
 fn tcp_syn(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
     let b = match (ip(src), ip(dst)) {
         (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
@@ -265,9 +280,10 @@ fn the_internet_gateway_translates_public_ips_one_to_one_both_ways() {
     assert_eq!(src_of(&out), ip("198.51.100.10"));
     assert_eq!(dst_of(&out), ip("203.0.113.10"));
     assert_checksums_valid(&out);
+    // The reply of the flow web-1 opened (tracked, R-SG-STATE).
     let back = l.expect_to(
         "inet-1",
-        udp("203.0.113.10", "198.51.100.10", 53, 40000),
+        tcp_synack("203.0.113.10", "198.51.100.10", 443, 40000),
         "web-1",
     );
     assert_eq!(dst_of(&back), ip("10.0.1.10"));
@@ -445,11 +461,18 @@ fn with_an_igw_in_the_vpc_inbound_ipv6_is_delivered_by_the_local_route() {
     // destination subnet's table says: an IPv6 "private" subnet of a VPC that also has an
     // IGW is shielded by its security groups, not by the EIGW.
     let mut l = lab("ipv6-egress-only");
-    l.expect_to(
+    let o = l.send(
         "inet-1",
         tcp_syn("2001:db8:ffff::10", "2001:db8:30:2::10", 40000, 22),
-        "app-1",
     );
+    assert_eq!(
+        o.verdict,
+        Verdict::Drop(DropReason::SgIngress),
+        "{:#?}",
+        o.steps
+    );
+    assert!(o.steps.iter().any(|s| s.starts_with("InternetGateway")));
+    assert!(o.steps.iter().any(|s| s.starts_with("NetworkAcl")));
 }
 
 #[test]
@@ -631,6 +654,7 @@ services:
   - { name: s3, prefix_list: pl-s3, cidr_blocks: [198.18.0.0/24], hosts: [{ id: s3-1, ipv4: 198.18.0.10 }] }
 "#,
     );
+    l.expect_to("a-1", udp("10.0.1.10", "198.18.0.10", 40000, 443), "s3-1");
     l.expect_to("s3-1", udp("198.18.0.10", "10.0.1.10", 443, 40000), "a-1");
     l.expect_drop(
         "s3-1",
@@ -666,6 +690,8 @@ fn the_recorder_shows_each_hop() {
         [
             "Received",
             "SourceDestCheck",
+            "SecurityGroup",
+            "NetworkAcl",
             "Route",
             "InternetGateway",
             "ToHost"

@@ -10,81 +10,78 @@ use std::net::IpAddr;
 use crate::nat::{rewrite_v4, Field};
 use crate::observer::{Observer, Step};
 use crate::packet::Packet;
-use crate::pipeline::{deliver_in_vpc, drop, to_eni, Verdict};
+use crate::pipeline::{deliver_in_vpc, to_eni, Ctx, Verdict};
 use crate::reason::DropReason;
 use crate::route::{net_contains, Target};
 use crate::snapshot::{
-    EniIx, EniKind, GatewayEndpointIx, HostIx, HostKind, NatGatewayIx, PeeringIx, Snapshot, VpcIx,
+    EniIx, EniKind, GatewayEndpointIx, HostIx, HostKind, NatGatewayIx, PeeringIx, VpcIx,
 };
 
 /// A packet from an outside host: the internet and services reach VPCs through their IGW
 /// (and, for service replies, the gateway endpoint the flow used); on-premises hosts
 /// through the VGW.
-pub fn from_outside<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+pub(crate) fn from_outside<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
     host: HostIx,
     pkt: &Packet,
     buf: &mut [u8],
-    obs: &mut O,
 ) -> Verdict {
+    let snap = cx.snap;
     let kind = snap.host(host).kind;
     if kind == HostKind::OnPremises {
-        return from_on_premises(snap, pkt, buf, obs);
+        return from_on_premises(cx, pkt, buf);
     }
     // Host to host on the simulated internet.
     if let Some(other) = snap.host_by_addr(pkt.dst) {
         if snap.host(other).kind != HostKind::OnPremises {
-            return to_host(snap, other, obs);
+            return to_host(cx, other);
         }
     }
     // A service host answering a client that reached it through a gateway endpoint: the
     // client's private address is the destination (R-GWE-ROUTE).
     if let HostKind::Service(service) = kind {
-        if let Some(v) = gateway_endpoint_return(snap, service, pkt, buf, obs) {
+        if let Some(v) = gateway_endpoint_return(cx, service, pkt, buf) {
             return v;
         }
     }
-    internet_gateway_ingress(snap, pkt, buf, obs)
+    internet_gateway_ingress(cx, pkt, buf)
 }
 
 /// Through an IGW into a VPC: IPv4 to a public IP is translated to the private one
 /// (R-IGW-NAT); IPv6 passes unchanged (R-IGW-V6).
 fn internet_gateway_ingress<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+    cx: &mut Ctx<'_, 's, O>,
     pkt: &Packet,
     buf: &mut [u8],
-    obs: &mut O,
 ) -> Verdict {
+    let snap = cx.snap;
     match pkt.dst {
         IpAddr::V4(public) => {
             let Some(receiver) = snap.eni_by_public_v4(public) else {
-                return drop(
-                    obs,
+                return cx.drop(
                     DropReason::IgwNoPublicIp,
                     "no ENI holds this public IPv4 address",
                 );
             };
             let eni = snap.eni(receiver);
             if snap.vpc(eni.vpc).internet_gateway.is_none() {
-                return drop(
-                    obs,
+                return cx.drop(
                     DropReason::IgwNoPublicIp,
                     "the public IP's VPC has no internet gateway",
                 );
             }
             let private = eni.primary_v4();
             let translated = rewrite_v4(buf, pkt, Field::Destination, private);
-            obs.step(Step::InternetGateway {
+            cx.obs.step(Step::InternetGateway {
                 vpc: eni.vpc,
                 from: pkt.dst,
                 to: translated.dst,
             });
-            to_eni(snap, receiver, &translated, buf, obs)
+            to_eni(cx, receiver, &translated, buf, None)
         }
         IpAddr::V6(addr) => {
             let Some(vpc) = snap.vpc_by_v6(addr) else {
-                return drop(
-                    obs,
+                return cx.drop(
                     DropReason::NoRoute,
                     "no host or VPC on the simulated internet holds this address",
                 );
@@ -96,22 +93,21 @@ fn internet_gateway_ingress<'s, O: Observer<'s>>(
             // only decides the reply path (R-RT-SUBNET). So an IPv6 subnet that sends ::/0
             // to an EIGW is still reachable through the VPC's IGW; its SGs keep it closed.
             if v.internet_gateway.is_some() {
-                obs.step(Step::InternetGateway {
+                cx.obs.step(Step::InternetGateway {
                     vpc,
                     from: pkt.dst,
                     to: pkt.dst,
                 });
-                return deliver_in_vpc(snap, vpc, pkt, buf, obs);
+                return deliver_in_vpc(cx, vpc, pkt, buf);
             }
             if v.egress_only_internet_gateway.is_some() {
                 // R-EIGW: nothing initiated outside gets in.
-                return drop(
-                    obs,
+                return cx.drop(
                     DropReason::EigwInbound,
                     "the VPC's egress-only gateway admits replies only",
                 );
             }
-            drop(obs, DropReason::NoRoute, "the VPC has no internet gateway")
+            cx.drop(DropReason::NoRoute, "the VPC has no internet gateway")
         }
     }
 }
@@ -119,13 +115,13 @@ fn internet_gateway_ingress<'s, O: Observer<'s>>(
 /// A route to the IGW: translate the private IPv4 source to the ENI's public IP
 /// (R-IGW-NAT, R-IGW-NOPUBLIC), pass IPv6 unchanged (R-IGW-V6), then hand the packet to
 /// the host that holds the destination, or back into a VPC for a public IP (R-IGW-HAIRPIN).
-pub fn internet_gateway_egress<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+pub(crate) fn internet_gateway_egress<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
     vpc: VpcIx,
     pkt: &Packet,
     buf: &mut [u8],
-    obs: &mut O,
 ) -> Verdict {
+    let snap = cx.snap;
     let out = match pkt.src {
         IpAddr::V4(_) => {
             // R-IGW-NAT: the public IP belongs to the ENI's primary private IPv4 only.
@@ -135,8 +131,7 @@ pub fn internet_gateway_egress<'s, O: Observer<'s>>(
                 .filter(|e| IpAddr::V4(e.primary_v4()) == pkt.src)
                 .and_then(|e| e.public_v4);
             let Some(public) = public else {
-                return drop(
-                    obs,
+                return cx.drop(
                     DropReason::IgwNoPublicIp,
                     "the source has no public IPv4 address",
                 );
@@ -145,83 +140,78 @@ pub fn internet_gateway_egress<'s, O: Observer<'s>>(
         }
         IpAddr::V6(_) => *pkt,
     };
-    obs.step(Step::InternetGateway {
+    cx.obs.step(Step::InternetGateway {
         vpc,
         from: pkt.src,
         to: out.src,
     });
     if let Some(host) = snap.host_by_addr(out.dst) {
         if snap.host(host).kind != HostKind::OnPremises {
-            return to_host(snap, host, obs);
+            return to_host(cx, host);
         }
     }
-    internet_gateway_ingress(snap, &out, buf, obs)
+    internet_gateway_ingress(cx, &out, buf)
 }
 
 /// A route to the EIGW: IPv6 only, source unchanged (R-EIGW).
-pub fn egress_only_gateway_egress<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+pub(crate) fn egress_only_gateway_egress<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
     vpc: VpcIx,
     pkt: &Packet,
     buf: &mut [u8],
-    obs: &mut O,
 ) -> Verdict {
+    let snap = cx.snap;
     if !pkt.is_ipv6() {
-        return drop(
-            obs,
+        return cx.drop(
             DropReason::NoRoute,
             "an egress-only internet gateway carries IPv6 only",
         );
     }
-    obs.step(Step::InternetGateway {
+    cx.obs.step(Step::InternetGateway {
         vpc,
         from: pkt.src,
         to: pkt.src,
     });
     if let Some(host) = snap.host_by_addr(pkt.dst) {
         if snap.host(host).kind != HostKind::OnPremises {
-            return to_host(snap, host, obs);
+            return to_host(cx, host);
         }
     }
-    internet_gateway_ingress(snap, pkt, buf, obs)
+    internet_gateway_ingress(cx, pkt, buf)
 }
 
 /// A route to the NAT gateway. The translation (R-NAT-SNAT) lives in the NAT stage, which
 /// keeps per-flow state; this build has no such stage yet, so the gateway is treated as
 /// AWS treats a NAT gateway that is not `available`: its routes are blackholes
 /// (R-RT-BLACKHOLE). The detail says so, for trace and logs.
-pub fn nat_gateway_egress<'s, O: Observer<'s>>(
-    _snap: &'s Snapshot,
+pub(crate) fn nat_gateway_egress<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
     _nat: NatGatewayIx,
     _pkt: &Packet,
     _buf: &mut [u8],
-    obs: &mut O,
 ) -> Verdict {
-    drop(
-        obs,
+    cx.drop(
         DropReason::RouteBlackhole,
         "the NAT gateway is not available (no translation stage in this build)",
     )
 }
 
 /// A packet addressed to an ENI that lives inside vpcd (a NAT gateway's).
-pub fn to_internal_eni<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+pub(crate) fn to_internal_eni<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
     receiver: EniIx,
     _pkt: &Packet,
     _buf: &mut [u8],
-    obs: &mut O,
 ) -> Verdict {
+    let snap = cx.snap;
     match snap.eni(receiver).kind {
         // R-NAT-INBOUND: connections cannot be opened to a NAT gateway.
-        EniKind::NatGateway(_) => drop(
-            obs,
+        EniKind::NatGateway(_) => cx.drop(
             DropReason::NatInbound,
             "connections cannot be opened to a NAT gateway",
         ),
         // Every instance ENI has a port; one without is not part of the configuration.
-        EniKind::Instance => drop(
-            obs,
+        EniKind::Instance => cx.drop(
             DropReason::NoRoute,
             "the instance has no port in this configuration",
         ),
@@ -230,17 +220,16 @@ pub fn to_internal_eni<'s, O: Observer<'s>>(
 
 /// A route to the VGW: to the on-premises host holding the destination, untranslated
 /// (R-VGW).
-pub fn virtual_private_gateway_egress<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+pub(crate) fn virtual_private_gateway_egress<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
     vpc: VpcIx,
     pkt: &Packet,
-    obs: &mut O,
 ) -> Verdict {
-    obs.step(Step::VirtualPrivateGateway { vpc });
+    let snap = cx.snap;
+    cx.obs.step(Step::VirtualPrivateGateway { vpc });
     match snap.host_by_addr(pkt.dst) {
-        Some(host) if snap.host(host).kind == HostKind::OnPremises => to_host(snap, host, obs),
-        _ => drop(
-            obs,
+        Some(host) if snap.host(host).kind == HostKind::OnPremises => to_host(cx, host),
+        _ => cx.drop(
             DropReason::NoRoute,
             "no on-premises host holds the destination",
         ),
@@ -250,83 +239,78 @@ pub fn virtual_private_gateway_egress<'s, O: Observer<'s>>(
 /// From on-premises through the VGW: only to the VPC's own blocks, by private address
 /// (R-VGW, R-VGW-NOEIP).
 fn from_on_premises<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+    cx: &mut Ctx<'_, 's, O>,
     pkt: &Packet,
     buf: &mut [u8],
-    obs: &mut O,
 ) -> Verdict {
+    let snap = cx.snap;
     if let Some(other) = snap.host_by_addr(pkt.dst) {
         if snap.host(other).kind == HostKind::OnPremises {
-            return to_host(snap, other, obs);
+            return to_host(cx, other);
         }
     }
     let Some(vpc) = snap.vgw_vpc_by_addr(pkt.dst) else {
-        return drop(
-            obs,
+        return cx.drop(
             DropReason::NoRoute,
             "no VPC with a virtual private gateway holds the destination",
         );
     };
-    obs.step(Step::VirtualPrivateGateway { vpc });
-    deliver_in_vpc(snap, vpc, pkt, buf, obs)
+    cx.obs.step(Step::VirtualPrivateGateway { vpc });
+    deliver_in_vpc(cx, vpc, pkt, buf)
 }
 
 /// A route to a peering connection: it must be active (R-PCX-ACTIVE), and the packet must
 /// go from the sending VPC's blocks to the receiving VPC's blocks (R-PCX-EDGE); then the
 /// receiving VPC's local route delivers it.
-pub fn peering<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+pub(crate) fn peering<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
     pcx: PeeringIx,
     from_vpc: VpcIx,
     pkt: &Packet,
     buf: &mut [u8],
-    obs: &mut O,
 ) -> Verdict {
+    let snap = cx.snap;
     let p = snap.peering(pcx);
     if !p.active {
-        return drop(
-            obs,
+        return cx.drop(
             DropReason::PcxInactive,
             "the peering connection is not active",
         );
     }
     let to_vpc = p.peer_of(from_vpc);
     if !snap.vpc(from_vpc).contains(pkt.src) {
-        return drop(
-            obs,
+        return cx.drop(
             DropReason::PcxNotTransitive,
             "the source is not in the sending VPC's blocks",
         );
     }
     if !snap.vpc(to_vpc).contains(pkt.dst) {
-        return drop(
-            obs,
+        return cx.drop(
             DropReason::PcxNotTransitive,
             "the destination is not in the peer VPC's blocks",
         );
     }
-    obs.step(Step::Peering {
+    cx.obs.step(Step::Peering {
         peering: pcx,
         to_vpc,
     });
-    deliver_in_vpc(snap, to_vpc, pkt, buf, obs)
+    deliver_in_vpc(cx, to_vpc, pkt, buf)
 }
 
 /// A route to a gateway endpoint: only from this VPC (R-GWE-SCOPE), within the policy
 /// (R-GWE-POLICY), to the service host, untranslated (R-GWE-ROUTE).
-pub fn gateway_endpoint<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+pub(crate) fn gateway_endpoint<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
     gwe: GatewayEndpointIx,
     from_vpc: VpcIx,
     pkt: &Packet,
-    obs: &mut O,
 ) -> Verdict {
+    let snap = cx.snap;
     let ep = snap.gateway_endpoint(gwe);
     // R-GWE-SCOPE: only the endpoint's own VPC, with its own source addresses; traffic that
     // came over a peering is refused with the peering's reason (R-PCX-EDGE).
     if ep.vpc != from_vpc || !snap.vpc(from_vpc).contains(pkt.src) {
-        return drop(
-            obs,
+        return cx.drop(
             DropReason::PcxNotTransitive,
             "a gateway endpoint serves only its own VPC",
         );
@@ -340,20 +324,16 @@ pub fn gateway_endpoint<'s, O: Observer<'s>>(
                 })
         });
         if !allowed {
-            return drop(
-                obs,
+            return cx.drop(
                 DropReason::EndpointPolicy,
                 "the endpoint policy does not allow this destination",
             );
         }
     }
-    obs.step(Step::GatewayEndpoint { endpoint: gwe });
+    cx.obs.step(Step::GatewayEndpoint { endpoint: gwe });
     match snap.host_by_addr(pkt.dst) {
-        Some(host) if snap.host(host).kind == HostKind::Service(ep.service) => {
-            to_host(snap, host, obs)
-        }
-        _ => drop(
-            obs,
+        Some(host) if snap.host(host).kind == HostKind::Service(ep.service) => to_host(cx, host),
+        _ => cx.drop(
             DropReason::NoRoute,
             "no host of the endpoint's service holds the destination",
         ),
@@ -363,12 +343,12 @@ pub fn gateway_endpoint<'s, O: Observer<'s>>(
 /// A service host's reply to a private address: back through the gateway endpoint of the
 /// VPC that holds that address. `None` when no endpoint of this service serves it.
 fn gateway_endpoint_return<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+    cx: &mut Ctx<'_, 's, O>,
     service: crate::snapshot::ServiceIx,
     pkt: &Packet,
     buf: &mut [u8],
-    obs: &mut O,
 ) -> Option<Verdict> {
+    let snap = cx.snap;
     let (i, ep) = snap
         .topo
         .gateway_endpoints
@@ -386,17 +366,16 @@ fn gateway_endpoint_return<'s, O: Observer<'s>>(
         .lookup(pkt.src)
         .is_some_and(|(_, r)| r.target == Target::GatewayEndpoint(gwe));
     if !routed_here {
-        return Some(drop(
-            obs,
+        return Some(cx.drop(
             DropReason::NoRoute,
             "the destination's subnet does not route this service through the gateway endpoint",
         ));
     }
-    obs.step(Step::GatewayEndpoint { endpoint: gwe });
-    Some(deliver_in_vpc(snap, ep.vpc, pkt, buf, obs))
+    cx.obs.step(Step::GatewayEndpoint { endpoint: gwe });
+    Some(deliver_in_vpc(cx, ep.vpc, pkt, buf))
 }
 
-fn to_host<'s, O: Observer<'s>>(snap: &'s Snapshot, host: HostIx, obs: &mut O) -> Verdict {
-    obs.step(Step::ToHost { host });
-    Verdict::Forward(snap.host(host).port)
+fn to_host<'s, O: Observer<'s>>(cx: &mut Ctx<'_, 's, O>, host: HostIx) -> Verdict {
+    cx.obs.step(Step::ToHost { host });
+    Verdict::Forward(cx.snap.host(host).port)
 }

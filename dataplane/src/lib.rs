@@ -4,16 +4,20 @@
 //! (a TUN worker, a test, a benchmark, `vpcd trace`) passes the packet, the port it came
 //! in on, the current [`Snapshot`] and the time. See [`pipeline`] for the order of checks.
 
+pub mod acl;
 pub mod checksum;
+pub mod conntrack;
 pub mod eni;
 pub mod gateways;
 pub mod io;
 pub mod nat;
+pub mod network_acl;
 pub mod observer;
 pub mod packet;
 pub mod pipeline;
 pub mod reason;
 pub mod route;
+pub mod security_group;
 pub mod snapshot;
 pub mod stats;
 

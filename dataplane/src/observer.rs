@@ -12,8 +12,8 @@ use crate::packet::Packet;
 use crate::reason::DropReason;
 use crate::route::Route;
 use crate::snapshot::{
-    EniIx, GatewayEndpointIx, HostIx, LocalService, PeeringIx, PortId, RouteTableIx, SubnetIx,
-    VpcIx,
+    EniIx, GatewayEndpointIx, HostIx, LocalService, NaclIx, PeeringIx, PortId, RouteTableIx, SgIx,
+    SubnetIx, VpcIx,
 };
 
 /// Which way a packet crosses an ENI.
@@ -25,6 +25,22 @@ pub enum Direction {
     Ingress,
 }
 
+/// What an ENI's security groups made of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SgDecision {
+    /// A packet of a tracked flow: passed without rule checks (R-SG-STATE).
+    Tracked,
+    /// Allowed by rule `rule` (position in the direction's list) of `group`; `tracked`
+    /// says whether a flow was opened (R-SG-UNTRACKED).
+    Rule {
+        group: SgIx,
+        rule: u16,
+        tracked: bool,
+    },
+    /// No rule allows it (R-SG-ALLOW).
+    Denied,
+}
+
 /// One decision of the pipeline, in the order of semantics.md §11.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Step<'s> {
@@ -34,6 +50,20 @@ pub enum Step<'s> {
     LocalService { service: LocalService },
     /// The ENI's source/destination check passed (R-ADDR-SRCDST).
     SourceDestCheck { eni: EniIx, direction: Direction },
+    /// An ENI's security groups judged the packet (steps 3 and 8).
+    SecurityGroup {
+        eni: EniIx,
+        direction: Direction,
+        decision: SgDecision,
+    },
+    /// A subnet's network ACL judged the packet (steps 5 and 7): the deciding rule number,
+    /// `None` for the final `*` rule.
+    NetworkAcl {
+        acl: NaclIx,
+        direction: Direction,
+        rule: Option<u16>,
+        allow: bool,
+    },
     /// Both ENIs are in one subnet: delivered without the route table or NACL
     /// (R-RT-SAMESUBNET).
     SameSubnet { subnet: SubnetIx },

@@ -160,6 +160,18 @@ impl Packet {
         self.dst.is_ipv6()
     }
 
+    /// An ICMP error message (ICMPv4 destination unreachable, source quench, redirect,
+    /// time exceeded, parameter problem; ICMPv6 types below 128): it reports on another
+    /// packet and belongs to no flow of its own (R-SG-ICMP-ERR).
+    #[inline]
+    pub fn is_icmp_error(&self) -> bool {
+        match (self.proto, self.transport) {
+            (proto::ICMP, Transport::Icmp { ty, .. }) => matches!(ty, 3 | 4 | 5 | 11 | 12),
+            (proto::ICMPV6, Transport::Icmp { ty, .. }) => ty < 128,
+            _ => false,
+        }
+    }
+
     /// Source and destination ports for TCP and UDP; `None` for anything else.
     pub fn ports(&self) -> Option<(u16, u16)> {
         match self.transport {

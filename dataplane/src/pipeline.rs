@@ -10,12 +10,12 @@
 //!
 //! 1. exempt destinations go to the router ([`Verdict::Local`], R-ADDR-EXEMPT);
 //! 2. A's source/destination check (R-ADDR-SRCDST);
-//! 3. A's SG egress (issue: security groups);
+//! 3. A's SG egress, or the flow's tracked state (R-SG-STATE);
 //! 4. same subnet: straight to step 8 (R-RT-SAMESUBNET);
-//! 5. SA's NACL outbound (issue: network ACLs);
+//! 5. SA's NACL outbound (R-NACL-DIR);
 //! 6. SA's route table, longest prefix match (R-RT-LPM);
 //! 7. the target's own rules (IGW, VGW, peering, endpoint, …), then SB's NACL inbound;
-//! 8. B's SG ingress;
+//! 8. B's SG ingress, or the flow's tracked state;
 //! 9. B's source/destination check, deliver.
 //!
 //! Packets from outside the VPC (internet, services, on-premises) start at step 6 with the
@@ -25,14 +25,19 @@
 //! is not a hop that traceroute shows between instances of one VPC. Where the router shows
 //! as a hop (issue: router-local services), that stage will decrement it.
 
+use std::sync::Arc;
+
+use crate::conntrack::Conntrack;
 use crate::eni;
 use crate::gateways;
-use crate::observer::{Observer, Step};
+use crate::network_acl;
+use crate::observer::{Direction, Observer, Step};
 use crate::packet::Packet;
 use crate::reason::DropReason;
 use crate::route::Target;
+use crate::security_group;
 use crate::snapshot::{Attachment, EniIx, LocalService, PortId, Snapshot, SubnetIx, VpcIx};
-use crate::stats::Stats;
+use crate::stats::{Cause, Stats};
 use crate::Timestamp;
 
 /// What becomes of a packet.
@@ -46,16 +51,58 @@ pub enum Verdict {
     Drop(DropReason),
 }
 
-/// One worker's pipeline: the per-worker state (counters now; flow state as the stateful
-/// stages arrive). The configuration comes in with each call as a snapshot.
-#[derive(Default)]
+/// The capacity of the connection-tracking table of a pipeline made with
+/// [`Pipeline::new`] (tests, benchmarks, `trace`); `vpcd up` sizes its own.
+pub const TEST_CONNTRACK_CAPACITY: usize = 1 << 16;
+
+/// One worker's pipeline: its counters and a handle on the state shared by all workers
+/// (the connection-tracking table). The configuration comes in with each call as a
+/// snapshot.
 pub struct Pipeline {
     pub stats: Stats,
+    conntrack: Arc<Conntrack>,
+}
+
+impl Default for Pipeline {
+    fn default() -> Self {
+        Pipeline::new()
+    }
+}
+
+/// What every stage gets: the snapshot, the shared state, the time, the observer, and
+/// the precise cause of a drop for the counters.
+pub(crate) struct Ctx<'c, 's, O> {
+    pub snap: &'s Snapshot,
+    pub ct: &'c Conntrack,
+    pub now: Timestamp,
+    pub obs: &'c mut O,
+    pub cause: Cause,
+}
+
+impl<'s, O: Observer<'s>> Ctx<'_, 's, O> {
+    /// Drops with `reason`, telling the observer where.
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason, detail: &'static str) -> Verdict {
+        drop(self.obs, reason, detail)
+    }
 }
 
 impl Pipeline {
+    /// A pipeline with a table of its own ([`TEST_CONNTRACK_CAPACITY`] slots).
     pub fn new() -> Self {
-        Pipeline::default()
+        Pipeline::with_conntrack(Arc::new(Conntrack::new(TEST_CONNTRACK_CAPACITY)))
+    }
+
+    /// A pipeline that shares `conntrack` with the other workers.
+    pub fn with_conntrack(conntrack: Arc<Conntrack>) -> Self {
+        Pipeline {
+            stats: Stats::default(),
+            conntrack,
+        }
+    }
+
+    pub fn conntrack(&self) -> &Arc<Conntrack> {
+        &self.conntrack
     }
 
     /// Judges one packet that arrived on `ingress`, counts it, and returns the verdict.
@@ -69,14 +116,23 @@ impl Pipeline {
         now: Timestamp,
         obs: &mut O,
     ) -> Verdict {
-        // Grows only for the first packet after a snapshot with more ports is published
+        // Grows only for the first packet after a snapshot with more objects is published
         // (one allocation per such swap), so counting never allocates in steady state and
         // no caller can forget to size the counters.
-        if self.stats.ports.len() < snap.topo.ports.len() {
-            self.stats.reserve_ports(snap.topo.ports.len());
-        }
-        let verdict = judge(snap, ingress, buf, now, obs);
+        self.stats.fit(snap);
+        let mut cx = Ctx {
+            snap,
+            ct: &self.conntrack,
+            now,
+            obs,
+            cause: Cause::None,
+        };
+        let verdict = judge(&mut cx, ingress, buf);
+        let cause = cx.cause;
         self.stats.count(ingress, buf.len(), &verdict);
+        if let Verdict::Drop(_) = verdict {
+            self.stats.count_cause(cause);
+        }
         verdict
     }
 }
@@ -92,156 +148,166 @@ pub(crate) fn drop<'s, O: Observer<'s>>(
     Verdict::Drop(reason)
 }
 
-fn judge<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
-    ingress: PortId,
-    buf: &mut [u8],
-    _now: Timestamp,
-    obs: &mut O,
-) -> Verdict {
+fn judge<'s, O: Observer<'s>>(cx: &mut Ctx<'_, 's, O>, ingress: PortId, buf: &mut [u8]) -> Verdict {
     let pkt = match Packet::parse(buf) {
         Ok(p) => p,
-        Err(reason) => return drop(obs, reason, "not a well-formed IPv4 or IPv6 packet"),
+        Err(reason) => return cx.drop(reason, "not a well-formed IPv4 or IPv6 packet"),
     };
-    obs.step(Step::Received {
+    cx.obs.step(Step::Received {
         port: ingress,
         packet: pkt,
     });
-    let Some(port) = snap.port(ingress) else {
-        return drop(
-            obs,
+    let Some(port) = cx.snap.port(ingress) else {
+        return cx.drop(
             DropReason::NoRoute,
             "the port is not part of the current configuration",
         );
     };
     match port.attachment {
-        Attachment::Eni(eni) => from_eni(snap, eni, &pkt, buf, obs),
-        Attachment::Host(host) => gateways::from_outside(snap, host, &pkt, buf, obs),
+        Attachment::Eni(eni) => from_eni(cx, eni, &pkt, buf),
+        Attachment::Host(host) => gateways::from_outside(cx, host, &pkt, buf),
     }
 }
 
 /// Steps 1 to 6 for a packet sent by an ENI.
 fn from_eni<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+    cx: &mut Ctx<'_, 's, O>,
     sender: EniIx,
     pkt: &Packet,
     buf: &mut [u8],
-    obs: &mut O,
 ) -> Verdict {
+    let snap = cx.snap;
     let eni = snap.eni(sender);
     // Step 1: R-ADDR-EXEMPT. The router's own addresses, DNS, metadata and time sync are
     // answered inside vpcd, before any SG, NACL or flow log.
     if let Some(service) = snap.local_service(eni.vpc, pkt.dst) {
-        obs.step(Step::LocalService { service });
+        cx.obs.step(Step::LocalService { service });
         return Verdict::Local(service);
     }
     // Step 2: R-ADDR-SRCDST on the sending side.
-    if let Err(v) = eni::source_check(eni, sender, pkt, obs) {
+    if let Err(v) = eni::source_check(eni, sender, pkt, cx.obs) {
+        return v;
+    }
+    // Step 3: the sender's SG egress, or the flow's tracked state (R-SG-BOTHGATES).
+    if let Err(v) = security_group::check(cx, sender, Direction::Egress, pkt) {
         return v;
     }
     // Step 4: R-RT-SAMESUBNET. Two ENIs of one subnet talk directly: no route table, no NACL.
     let receiver = snap.eni_by_addr(eni.vpc, pkt.dst);
     if let Some(r) = receiver {
         if snap.eni(r).subnet == eni.subnet {
-            obs.step(Step::SameSubnet { subnet: eni.subnet });
-            return to_eni(snap, r, pkt, buf, obs);
+            cx.obs.step(Step::SameSubnet { subnet: eni.subnet });
+            return to_eni(cx, r, pkt, buf, Some(eni.subnet));
         }
     }
+    // Step 5: the sending subnet's NACL, outbound (R-NACL-DIR).
+    if let Err(v) = network_acl::check(cx, eni.subnet, Direction::Egress, pkt) {
+        return v;
+    }
     // Step 6: the route table of the subnet the packet leaves from (R-RT-SUBNET).
-    route(snap, eni.subnet, receiver, pkt, buf, obs)
+    route(cx, eni.subnet, receiver, pkt, buf)
 }
 
 /// Step 6 and 7: longest prefix match in `subnet`'s route table, then the target's rules.
 /// `receiver` is the ENI of the subnet's VPC that holds the destination, already looked up
 /// by the caller, so the local route does not look it up again.
 pub(crate) fn route<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+    cx: &mut Ctx<'_, 's, O>,
     subnet: SubnetIx,
     receiver: Option<EniIx>,
     pkt: &Packet,
     buf: &mut [u8],
-    obs: &mut O,
 ) -> Verdict {
+    let snap = cx.snap;
     let sn = snap.subnet(subnet);
     let table = snap.route_table(sn.route_table);
     let matched = table.lookup(pkt.dst);
-    obs.step(Step::Route {
+    cx.obs.step(Step::Route {
         table: sn.route_table,
         matched,
     });
     let Some((_, route)) = matched else {
-        return drop(
-            obs,
+        return cx.drop(
             DropReason::NoRoute,
             "no route in the subnet's route table matches the destination",
         );
     };
     match route.target {
         Target::Local => match receiver {
-            Some(r) => to_eni(snap, r, pkt, buf, obs),
-            None => unassigned(obs),
+            Some(r) => to_eni(cx, r, pkt, buf, Some(subnet)),
+            None => unassigned(cx),
         },
         // Middlebox routing: the appliance ENI receives packets not addressed to it; its
         // own source/destination check decides whether it may (R-ADDR-SRCDST).
-        Target::Eni(appliance) => to_eni(snap, appliance, pkt, buf, obs),
-        Target::Blackhole => drop(
-            obs,
+        Target::Eni(appliance) => to_eni(cx, appliance, pkt, buf, Some(subnet)),
+        Target::Blackhole => cx.drop(
             DropReason::RouteBlackhole,
             "the matching route's target is blackhole",
         ),
-        Target::InternetGateway(vpc) => gateways::internet_gateway_egress(snap, vpc, pkt, buf, obs),
+        Target::InternetGateway(vpc) => gateways::internet_gateway_egress(cx, vpc, pkt, buf),
         Target::EgressOnlyInternetGateway(vpc) => {
-            gateways::egress_only_gateway_egress(snap, vpc, pkt, buf, obs)
+            gateways::egress_only_gateway_egress(cx, vpc, pkt, buf)
         }
         Target::VirtualPrivateGateway(vpc) => {
-            gateways::virtual_private_gateway_egress(snap, vpc, pkt, obs)
+            gateways::virtual_private_gateway_egress(cx, vpc, pkt)
         }
-        Target::NatGateway(nat) => gateways::nat_gateway_egress(snap, nat, pkt, buf, obs),
-        Target::Peering(pcx) => gateways::peering(snap, pcx, sn.vpc, pkt, buf, obs),
-        Target::GatewayEndpoint(gwe) => gateways::gateway_endpoint(snap, gwe, sn.vpc, pkt, obs),
+        Target::NatGateway(nat) => gateways::nat_gateway_egress(cx, nat, pkt, buf),
+        Target::Peering(pcx) => gateways::peering(cx, pcx, sn.vpc, pkt, buf),
+        Target::GatewayEndpoint(gwe) => gateways::gateway_endpoint(cx, gwe, sn.vpc, pkt),
     }
 }
 
-/// Local route: the ENI of `vpc` that holds the destination address receives it.
+/// Local route: the ENI of `vpc` that holds the destination address receives it. The
+/// packet comes from outside the VPC's subnets (a gateway or a peering), so the
+/// receiving subnet's NACL applies.
 pub(crate) fn deliver_in_vpc<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+    cx: &mut Ctx<'_, 's, O>,
     vpc: VpcIx,
     pkt: &Packet,
     buf: &mut [u8],
-    obs: &mut O,
 ) -> Verdict {
-    match snap.eni_by_addr(vpc, pkt.dst) {
-        Some(receiver) => to_eni(snap, receiver, pkt, buf, obs),
-        None => unassigned(obs),
+    match cx.snap.eni_by_addr(vpc, pkt.dst) {
+        Some(receiver) => to_eni(cx, receiver, pkt, buf, None),
+        None => unassigned(cx),
     }
 }
 
 /// The local route matched, but no interface in the VPC holds the destination.
-fn unassigned<'s, O: Observer<'s>>(obs: &mut O) -> Verdict {
-    drop(
-        obs,
+fn unassigned<'s, O: Observer<'s>>(cx: &mut Ctx<'_, 's, O>) -> Verdict {
+    cx.drop(
         DropReason::UnassignedAddress,
         "no interface in the VPC holds the destination address",
     )
 }
 
 /// Steps 7 (NACL inbound), 8 (SG ingress) and 9 (destination check) at the receiving ENI.
+/// `from_subnet` is the subnet the packet left (`None` from outside the VPC's subnets): the
+/// receiving subnet's NACL applies only when the packet crosses into it (R-NACL-DIR,
+/// R-RT-SAMESUBNET).
 pub(crate) fn to_eni<'s, O: Observer<'s>>(
-    snap: &'s Snapshot,
+    cx: &mut Ctx<'_, 's, O>,
     receiver: EniIx,
     pkt: &Packet,
     buf: &mut [u8],
-    obs: &mut O,
+    from_subnet: Option<SubnetIx>,
 ) -> Verdict {
-    let eni = snap.eni(receiver);
-    if let Err(v) = eni::destination_check(eni, receiver, pkt, obs) {
+    let eni = cx.snap.eni(receiver);
+    if from_subnet != Some(eni.subnet) {
+        if let Err(v) = network_acl::check(cx, eni.subnet, Direction::Ingress, pkt) {
+            return v;
+        }
+    }
+    if let Err(v) = security_group::check(cx, receiver, Direction::Ingress, pkt) {
+        return v;
+    }
+    if let Err(v) = eni::destination_check(eni, receiver, pkt, cx.obs) {
         return v;
     }
     match eni.port {
         Some(port) => {
-            obs.step(Step::ToEni { eni: receiver });
+            cx.obs.step(Step::ToEni { eni: receiver });
             Verdict::Forward(port)
         }
-        None => gateways::to_internal_eni(snap, receiver, pkt, buf, obs),
+        None => gateways::to_internal_eni(cx, receiver, pkt, buf),
     }
 }

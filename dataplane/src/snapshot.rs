@@ -12,8 +12,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
 use ip_network_table::IpNetworkTable;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
+use crate::acl::{NetworkAcl, SecurityGroup, SgPeer};
+use crate::conntrack::Timeouts;
+use crate::packet::proto;
 use crate::route::RouteTable;
 
 macro_rules! index_type {
@@ -47,6 +50,10 @@ index_type! {
     HostIx;
     /// A service of `services[]`.
     ServiceIx;
+    /// A security group.
+    SgIx;
+    /// A network ACL.
+    NaclIx;
     /// A port: where packets enter and leave the router (one TUN device in a lab).
     PortId;
 }
@@ -88,6 +95,8 @@ pub struct Subnet {
     pub cidr_v6: Option<Ipv6Network>,
     pub availability_zone: Box<str>,
     pub route_table: RouteTableIx,
+    /// The subnet's network ACL (the VPC's default one unless the lab names another).
+    pub network_acl: NaclIx,
 }
 
 impl Subnet {
@@ -128,6 +137,37 @@ pub struct Eni {
     /// Public IPv4 / Elastic IP, translated 1:1 by the IGW (R-IGW-NAT).
     pub public_v4: Option<Ipv4Addr>,
     pub source_dest_check: bool,
+    /// Its security groups (1 to 5, R-SG-LIMIT); empty for a NAT gateway, which has none.
+    pub security_groups: Vec<SgIx>,
+    /// Its connection-tracking idle timeouts (R-SG-TIMEOUT).
+    pub timeouts: Timeouts,
+    /// Which flows its groups leave untracked (R-SG-UNTRACKED): [`Untracked`] bits,
+    /// computed by [`Snapshot::new`].
+    pub untracked: u8,
+}
+
+/// Bits of [`Eni::untracked`]: TCP or UDP, IPv4 or IPv6, allowed by all-traffic rules for
+/// 0.0.0.0/0 (::/0) both inbound and outbound, so AWS keeps no state for them.
+pub struct Untracked;
+
+impl Untracked {
+    pub const TCP_V4: u8 = 1;
+    pub const TCP_V6: u8 = 2;
+    pub const UDP_V4: u8 = 4;
+    pub const UDP_V6: u8 = 8;
+
+    /// The bit for a packet's protocol and family (0 for protocols that are always
+    /// tracked).
+    #[inline]
+    pub fn bit(protocol: u8, v6: bool) -> u8 {
+        match (protocol, v6) {
+            (proto::TCP, false) => Self::TCP_V4,
+            (proto::TCP, true) => Self::TCP_V6,
+            (proto::UDP, false) => Self::UDP_V4,
+            (proto::UDP, true) => Self::UDP_V6,
+            _ => 0,
+        }
+    }
 }
 
 impl Eni {
@@ -189,6 +229,12 @@ impl PortRange {
     #[inline]
     pub fn contains(self, port: u16) -> bool {
         self.from <= port && port <= self.to
+    }
+
+    /// Every port.
+    #[inline]
+    pub fn is_all(self) -> bool {
+        self.from == 0 && self.to == 65535
     }
 }
 
@@ -283,6 +329,9 @@ pub struct Topology {
     pub services: Vec<Service>,
     pub hosts: Vec<Host>,
     pub ports: Vec<Port>,
+    pub security_groups: Vec<SecurityGroup>,
+    /// Network ACLs; `counter_base` is set by [`Snapshot::new`].
+    pub network_acls: Vec<NetworkAcl>,
 }
 
 /// The immutable configuration: the topology plus the maps the hot path looks up.
@@ -301,11 +350,42 @@ pub struct Snapshot {
     vpc_by_v6: IpNetworkTable<VpcIx>,
     /// Which VPC with a VGW an address from on-premises belongs to.
     vgw_vpc_by_addr: IpNetworkTable<VpcIx>,
+    /// (group, private address) for every member ENI of every group (R-SG-REF).
+    sg_members: FxHashSet<(SgIx, IpAddr)>,
+    /// How many per-rule NACL counters the ACLs use.
+    pub nacl_counters: u32,
 }
 
 impl Snapshot {
     /// Indexes a topology. The control path has validated it: indices are in range.
-    pub fn new(topo: Topology, generation: u64) -> Snapshot {
+    pub fn new(mut topo: Topology, generation: u64) -> Snapshot {
+        let mut nacl_counters = 0;
+        for acl in &mut topo.network_acls {
+            for rules in [&mut acl.inbound, &mut acl.outbound] {
+                rules.sort_by_key(|r| r.number);
+            }
+            acl.counter_base = nacl_counters;
+            nacl_counters += acl.counters();
+        }
+        let mut sg_members = FxHashSet::default();
+        for eni in &topo.enis {
+            for sg in &eni.security_groups {
+                for a in &eni.private_v4 {
+                    sg_members.insert((*sg, IpAddr::V4(*a)));
+                }
+                for a in &eni.ipv6 {
+                    sg_members.insert((*sg, IpAddr::V6(*a)));
+                }
+            }
+        }
+        let untracked: Vec<u8> = topo
+            .enis
+            .iter()
+            .map(|e| untracked_bits(&topo, &e.security_groups))
+            .collect();
+        for (eni, bits) in topo.enis.iter_mut().zip(untracked) {
+            eni.untracked = bits;
+        }
         let mut eni_by_addr = FxHashMap::default();
         let mut eni_by_public_v4 = FxHashMap::default();
         for (i, eni) in topo.enis.iter().enumerate() {
@@ -368,7 +448,25 @@ impl Snapshot {
             local_by_addr,
             vpc_by_v6,
             vgw_vpc_by_addr,
+            sg_members,
+            nacl_counters,
         }
+    }
+
+    /// Whether `addr` is a private address of a member of `sg` (R-SG-REF).
+    #[inline]
+    pub fn sg_has_member(&self, sg: SgIx, addr: IpAddr) -> bool {
+        self.sg_members.contains(&(sg, addr))
+    }
+
+    #[inline]
+    pub fn security_group(&self, ix: SgIx) -> &SecurityGroup {
+        &self.topo.security_groups[ix.ix()]
+    }
+
+    #[inline]
+    pub fn network_acl(&self, ix: NaclIx) -> &NetworkAcl {
+        &self.topo.network_acls[ix.ix()]
     }
 
     /// An empty snapshot: no ports, every packet dropped. What a router holds before its
@@ -462,6 +560,34 @@ impl Snapshot {
         };
         fixed.or_else(|| self.local_by_addr.get(&(vpc, dst)).copied())
     }
+}
+
+/// R-SG-UNTRACKED for one ENI: for each of TCP and UDP and each family, is there an
+/// all-ports rule for the whole address space both inbound and outbound?
+fn untracked_bits(topo: &Topology, groups: &[SgIx]) -> u8 {
+    let everything = |peer: &SgPeer, v6: bool| match peer {
+        SgPeer::Cidr(IpNetwork::V4(n)) => !v6 && n.netmask() == 0,
+        SgPeer::Cidr(IpNetwork::V6(n)) => v6 && n.netmask() == 0,
+        _ => false,
+    };
+    let mut bits = 0;
+    for protocol in [proto::TCP, proto::UDP] {
+        for v6 in [false, true] {
+            let open = |outbound: bool| {
+                groups.iter().any(|g| {
+                    let sg = &topo.security_groups[g.ix()];
+                    let rules = if outbound { &sg.outbound } else { &sg.inbound };
+                    rules
+                        .iter()
+                        .any(|r| r.proto.covers_all_of(protocol) && everything(&r.peer, v6))
+                })
+            };
+            if !groups.is_empty() && open(false) && open(true) {
+                bits |= Untracked::bit(protocol, v6);
+            }
+        }
+    }
+    bits
 }
 
 /// Where the current snapshot is published: workers `load` it once per batch without a

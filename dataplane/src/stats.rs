@@ -4,9 +4,25 @@
 //! own their error counters; a reader sums the workers' copies. Nothing here is shared
 //! between cores on the packet path.
 
+use crate::observer::Direction;
 use crate::pipeline::Verdict;
 use crate::reason::DropReason;
-use crate::snapshot::PortId;
+use crate::snapshot::{EniIx, PortId, Snapshot};
+
+/// The precise place a packet was dropped, beyond its [`DropReason`]: which ENI's security
+/// groups, or which NACL rule (including a NACL's final `*`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    None,
+    Sg {
+        eni: EniIx,
+        dir: Direction,
+    },
+    /// A per-rule NACL counter (see [`crate::acl::NetworkAcl::counter_base`]).
+    Nacl {
+        counter: u32,
+    },
+}
 
 /// Packets and bytes through one port.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -31,6 +47,10 @@ pub struct Stats {
     pub rx_errors: u64,
     /// Indexed by port id; grown by [`Stats::reserve_ports`] off the packet path.
     pub ports: Vec<PortCounters>,
+    /// SG drops per ENI: `[inbound, outbound]`.
+    pub sg_drops: Vec<[u64; 2]>,
+    /// Drops per NACL rule (and per NACL's `*`), by per-rule counter.
+    pub nacl_drops: Vec<u64>,
 }
 
 impl Default for Stats {
@@ -41,6 +61,8 @@ impl Default for Stats {
             local: 0,
             rx_errors: 0,
             ports: Vec::new(),
+            sg_drops: Vec::new(),
+            nacl_drops: Vec::new(),
         }
     }
 }
@@ -51,6 +73,39 @@ impl Stats {
     pub fn reserve_ports(&mut self, n: usize) {
         if self.ports.len() < n {
             self.ports.resize(n, PortCounters::default());
+        }
+    }
+
+    /// Sizes every counter for `snap`'s ports, ENIs and NACL rules. Cheap when nothing is
+    /// missing (three length compares); allocates only after a larger snapshot appears.
+    #[inline]
+    pub fn fit(&mut self, snap: &Snapshot) {
+        if self.ports.len() < snap.topo.ports.len() {
+            self.reserve_ports(snap.topo.ports.len());
+        }
+        if self.sg_drops.len() < snap.topo.enis.len() {
+            self.sg_drops.resize(snap.topo.enis.len(), [0; 2]);
+        }
+        if self.nacl_drops.len() < snap.nacl_counters as usize {
+            self.nacl_drops.resize(snap.nacl_counters as usize, 0);
+        }
+    }
+
+    /// Counts the precise cause of a drop.
+    #[inline]
+    pub fn count_cause(&mut self, cause: Cause) {
+        match cause {
+            Cause::None => {}
+            Cause::Sg { eni, dir } => {
+                if let Some(c) = self.sg_drops.get_mut(eni.ix()) {
+                    c[(dir == Direction::Egress) as usize] += 1;
+                }
+            }
+            Cause::Nacl { counter } => {
+                if let Some(c) = self.nacl_drops.get_mut(counter as usize) {
+                    *c += 1;
+                }
+            }
         }
     }
 
@@ -107,6 +162,19 @@ impl Stats {
             a.tx_packets += b.tx_packets;
             a.tx_bytes += b.tx_bytes;
             a.tx_errors += b.tx_errors;
+        }
+        if self.sg_drops.len() < other.sg_drops.len() {
+            self.sg_drops.resize(other.sg_drops.len(), [0; 2]);
+        }
+        for (a, b) in self.sg_drops.iter_mut().zip(&other.sg_drops) {
+            a[0] += b[0];
+            a[1] += b[1];
+        }
+        if self.nacl_drops.len() < other.nacl_drops.len() {
+            self.nacl_drops.resize(other.nacl_drops.len(), 0);
+        }
+        for (a, b) in self.nacl_drops.iter_mut().zip(&other.nacl_drops) {
+            *a += b;
         }
     }
 }

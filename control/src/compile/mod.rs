@@ -17,9 +17,12 @@ use ip_network::IpNetwork;
 
 use crate::model::{self, Destination, EndpointKind, Lab};
 
+mod acl;
+pub use acl::proto_match;
+
 #[derive(Debug, thiserror::Error)]
 #[error("internal error while compiling the lab: {0}")]
-pub struct CompileError(String);
+pub struct CompileError(pub(crate) String);
 
 /// Compiles a validated lab into a snapshot of generation `generation`.
 pub fn compile(lab: &Lab, generation: u64) -> Result<Snapshot, CompileError> {
@@ -39,7 +42,7 @@ struct Names {
     service_by_pl: HashMap<String, ServiceIx>,
 }
 
-fn missing(what: &str, id: &str) -> CompileError {
+pub(crate) fn missing(what: &str, id: &str) -> CompileError {
     CompileError(format!("{what} `{id}` was not found"))
 }
 
@@ -101,6 +104,10 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
         });
     }
 
+    let (groups, acls, acl_names) = acl::compile(lab, &n.service_by_pl)?;
+    t.security_groups = groups;
+    t.network_acls = acls;
+
     // Instances first: their ports are numbered in file order, then the outside hosts.
     for (vi, v) in lab.vpcs.iter().enumerate() {
         for inst in &v.instances {
@@ -124,6 +131,17 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 ipv6: inst.ipv6_address.iter().map(|a| a.v).collect(),
                 public_v4: inst.public_ip.as_ref().map(|p| p.v),
                 source_dest_check: inst.source_dest_check,
+                // Omitted: the VPC's default group (config.md).
+                security_groups: if inst.security_groups.is_empty() {
+                    vec![acl_names.sg(vi, acl::DEFAULT)?]
+                } else {
+                    inst.security_groups
+                        .iter()
+                        .map(|g| acl_names.sg(vi, &g.v))
+                        .collect::<Result<_, _>>()?
+                },
+                timeouts: acl::timeouts(inst.connection_tracking.as_ref()),
+                untracked: 0,
             });
         }
     }
@@ -184,6 +202,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                     .map_or_else(|| format!("{}a", lab.region.v), |z| z.v.clone())
                     .into(),
                 route_table: RouteTableIx(first_table + table as u32),
+                network_acl: acl_names.nacl(vi, s.network_acl.as_ref().map(|a| a.v.as_str()))?,
             });
         }
         subnet_base += v.subnets.len() as u32;
@@ -218,8 +237,11 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 private_v4: vec![private_ip],
                 ipv6: Vec::new(),
                 public_v4: nat.public_ip.as_ref().map(|p| p.v),
-                // A NAT gateway forwards for others.
+                // A NAT gateway forwards for others, and has no security group (R-NAT-NOSG).
                 source_dest_check: false,
+                security_groups: Vec::new(),
+                timeouts: Default::default(),
+                untracked: 0,
             });
             t.nat_gateways.push(NatGateway {
                 id: nat.id.v.as_str().into(),

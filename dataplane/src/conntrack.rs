@@ -1,0 +1,450 @@
+//! Connection tracking for security groups (R-SG-STATE): one table shared by all workers,
+//! fixed in size, without locks.
+//!
+//! AWS tracks connections per ENI, so an entry's key is the flow *as seen at one ENI*:
+//! (ENI, protocol, local address and port, remote address and port). Both directions of a
+//! flow at that ENI map to the same key, so one entry serves the request and the reply,
+//! and the two ENIs of a flow inside a VPC each keep their own entry, as their SGs do.
+//!
+//! Why a table of our own: the reply of a flow may be read by another worker than the
+//! request (each namespace's kernel picks the TUN queue), so the state must be shared;
+//! the packet path may not lock or allocate; memory must be bounded. The table is a fixed
+//! array of buckets of [`WAYS`] slots, each slot guarded by a sequence number (a seqlock,
+//! as in the Linux kernel): readers never write unless they refresh a timer, writers
+//! claim a slot with one compare-and-swap. There is no deletion: an expired slot is free
+//! and is reused in place by the next insert into its bucket, so expired entries are
+//! reclaimed without any sweep, stop-the-world or not. When every slot of a bucket holds
+//! a live flow, the new flow is refused (`TABLE_FULL`), as AWS drops packets when its
+//! connection-tracking allowance is exceeded.
+//!
+//! Two workers may insert the same new flow at the same instant into two slots; both say
+//! the same thing (tracked), lookups find the first, the other expires. That is harmless
+//! and cheaper than a lock.
+
+use std::hash::{BuildHasher, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+
+use crate::observer::Direction;
+use crate::packet::{proto, tcp_flags, Packet, Transport};
+use crate::snapshot::EniIx;
+use crate::Timestamp;
+
+/// Slots per bucket: one cache line of sequence words.
+pub const WAYS: usize = 8;
+
+/// The default capacity (slots) of `vpcd up`'s table.
+pub const DEFAULT_CAPACITY: usize = 1 << 20;
+
+/// Idle timeouts in seconds (R-SG-TIMEOUT). The three AWS documents and lets an ENI set;
+/// the rest follow Linux conntrack's defaults, as semantics.md says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    pub tcp_established: u32,
+    pub udp: u32,
+    pub udp_stream: u32,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            tcp_established: 432_000,
+            udp: 30,
+            udp_stream: 180,
+        }
+    }
+}
+
+/// Linux `nf_conntrack_tcp_timeout_syn_sent`.
+pub const TCP_SYN_SENT_TIMEOUT: u32 = 120;
+/// Linux `nf_conntrack_tcp_timeout_fin_wait` / `time_wait`.
+pub const TCP_CLOSING_TIMEOUT: u32 = 120;
+/// Linux `nf_conntrack_tcp_timeout_close`: after a RST.
+pub const TCP_CLOSE_TIMEOUT: u32 = 10;
+/// Linux `nf_conntrack_icmp_timeout`.
+pub const ICMP_TIMEOUT: u32 = 30;
+/// Linux `nf_conntrack_generic_timeout`.
+pub const OTHER_TIMEOUT: u32 = 600;
+
+/// The state of a tracked flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlowState {
+    TcpSynSent,
+    TcpEstablished,
+    /// A FIN was seen.
+    TcpClosing,
+    /// A RST was seen.
+    TcpClosed,
+    /// UDP that has seen one direction, or one request and its response.
+    Udp,
+    /// UDP with more than one exchange.
+    UdpStream,
+    Icmp,
+    Other,
+}
+
+impl FlowState {
+    fn code(self) -> u32 {
+        self as u32
+    }
+
+    fn from_code(c: u32) -> FlowState {
+        use FlowState::*;
+        [
+            TcpSynSent,
+            TcpEstablished,
+            TcpClosing,
+            TcpClosed,
+            Udp,
+            UdpStream,
+            Icmp,
+            Other,
+        ]
+        .get(c as usize & 7)
+        .copied()
+        .unwrap_or(Other)
+    }
+
+    /// How long the flow may stay idle in this state.
+    pub fn timeout(self, t: &Timeouts) -> u32 {
+        match self {
+            FlowState::TcpSynSent => TCP_SYN_SENT_TIMEOUT,
+            FlowState::TcpEstablished => t.tcp_established,
+            FlowState::TcpClosing => TCP_CLOSING_TIMEOUT,
+            FlowState::TcpClosed => TCP_CLOSE_TIMEOUT,
+            FlowState::Udp => t.udp,
+            FlowState::UdpStream => t.udp_stream,
+            FlowState::Icmp => ICMP_TIMEOUT,
+            FlowState::Other => OTHER_TIMEOUT,
+        }
+    }
+}
+
+// The state word of a slot: the flow state in bits 0-2, then flags.
+const INITIATED_INBOUND: u32 = 1 << 3;
+const SEEN_REPLY: u32 = 1 << 4;
+
+/// A flow as seen at one ENI: the table key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    words: [u64; 5],
+}
+
+fn addr_words(a: IpAddr) -> (u64, u64) {
+    let v6 = match a {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
+    };
+    let n = u128::from(v6);
+    ((n >> 64) as u64, n as u64)
+}
+
+impl FlowKey {
+    /// The key of `pkt` at ENI `eni`, crossing it in `dir`. ICMP echo uses the identifier
+    /// as the local "port", so a request and its reply share a key; other ICMP has none.
+    #[inline]
+    pub fn at_eni(eni: EniIx, dir: Direction, pkt: &Packet) -> FlowKey {
+        let (src_port, dst_port) = match pkt.transport {
+            Transport::Tcp {
+                src_port, dst_port, ..
+            }
+            | Transport::Udp { src_port, dst_port } => (src_port, dst_port),
+            Transport::Icmp { ident, .. } => (ident, ident),
+            Transport::Other => (0, 0),
+        };
+        let (local, remote, lport, rport) = match dir {
+            Direction::Egress => (pkt.src, pkt.dst, src_port, dst_port),
+            Direction::Ingress => (pkt.dst, pkt.src, dst_port, src_port),
+        };
+        let (l0, l1) = addr_words(local);
+        let (r0, r1) = addr_words(remote);
+        let w0 = (eni.0 as u64 & 0xff_ffff)
+            | (pkt.proto as u64) << 24
+            | (lport as u64) << 32
+            | (rport as u64) << 48;
+        FlowKey {
+            words: [w0, l0, l1, r0, r1],
+        }
+    }
+
+    #[inline]
+    fn hash(&self, seed: u64) -> u64 {
+        let mut h = rustc_hash::FxBuildHasher.build_hasher();
+        h.write_u64(seed);
+        for w in self.words {
+            h.write_u64(w);
+        }
+        // Fx leaves the low bits weak; fold the high half in (the bucket index uses them).
+        let x = h.finish();
+        x ^ (x >> 29)
+    }
+}
+
+#[repr(C, align(64))]
+struct Bucket {
+    /// Per slot: tag (high 32 bits, 0 = never used) and sequence (low 32, odd while a
+    /// writer fills the slot).
+    meta: [AtomicU64; WAYS],
+}
+
+#[repr(C, align(64))]
+struct Entry {
+    key: [AtomicU64; 5],
+    /// Unix seconds after which the flow is gone.
+    expires: AtomicU32,
+    state: AtomicU32,
+}
+
+/// A found flow: where it is, and its state when found.
+#[derive(Clone, Copy, Debug)]
+pub struct Hit {
+    slot: usize,
+    state: u32,
+}
+
+impl Hit {
+    pub fn state(&self) -> FlowState {
+        FlowState::from_code(self.state)
+    }
+
+    /// The direction (at the ENI) of the packet that opened the flow.
+    pub fn initiator(&self) -> Direction {
+        if self.state & INITIATED_INBOUND != 0 {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        }
+    }
+}
+
+/// Why a flow could not be tracked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Full;
+
+/// The shared connection-tracking table.
+pub struct Conntrack {
+    buckets: Box<[Bucket]>,
+    entries: Box<[Entry]>,
+    mask: usize,
+    seed: u64,
+}
+
+fn secs(now: Timestamp) -> u32 {
+    now.secs().min(u32::MAX as u64) as u32
+}
+
+/// The state a packet moves a flow to (the flow's current state, or `None` for a new
+/// flow), and the flags to set.
+fn next_state(current: Option<(FlowState, u32)>, dir: Direction, pkt: &Packet) -> (FlowState, u32) {
+    let (state, flags) = match current {
+        Some((s, f)) => (s, f),
+        None => {
+            let flags = match dir {
+                Direction::Ingress => INITIATED_INBOUND,
+                Direction::Egress => 0,
+            };
+            let s = match pkt.proto {
+                proto::TCP => FlowState::TcpSynSent,
+                proto::UDP => FlowState::Udp,
+                proto::ICMP | proto::ICMPV6 => FlowState::Icmp,
+                _ => FlowState::Other,
+            };
+            (s, flags)
+        }
+    };
+    let is_reply =
+        current.is_some() && (flags & INITIATED_INBOUND != 0) == (dir == Direction::Egress);
+    let mut flags = flags;
+    if is_reply {
+        flags |= SEEN_REPLY;
+    }
+    let state = match (state, pkt.transport) {
+        (_, Transport::Tcp { flags: f, .. }) if f & tcp_flags::RST != 0 => FlowState::TcpClosed,
+        (_, Transport::Tcp { flags: f, .. }) if f & tcp_flags::FIN != 0 => FlowState::TcpClosing,
+        // A new SYN on the same addresses and ports after a close starts the flow over.
+        (FlowState::TcpClosed | FlowState::TcpClosing, Transport::Tcp { flags: f, .. })
+            if f & tcp_flags::SYN != 0 && f & tcp_flags::ACK == 0 =>
+        {
+            FlowState::TcpSynSent
+        }
+        (FlowState::TcpClosed | FlowState::TcpClosing, _) => state,
+        (FlowState::TcpSynSent, Transport::Tcp { flags: f, .. }) => {
+            // A new flow that does not start with a SYN is picked up mid-stream (Linux's
+            // loose tracking): established at once. A reply establishes it.
+            if current.is_none() && f & tcp_flags::SYN == 0 || is_reply {
+                FlowState::TcpEstablished
+            } else {
+                FlowState::TcpSynSent
+            }
+        }
+        // UDP: a packet of the initiator after a reply makes it a stream (R-SG-TIMEOUT).
+        (FlowState::Udp, _) if current.is_some() && !is_reply && flags & SEEN_REPLY != 0 => {
+            FlowState::UdpStream
+        }
+        (s, _) => s,
+    };
+    (state, flags)
+}
+
+impl Conntrack {
+    /// A table of at least `capacity` slots (rounded up to whole buckets, a power of two).
+    pub fn new(capacity: usize) -> Conntrack {
+        let buckets = capacity.div_ceil(WAYS).max(1).next_power_of_two();
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0x7670_6364u64);
+        Conntrack {
+            buckets: (0..buckets)
+                .map(|_| Bucket {
+                    meta: Default::default(),
+                })
+                .collect(),
+            entries: (0..buckets * WAYS)
+                .map(|_| Entry {
+                    key: Default::default(),
+                    expires: AtomicU32::new(0),
+                    state: AtomicU32::new(0),
+                })
+                .collect(),
+            mask: buckets - 1,
+            seed,
+        }
+    }
+
+    /// Slots in the table.
+    pub fn capacity(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes the table occupies (it never grows).
+    pub fn memory_bytes(&self) -> usize {
+        self.buckets.len() * std::mem::size_of::<Bucket>()
+            + self.entries.len() * std::mem::size_of::<Entry>()
+    }
+
+    /// Looks the flow up; an expired entry is not found.
+    #[inline]
+    pub fn lookup(&self, key: &FlowKey, now: Timestamp) -> Option<Hit> {
+        let h = key.hash(self.seed);
+        let tag = (h >> 32) as u32 | 1;
+        let b = (h as usize) & self.mask;
+        let bucket = &self.buckets[b];
+        let now = secs(now);
+        for (i, meta) in bucket.meta.iter().enumerate() {
+            let m = meta.load(Ordering::Acquire);
+            if (m >> 32) as u32 != tag || m & 1 != 0 {
+                continue;
+            }
+            let slot = b * WAYS + i;
+            let e = &self.entries[slot];
+            let same = e
+                .key
+                .iter()
+                .zip(key.words)
+                .all(|(a, w)| a.load(Ordering::Relaxed) == w);
+            let expires = e.expires.load(Ordering::Relaxed);
+            let state = e.state.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if meta.load(Ordering::Relaxed) != m {
+                // A writer reused the slot while we read it: it held an expired flow.
+                continue;
+            }
+            if same && expires >= now {
+                return Some(Hit { slot, state });
+            }
+        }
+        None
+    }
+
+    /// Records a packet of a found flow: moves its state and pushes its expiry.
+    #[inline]
+    pub fn refresh(&self, hit: Hit, dir: Direction, pkt: &Packet, now: Timestamp, t: &Timeouts) {
+        let (state, flags) = next_state(Some((hit.state(), hit.state & !7)), dir, pkt);
+        let word = state.code() | flags;
+        let e = &self.entries[hit.slot];
+        if word != hit.state {
+            // Two workers may move one flow at once; the last write wins, as in a race
+            // between two packets on the wire.
+            e.state.store(word, Ordering::Relaxed);
+        }
+        let expires = secs(now).saturating_add(state.timeout(t));
+        if e.expires.load(Ordering::Relaxed) != expires {
+            e.expires.store(expires, Ordering::Relaxed);
+        }
+    }
+
+    /// Tracks a new flow opened by `pkt` crossing the ENI in `dir`.
+    pub fn insert(
+        &self,
+        key: &FlowKey,
+        dir: Direction,
+        pkt: &Packet,
+        now: Timestamp,
+        t: &Timeouts,
+    ) -> Result<(), Full> {
+        let h = key.hash(self.seed);
+        let tag = (h >> 32) as u32 | 1;
+        let b = (h as usize) & self.mask;
+        let bucket = &self.buckets[b];
+        let now_s = secs(now);
+        let (state, flags) = next_state(None, dir, pkt);
+        for (i, meta) in bucket.meta.iter().enumerate() {
+            let m = meta.load(Ordering::Acquire);
+            if m & 1 != 0 {
+                continue;
+            }
+            let slot = b * WAYS + i;
+            let e = &self.entries[slot];
+            let free = m >> 32 == 0 || e.expires.load(Ordering::Relaxed) < now_s;
+            if !free {
+                continue;
+            }
+            let seq = m as u32;
+            let writing = (m & 0xffff_ffff_0000_0000) | (seq.wrapping_add(1) as u64);
+            if meta
+                .compare_exchange(m, writing, Ordering::Acquire, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            fence(Ordering::Release);
+            for (a, w) in e.key.iter().zip(key.words) {
+                a.store(w, Ordering::Relaxed);
+            }
+            e.state.store(state.code() | flags, Ordering::Relaxed);
+            e.expires
+                .store(now_s.saturating_add(state.timeout(t)), Ordering::Relaxed);
+            let done = (tag as u64) << 32 | seq.wrapping_add(2) as u64;
+            meta.store(done, Ordering::Release);
+            return Ok(());
+        }
+        Err(Full)
+    }
+
+    /// Live (unexpired) flows: a scan of the whole table, for status reports, never on the
+    /// packet path.
+    pub fn occupancy(&self, now: Timestamp) -> usize {
+        let now = secs(now);
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(b, bucket)| {
+                bucket
+                    .meta
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, m)| {
+                        m.load(Ordering::Relaxed) >> 32 != 0
+                            && self.entries[b * WAYS + i].expires.load(Ordering::Relaxed) >= now
+                    })
+                    .count()
+            })
+            .sum()
+    }
+}
+
+impl std::fmt::Debug for Conntrack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conntrack")
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}

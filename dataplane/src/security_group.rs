@@ -1,0 +1,138 @@
+//! The security-group stage (semantics.md §3): at the sending ENI on the way out (step
+//! 3) and at the receiving ENI on the way in (step 8), the flow's tracked state or else
+//! the union of the ENI's groups' allow rules.
+
+use std::net::IpAddr;
+
+use crate::acl::{remote, SgPeer};
+use crate::conntrack::FlowKey;
+use crate::observer::{Direction, Observer, SgDecision, Step};
+use crate::packet::Packet;
+use crate::pipeline::{Ctx, Verdict};
+use crate::reason::DropReason;
+use crate::route::{net_contains, Target};
+use crate::snapshot::{Eni, EniIx, SgIx, Snapshot, Untracked};
+use crate::stats::Cause;
+
+/// R-SG-BOTHGATES: one of the two gates of a packet between ENIs. An ENI without groups
+/// (a NAT gateway's) has no gate.
+#[inline]
+pub(crate) fn check<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    ix: EniIx,
+    dir: Direction,
+    pkt: &Packet,
+) -> Result<(), Verdict> {
+    let snap = cx.snap;
+    let eni = snap.eni(ix);
+    if eni.security_groups.is_empty() {
+        return Ok(());
+    }
+    // R-SG-ICMP-ERR: an ICMP error is never let in as "related" to a tracked flow: like
+    // any packet it needs a rule, and it opens no flow of its own.
+    let error = pkt.is_icmp_error();
+    let key = FlowKey::at_eni(ix, dir, pkt);
+    if !error {
+        // R-SG-STATE: a packet of a tracked flow passes, whichever way, whatever the rules.
+        if let Some(hit) = cx.ct.lookup(&key, cx.now) {
+            cx.ct.refresh(hit, dir, pkt, cx.now, &eni.timeouts);
+            cx.obs.step(Step::SecurityGroup {
+                eni: ix,
+                direction: dir,
+                decision: SgDecision::Tracked,
+            });
+            return Ok(());
+        }
+    }
+    let Some((group, rule)) = matching_rule(snap, eni, dir, pkt) else {
+        cx.obs.step(Step::SecurityGroup {
+            eni: ix,
+            direction: dir,
+            decision: SgDecision::Denied,
+        });
+        cx.cause = Cause::Sg { eni: ix, dir };
+        return Err(match dir {
+            Direction::Ingress => cx.drop(
+                DropReason::SgIngress,
+                "no rule of the receiving ENI's security groups allows it",
+            ),
+            Direction::Egress => cx.drop(
+                DropReason::SgEgress,
+                "no rule of the sending ENI's security groups allows it",
+            ),
+        });
+    };
+    let tracked = !error && !untracked(snap, eni, dir, pkt);
+    if tracked && cx.ct.insert(&key, dir, pkt, cx.now, &eni.timeouts).is_err() {
+        return Err(cx.drop(
+            DropReason::TableFull,
+            "the connection-tracking table has no room for a new flow",
+        ));
+    }
+    cx.obs.step(Step::SecurityGroup {
+        eni: ix,
+        direction: dir,
+        decision: SgDecision::Rule {
+            group,
+            rule,
+            tracked,
+        },
+    });
+    Ok(())
+}
+
+/// R-SG-UNTRACKED: TCP and UDP flows allowed by all-traffic rules for the whole address
+/// space both ways keep no state, except flows through a NAT gateway or an egress-only
+/// gateway, which are always tracked (the route decides, so look it up on the way out).
+fn untracked(snap: &Snapshot, eni: &Eni, dir: Direction, pkt: &Packet) -> bool {
+    if eni.untracked & Untracked::bit(pkt.proto, pkt.is_ipv6()) == 0 {
+        return false;
+    }
+    if dir == Direction::Egress {
+        let table = snap.route_table(snap.subnet(eni.subnet).route_table);
+        if let Some((_, r)) = table.lookup(pkt.dst) {
+            if matches!(
+                r.target,
+                Target::NatGateway(_) | Target::EgressOnlyInternetGateway(_)
+            ) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// R-SG-ALLOW: the first rule, over the ENI's groups in order, that allows the packet.
+/// Returns the group and the rule's position in its direction's list.
+#[inline]
+pub fn matching_rule(
+    snap: &Snapshot,
+    eni: &Eni,
+    dir: Direction,
+    pkt: &Packet,
+) -> Option<(SgIx, u16)> {
+    let addr = remote(pkt, dir);
+    for &g in &eni.security_groups {
+        let sg = snap.security_group(g);
+        for (i, r) in sg.rules(dir).iter().enumerate() {
+            if r.proto.matches(pkt) && peer_matches(snap, &r.peer, addr) {
+                return Some((g, i as u16));
+            }
+        }
+    }
+    None
+}
+
+#[inline]
+fn peer_matches(snap: &Snapshot, peer: &SgPeer, addr: IpAddr) -> bool {
+    match *peer {
+        SgPeer::Cidr(net) => net_contains(&net, addr),
+        // R-SG-REF: the members' private addresses, never their public ones.
+        SgPeer::Group(g) => snap.sg_has_member(g, addr),
+        // R-SG-PL.
+        SgPeer::PrefixList(s) => snap.topo.services[s.ix()]
+            .cidrs
+            .iter()
+            .any(|c| net_contains(c, addr)),
+    }
+}
