@@ -23,6 +23,10 @@ use crate::runstate::{Lease, StateError};
 /// The interface name inside every namespace (lab.md).
 pub const DEVICE: &str = "eth0";
 
+/// Workers, and so queues per TUN device (the kernel allows 256 queues; each worker also
+/// holds one fd per port).
+pub const MAX_WORKERS: usize = 64;
+
 /// AWS's MTU inside a VPC (lab.md): jumbo frames.
 pub const DEFAULT_MTU: u32 = 9001;
 
@@ -34,6 +38,8 @@ pub struct Options {
     pub mtu: u32,
     /// Worker threads, and so TUN queues per device.
     pub workers: usize,
+    /// Slots of the connection-tracking table shared by the workers.
+    pub conntrack_max: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,11 +58,8 @@ pub enum LabError {
     Exists(String),
     #[error(transparent)]
     Netns(#[from] NetnsError),
-    #[error("cannot open the TUN device in namespace {name}: {source}")]
-    Tun {
-        name: String,
-        source: std::io::Error,
-    },
+    #[error("--workers {0} is out of range: use 1 to {max}", max = MAX_WORKERS)]
+    BadWorkers(usize),
     #[error("no echo reply within {secs} s from namespace(s): {names}")]
     NoAnswer { secs: u64, names: String },
 }
@@ -177,22 +180,31 @@ impl Lab {
         if !(1280..=65535).contains(&opts.mtu) {
             return Err(LabError::BadMtu(opts.mtu));
         }
-        let mut lease = Lease::acquire(&opts.prefix)?;
-        let namespaces = plan(snap, &opts.prefix);
-        if let Some(ns) = namespaces.iter().find(|n| netns::exists(&n.name)) {
-            return Err(LabError::Exists(ns.name.clone()));
+        if !(1..=MAX_WORKERS).contains(&opts.workers) {
+            return Err(LabError::BadWorkers(opts.workers));
         }
-        let names: Vec<String> = namespaces.iter().map(|n| n.name.clone()).collect();
-        lease.record(&names)?;
+        // From here on, dropping `lab` (on any error) removes what was created and releases
+        // the prefix.
         let mut lab = Lab {
-            namespaces,
-            lease: Some(lease),
+            namespaces: plan(snap, &opts.prefix),
+            lease: Some(Lease::acquire(&opts.prefix)?),
             created: Vec::new(),
         };
-        netns::add(&names)?;
-        lab.created = names;
+        if let Some(ns) = lab.namespaces.iter().find(|n| netns::exists(&n.name)) {
+            return Err(LabError::Exists(ns.name.clone()));
+        }
+        let names: Vec<String> = lab.namespaces.iter().map(|n| n.name.clone()).collect();
+        if let Some(lease) = lab.lease.as_mut() {
+            lease.record(&names)?;
+        }
+        // One at a time, recording each: teardown removes exactly what this run made, never
+        // a namespace another lab created in the meantime under the same name.
+        for name in names {
+            netns::add(&name)?;
+            lab.created.push(name);
+        }
 
-        let workers = opts.workers.max(1);
+        let workers = opts.workers;
         let mut by_port: Vec<Vec<TunQueue>> = Vec::with_capacity(lab.namespaces.len());
         for ns in &lab.namespaces {
             let queues = netns::run_in(&ns.name, || {
@@ -206,11 +218,13 @@ impl Lab {
                 ] {
                     netns::set_sysctl(&format!("net/ipv6/conf/default/{key}"), value)?;
                 }
-                (0..workers).map(|_| TunQueue::open(DEVICE)).collect()
-            })
-            .map_err(|e| match e {
-                NetnsError::Enter { name, source } => LabError::Tun { name, source },
-                e => e.into(),
+                (0..workers)
+                    .map(|_| {
+                        TunQueue::open(DEVICE).map_err(|e| {
+                            std::io::Error::new(e.kind(), format!("opening TUN {DEVICE}: {e}"))
+                        })
+                    })
+                    .collect()
             })?;
             by_port.push(queues);
         }

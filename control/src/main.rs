@@ -43,6 +43,10 @@ enum Command {
         /// of cores, at most 4.
         #[arg(long)]
         workers: Option<usize>,
+        /// Slots of the connection-tracking table (bounded: new flows beyond it are
+        /// dropped and counted as TABLE_FULL).
+        #[arg(long, default_value_t = dataplane::conntrack::DEFAULT_CAPACITY)]
+        conntrack_max: usize,
     },
     /// Stop the vpcd running with --prefix, or remove the namespaces a killed one left.
     Down,
@@ -52,7 +56,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { lab } => check(&lab),
-        Command::Up { lab, mtu, workers } => up(lab.as_deref(), &cli.prefix, mtu, workers),
+        Command::Up {
+            lab,
+            mtu,
+            workers,
+            conntrack_max,
+        } => up(lab.as_deref(), &cli.prefix, mtu, workers, conntrack_max),
         Command::Down => down(&cli.prefix),
     }
 }
@@ -105,7 +114,13 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn up(path: Option<&Path>, prefix: &str, mtu: u32, workers: Option<usize>) -> ExitCode {
+fn up(
+    path: Option<&Path>,
+    prefix: &str,
+    mtu: u32,
+    workers: Option<usize>,
+    conntrack_max: usize,
+) -> ExitCode {
     let (text, title) = match path {
         Some(p) => match read(p) {
             Ok(t) => (t, p.display().to_string()),
@@ -130,6 +145,7 @@ fn up(path: Option<&Path>, prefix: &str, mtu: u32, workers: Option<usize>) -> Ex
         prefix: prefix.to_string(),
         mtu,
         workers,
+        conntrack_max,
     };
     match control::runtime::up(snap, &title, &opts) {
         Ok(_) => ExitCode::SUCCESS,

@@ -9,6 +9,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -24,6 +25,8 @@ pub enum NetnsError {
     Ip { args: String, stderr: String },
     #[error("cannot enter namespace {name}: {source}")]
     Enter { name: String, source: io::Error },
+    #[error("in namespace {name}: {source}")]
+    Inside { name: String, source: io::Error },
 }
 
 /// Whether a namespace of that name exists.
@@ -42,7 +45,10 @@ pub fn ip(args: &[&str], batch: Option<&str>) -> Result<(), NetnsError> {
             Stdio::null()
         })
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C at the terminal goes to vpcd, which tears down in
+        // order, not to an `ip` half-way through creating or deleting a namespace.
+        .process_group(0);
     let mut child = cmd.spawn().map_err(NetnsError::NoIp)?;
     if let Some(text) = batch {
         let mut stdin = child.stdin.take().expect("stdin is piped");
@@ -59,13 +65,9 @@ pub fn ip(args: &[&str], batch: Option<&str>) -> Result<(), NetnsError> {
     })
 }
 
-/// Creates the named namespaces (one `ip` process for all of them).
-pub fn add(names: &[String]) -> Result<(), NetnsError> {
-    if names.is_empty() {
-        return Ok(());
-    }
-    let batch: String = names.iter().map(|n| format!("netns add {n}\n")).collect();
-    ip(&["-batch", "-"], Some(&batch))
+/// Creates one namespace.
+pub fn add(name: &str) -> Result<(), NetnsError> {
+    ip(&["netns", "add", name], None)
 }
 
 /// Deletes those of the named namespaces that exist; carries on past a failure and returns
@@ -95,19 +97,22 @@ where
         source,
     };
     let ns = File::open(Path::new(NETNS_DIR).join(name)).map_err(enter_err)?;
+    let inside = |source| NetnsError::Inside {
+        name: name.to_string(),
+        source,
+    };
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: `ns` is an open namespace file; setns changes only this thread, which
             // ends when `f` returns.
             if unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(io::Error::last_os_error());
+                return Err(enter_err(io::Error::last_os_error()));
             }
-            f()
+            f().map_err(inside)
         })
         .join()
-        .unwrap_or_else(|_| Err(io::Error::other("the namespace thread panicked")))
+        .unwrap_or_else(|_| Err(inside(io::Error::other("the namespace thread panicked"))))
     })
-    .map_err(enter_err)
 }
 
 /// Writes a sysctl of the calling thread's network namespace (`/proc/sys/net/...` follows
@@ -115,6 +120,7 @@ where
 pub fn set_sysctl(path: &str, value: &str) -> io::Result<()> {
     match std::fs::write(Path::new("/proc/sys").join(path), value) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r,
+        Err(e) => Err(io::Error::new(e.kind(), format!("sysctl {path}: {e}"))),
+        Ok(()) => Ok(()),
     }
 }

@@ -113,6 +113,35 @@ fn try_lock(path: &Path) -> Result<Option<File>, StateError> {
     }
 }
 
+/// The pid of the process holding the `flock` on `path`, as the kernel reports it in
+/// `/proc/locks` (a pid written in the file could be stale and reused).
+fn lock_holder(path: &Path) -> Option<libc::pid_t> {
+    let meta = fs::metadata(path).ok()?;
+    let dev = meta.dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let want = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    let locks = fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // "1: FLOCK  ADVISORY  WRITE 1234 00:1a:5678 0 EOF"; waiters show "->" and are
+        // skipped.
+        if f.len() >= 6 && f[1] == "FLOCK" && f[5] == want {
+            f[4].parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Whether `pid` is a `vpcd up` (and not, say, another `vpcd down` holding the lock).
+fn is_vpcd_up(pid: libc::pid_t) -> bool {
+    let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+    args.first().is_some_and(|a| a.ends_with(b"vpcd")) && args.iter().any(|a| *a == b"up")
+}
+
 fn read_record(path: &Path) -> Record {
     let mut text = String::new();
     if let Ok(mut f) = File::open(path) {
@@ -130,7 +159,7 @@ impl Lease {
         let Some(file) = try_lock(&path)? else {
             return Err(StateError::InUse {
                 prefix: prefix.to_string(),
-                pid: read_record(&path).pid,
+                pid: lock_holder(&path).map_or_else(|| read_record(&path).pid, |p| p.to_string()),
             });
         };
         let left: Vec<String> = read_record(&path)
@@ -194,14 +223,15 @@ pub fn down(prefix: &str, wait: Duration) -> Result<Down, StateError> {
         if let Some(f) = try_lock(&path)? {
             break f;
         }
-        let pid = read_record(&path).pid;
-        if out.stopped.is_none() {
-            if let Ok(n) = pid.parse::<libc::pid_t>() {
-                // SAFETY: kill has no pointer arguments. The pid is the lock holder's: the
-                // lock is held, and only the holder writes the file.
-                unsafe { libc::kill(n, libc::SIGTERM) };
+        let holder = lock_holder(&path);
+        let pid = holder.map_or_else(String::new, |p| p.to_string());
+        if let Some(p) = holder.filter(|p| *p > 1 && is_vpcd_up(*p)) {
+            if out.stopped.is_none() {
+                // SAFETY: kill has no pointer arguments. `p` holds the lock right now (the
+                // kernel says so) and is a `vpcd up`.
+                unsafe { libc::kill(p, libc::SIGTERM) };
+                out.stopped = Some(pid.clone());
             }
-            out.stopped = Some(pid.clone());
         }
         if start.elapsed() > wait {
             return Err(StateError::StillRunning {

@@ -10,10 +10,11 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use dataplane::conntrack::Conntrack;
 use dataplane::io::event_loop::{self, StopSignal};
 use dataplane::io::tun::TunQueue;
 use dataplane::io::Worker;
-use dataplane::{DropReason, Snapshot, SnapshotCell, Stats};
+use dataplane::{DropReason, Pipeline, Snapshot, SnapshotCell, Stats};
 
 use crate::lab::{self, Lab, LabError};
 
@@ -64,17 +65,19 @@ type WorkerResult = io::Result<Stats>;
 fn spawn_workers(
     cell: &Arc<SnapshotCell>,
     stop: &Arc<StopSignal>,
+    conntrack: &Arc<Conntrack>,
     queues: lab::WorkerQueues,
 ) -> Result<Vec<JoinHandle<WorkerResult>>, RunError> {
     let mut handles = Vec::new();
     for (w, queues) in queues.into_iter().enumerate() {
         let cell = Arc::clone(cell);
         let stop = Arc::clone(stop);
+        let conntrack = Arc::clone(conntrack);
         let handle = std::thread::Builder::new()
             .name(format!("vpcd-worker-{w}"))
             .spawn(move || {
                 let queues: Vec<TunQueue> = queues;
-                let mut worker = Worker::new();
+                let mut worker = Worker::with_pipeline(Pipeline::with_conntrack(conntrack));
                 event_loop::run(&mut worker, &cell, &queues, &stop)?;
                 Ok(worker.pipeline.stats)
             })
@@ -117,17 +120,19 @@ pub fn up(snap: Snapshot, title: &str, opts: &lab::Options) -> Result<Stats, Run
     // A closed stdout must not stop the router: output errors are ignored.
     let _ = writeln!(
         out,
-        "vpcd: lab {title} ({}), {} namespace(s), {} worker(s), MTU {}",
+        "vpcd: lab {title} ({}), {} namespace(s), {} worker(s), MTU {}, conntrack {} flows",
         snap.topo.region,
         lab.namespaces.len(),
         queues.len(),
-        opts.mtu
+        opts.mtu,
+        opts.conntrack_max
     );
     let _ = write!(out, "{}", lab::describe(&snap, &lab.namespaces));
-    let names: Vec<String> = lab.namespaces.iter().map(|n| n.id.clone()).collect();
     let cell = Arc::new(SnapshotCell::new(snap));
     let stop = Arc::new(StopSignal::new().map_err(|source| RunError::Spawn { worker: 0, source })?);
-    let handles = match spawn_workers(&cell, &stop, queues) {
+    // One table for all workers: a flow's reply may arrive on another worker's queue.
+    let conntrack = Arc::new(Conntrack::new(opts.conntrack_max));
+    let handles = match spawn_workers(&cell, &stop, &conntrack, queues) {
         Ok(h) => h,
         Err(e) => {
             stop.raise();
@@ -156,7 +161,7 @@ pub fn up(snap: Snapshot, title: &str, opts: &lab::Options) -> Result<Stats, Run
     let torn = lab.teardown();
     drop(lab);
     let mut out = io::stdout().lock();
-    let _ = write!(out, "{}", summary(&stats, &names));
+    let _ = write!(out, "{}", summary(&stats, &cell.load()));
     let _ = out.flush();
     if let Some(e) = failure {
         return Err(e);
@@ -165,10 +170,11 @@ pub fn up(snap: Snapshot, title: &str, opts: &lab::Options) -> Result<Stats, Run
     Ok(stats)
 }
 
-/// The counters printed when the lab stops: totals, drops by reason, then one line per
-/// port.
-pub fn summary(stats: &Stats, ports: &[String]) -> String {
+/// The counters printed when the lab stops: totals, drops by reason and by precise cause
+/// (which ENI's security groups, which NACL rule), then one line per port.
+pub fn summary(stats: &Stats, snap: &Snapshot) -> String {
     use std::fmt::Write as _;
+    let t = &snap.topo;
     let mut s = String::new();
     let drops: Vec<String> = DropReason::ALL
         .iter()
@@ -187,18 +193,56 @@ pub fn summary(stats: &Stats, ports: &[String]) -> String {
             format!(" ({})", drops.join(", "))
         }
     );
-    let width = ports.iter().map(|p| p.len()).max().unwrap_or(4).max(4);
+    let sg: Vec<String> = stats
+        .sg_drops
+        .iter()
+        .zip(&t.enis)
+        .flat_map(|(c, eni)| {
+            [("inbound", c[0]), ("outbound", c[1])]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(move |(dir, n)| format!("{} {dir} {n}", eni.id))
+        })
+        .collect();
+    if !sg.is_empty() {
+        let _ = writeln!(s, "  dropped by security groups: {}", sg.join(", "));
+    }
+    let nacl: Vec<String> = stats
+        .nacl_drops
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .filter_map(|(i, n)| {
+            t.network_acls
+                .iter()
+                .find_map(|a| a.counter_name(i as u32))
+                .map(|name| format!("{name}: {n}"))
+        })
+        .collect();
+    if !nacl.is_empty() {
+        let _ = writeln!(s, "  dropped by network ACLs: {}", nacl.join(", "));
+    }
+    if stats.rx_errors > 0 {
+        let _ = writeln!(s, "  read errors: {}", stats.rx_errors);
+    }
+    let width = t
+        .ports
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     let _ = writeln!(
         s,
         "  {:width$}  {:>10} {:>12} {:>10} {:>12} {:>9}",
         "port", "rx packets", "rx bytes", "tx packets", "tx bytes", "tx errors"
     );
-    for (i, name) in ports.iter().enumerate() {
+    for (i, port) in t.ports.iter().enumerate() {
         let c = stats.ports.get(i).copied().unwrap_or_default();
         let _ = writeln!(
             s,
-            "  {name:width$}  {:>10} {:>12} {:>10} {:>12} {:>9}",
-            c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.tx_errors
+            "  {:width$}  {:>10} {:>12} {:>10} {:>12} {:>9}",
+            port.name, c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.tx_errors
         );
     }
     s

@@ -195,10 +195,7 @@ fn a_second_up_with_a_prefix_in_use_is_refused_and_the_first_keeps_running() {
         return;
     }
     let lab = LabRun::up(None, &unique_prefix("s"), &[]);
-    let second = Command::new(common::VPCD)
-        .args(["up", "--prefix", &lab.prefix])
-        .output()
-        .unwrap();
+    let second = common::vpcd_with_deadline(&["up", "--prefix", &lab.prefix], 20);
     assert_eq!(second.status.code(), Some(1));
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(
@@ -223,10 +220,7 @@ fn down_removes_what_a_killed_run_left() {
         3,
         "a killed vpcd cannot clean up"
     );
-    let again = Command::new(common::VPCD)
-        .args(["up", "--prefix", &prefix])
-        .output()
-        .unwrap();
+    let again = common::vpcd_with_deadline(&["up", "--prefix", &prefix], 20);
     assert_eq!(again.status.code(), Some(1));
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("vpcd down --prefix"), "{err}");

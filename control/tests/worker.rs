@@ -48,7 +48,7 @@ fn a_packet_from_web_1_comes_out_of_app_1_unchanged() {
     let pkt = udp([10, 0, 1, 10], [10, 0, 2, 10], b"hello");
     q[web.ix()].push(&pkt);
     let mut w = Worker::new();
-    assert_eq!(w.drain(&snap, web, &q, NOW), 1);
+    assert_eq!(w.drain(&snap, web, &q, NOW).unwrap(), 1);
     assert_eq!(q[app.ix()].take_sent(), vec![pkt.clone()]);
     let stats = &w.pipeline.stats;
     assert_eq!(stats.forwarded, 1);
@@ -64,7 +64,7 @@ fn the_igw_rewrite_reaches_the_internet_host() {
     let (web, inet) = (port(&snap, "web-1"), port(&snap, "inet-1"));
     q[web.ix()].push(&udp([10, 0, 1, 10], [203, 0, 113, 10], b"out"));
     let mut w = Worker::new();
-    w.drain(&snap, web, &q, NOW);
+    w.drain(&snap, web, &q, NOW).unwrap();
     let sent = q[inet.ix()].take_sent();
     assert_eq!(sent.len(), 1);
     let ip = etherparse::Ipv4HeaderSlice::from_slice(&sent[0]).unwrap();
@@ -80,9 +80,9 @@ fn one_drain_reads_at_most_one_batch_and_leaves_the_rest() {
         q[web.ix()].push(&udp([10, 0, 1, 10], [10, 0, 2, 10], &[i as u8]));
     }
     let mut w = Worker::new();
-    assert_eq!(w.drain(&snap, web, &q, NOW), BATCH);
-    assert_eq!(w.drain(&snap, web, &q, NOW), 10);
-    assert_eq!(w.drain(&snap, web, &q, NOW), 0);
+    assert_eq!(w.drain(&snap, web, &q, NOW).unwrap(), BATCH);
+    assert_eq!(w.drain(&snap, web, &q, NOW).unwrap(), 10);
+    assert_eq!(w.drain(&snap, web, &q, NOW).unwrap(), 0);
     let sent = q[app.ix()].take_sent();
     assert_eq!(sent.len(), BATCH + 10);
     // In order: one queue is one flow's path.
@@ -110,7 +110,7 @@ fn garbage_is_dropped_and_counted_and_the_next_packet_still_flows() {
     }
     q[web.ix()].push(&good);
     let mut w = Worker::new();
-    assert_eq!(w.drain(&snap, web, &q, NOW), 6);
+    assert_eq!(w.drain(&snap, web, &q, NOW).unwrap(), 6);
     assert_eq!(w.pipeline.stats.dropped(DropReason::Malformed), 5);
     assert_eq!(q[app.ix()].take_sent(), vec![good]);
 }
@@ -123,7 +123,7 @@ fn a_failed_write_is_counted_on_the_output_port() {
     q[app.ix()].fail_sends = true;
     q[web.ix()].push(&udp([10, 0, 1, 10], [10, 0, 2, 10], b"lost"));
     let mut w = Worker::new();
-    w.drain(&snap, web, &q, NOW);
+    w.drain(&snap, web, &q, NOW).unwrap();
     assert_eq!(w.pipeline.stats.ports[app.ix()].tx_errors, 1);
 }
 
@@ -137,6 +137,17 @@ fn a_port_without_a_queue_is_a_tx_error_not_a_panic() {
     assert!(app.ix() > web.ix());
     q[web.ix()].push(&udp([10, 0, 1, 10], [10, 0, 2, 10], b"x"));
     let mut w = Worker::new();
-    w.drain(&snap, web, short, NOW);
+    w.drain(&snap, web, short, NOW).unwrap();
     assert_eq!(w.pipeline.stats.ports[app.ix()].tx_errors, 1);
+}
+
+#[test]
+fn a_queue_that_fails_to_read_is_reported_so_the_loop_stops_polling_it() {
+    let snap = default_lab();
+    let mut q = queues(&snap);
+    let web = port(&snap, "web-1");
+    q[web.ix()].fail_recv = true;
+    let mut w = Worker::new();
+    assert!(w.drain(&snap, web, &q, NOW).is_err());
+    assert_eq!(w.pipeline.stats.rx_errors, 1);
 }

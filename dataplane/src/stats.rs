@@ -29,6 +29,8 @@ pub enum Cause {
 pub struct PortCounters {
     pub rx_packets: u64,
     pub rx_bytes: u64,
+    /// Packets (and bytes) forwarded to this port, including those whose write then
+    /// failed (`tx_errors`).
     pub tx_packets: u64,
     pub tx_bytes: u64,
     /// Forwarded to this port but the write failed (queue full, namespace gone): the

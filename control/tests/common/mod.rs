@@ -50,9 +50,10 @@ pub fn e2e(test: &str) -> bool {
 /// A prefix no other test (or test run) uses at the same time.
 pub fn unique_prefix(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
+    // The whole pid: no two live test processes share it, so no two share a prefix.
     format!(
         "e{}{}{}-",
-        std::process::id() % 100_000,
+        std::process::id(),
         tag,
         N.fetch_add(1, Ordering::Relaxed)
     )
@@ -163,7 +164,11 @@ impl LabRun {
                     )
                 }
                 Err(RecvTimeoutError::Disconnected) => {
-                    let _ = run.child.as_mut().unwrap().wait();
+                    // vpcd exited by itself (and cleaned up what it made); reap it, and do
+                    // not let Drop signal a pid that is no longer ours or `down` a prefix
+                    // that may be another run's.
+                    let _ = run.child.take().unwrap().wait();
+                    run.cleanup = false;
                     panic!(
                         "vpcd up exited before `ready`; stdout:\n{}\nstderr:\n{}",
                         run.map.join("\n"),
@@ -280,6 +285,11 @@ impl Drop for LabRun {
             return;
         }
         if let Some(mut child) = self.child.take() {
+            if let Ok(Some(_)) = child.try_wait() {
+                // Already exited and now reaped: nothing to signal.
+                down(&self.prefix);
+                return;
+            }
             signal(child.id() as i32, libc::SIGTERM);
             if wait_for(&mut child, Duration::from_secs(20)).is_none() {
                 let _ = child.kill();
@@ -288,6 +298,22 @@ impl Drop for LabRun {
         }
         down(&self.prefix);
     }
+}
+
+/// Runs a vpcd command that must finish on its own (a refused `up`, say), killing it
+/// after `secs` so that a regression cannot hang the suite or leave a router running.
+pub fn vpcd_with_deadline(args: &[&str], secs: u64) -> Output {
+    let mut child = spawn_vpcd(args);
+    let status = wait_for(&mut child, Duration::from_secs(secs));
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let out = child.wait_with_output().expect("collect vpcd output");
+    assert!(
+        status.is_some(),
+        "vpcd {args:?} did not finish within {secs} s"
+    );
+    out
 }
 
 /// `vpcd down --prefix P`.

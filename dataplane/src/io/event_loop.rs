@@ -76,6 +76,18 @@ impl Epoll {
         Ok(())
     }
 
+    fn remove(&self, fd: i32) {
+        // SAFETY: EPOLL_CTL_DEL ignores the event pointer; a null one is allowed.
+        unsafe {
+            libc::epoll_ctl(
+                self.fd.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                fd,
+                std::ptr::null_mut(),
+            )
+        };
+    }
+
     fn wait(&self, events: &mut [libc::epoll_event], timeout_ms: i32) -> io::Result<usize> {
         // SAFETY: `events` is valid for `events.len()` entries for the whole call.
         let n = unsafe {
@@ -107,7 +119,9 @@ pub fn now() -> Timestamp {
 }
 
 /// Runs `worker` over its `queues` (one per port, indexed by port id) until `stop` is
-/// raised. Errors only if epoll itself fails.
+/// raised. Errors only if epoll itself fails. A queue whose device fails (deleted by hand,
+/// say) is counted in `rx_errors` and no longer polled, so it cannot spin the worker; the
+/// other ports go on.
 pub fn run<Q: Queue + AsRawFd>(
     worker: &mut Worker,
     cell: &SnapshotCell,
@@ -132,7 +146,14 @@ pub fn run<Q: Queue + AsRawFd>(
             if token == STOP {
                 return Ok(());
             }
-            worker.drain(&snap, PortId(token as u32), queues, now);
+            let port = PortId(token as u32);
+            let failed = ev.events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0
+                || worker.drain(&snap, port, queues, now).is_err();
+            if failed {
+                if let Some(q) = queues.get(port.ix()) {
+                    epoll.remove(q.as_raw_fd());
+                }
+            }
         }
     }
 }

@@ -15,6 +15,8 @@ pub struct MemQueue {
     pub outbound: RefCell<Vec<Vec<u8>>>,
     /// When set, every send fails, as a write to a vanished device would.
     pub fail_sends: bool,
+    /// When set, every read fails, as a read from a deleted device does.
+    pub fail_recv: bool,
 }
 
 impl MemQueue {
@@ -35,6 +37,9 @@ impl MemQueue {
 
 impl Queue for MemQueue {
     fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.fail_recv {
+            return Err(io::Error::other("device gone"));
+        }
         match self.inbound.borrow_mut().pop_front() {
             Some(p) => {
                 let n = p.len().min(buf.len());

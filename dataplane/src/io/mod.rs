@@ -51,16 +51,23 @@ impl Default for Worker {
 }
 
 impl Worker {
+    /// A worker with a pipeline of its own (tests).
     pub fn new() -> Self {
+        Worker::with_pipeline(Pipeline::new())
+    }
+
+    /// A worker over `pipeline`, which shares the flow state with the other workers.
+    pub fn with_pipeline(pipeline: Pipeline) -> Self {
         Worker {
-            pipeline: Pipeline::new(),
+            pipeline,
             buf: vec![0; BUFFER_SIZE].into_boxed_slice(),
         }
     }
 
     /// Reads up to [`BATCH`] packets from `queues[ingress]`, judges each and writes the
     /// forwarded ones to `queues[out]`. `queues` holds this worker's queue of every port,
-    /// indexed by port id. Returns how many packets were read.
+    /// indexed by port id. Returns how many packets were read, or the error of a queue
+    /// that failed (its device is gone): the caller stops polling it.
     ///
     /// A packet for a router-local service (the subnet router, DNS, metadata) is counted
     /// as `local` and not answered: answering is the router-services issue's work.
@@ -70,9 +77,9 @@ impl Worker {
         ingress: PortId,
         queues: &[Q],
         now: Timestamp,
-    ) -> usize {
+    ) -> io::Result<usize> {
         let Some(input) = queues.get(ingress.ix()) else {
-            return 0;
+            return Ok(0);
         };
         let mut read = 0;
         while read < BATCH {
@@ -81,9 +88,9 @@ impl Worker {
                 Ok(len) => len,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {
+                Err(e) => {
                     self.pipeline.stats.rx_errors += 1;
-                    break;
+                    return Err(e);
                 }
             };
             read += 1;
@@ -102,6 +109,6 @@ impl Worker {
                 }
             }
         }
-        read
+        Ok(read)
     }
 }
