@@ -4,56 +4,10 @@
 
 mod common;
 
-use common::{dropped, e2e, namespaces_with, unique_prefix, LabRun};
+use common::{dropped, e2e, iperf, namespaces_with, received_bytes, unique_prefix, LabRun};
 use std::process::Command;
-use std::time::Duration;
 
-/// Bytes received as iperf3's text summary reports them on its `receiver` line.
-fn received_bytes(report: &str) -> f64 {
-    let line = report
-        .lines()
-        .rev()
-        .find(|l| l.contains("receiver"))
-        .unwrap_or_else(|| panic!("no receiver line in:\n{report}"));
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let i = words
-        .iter()
-        .position(|w| w.ends_with("Bytes"))
-        .unwrap_or_else(|| panic!("no byte count in {line:?}"));
-    let n: f64 = words[i - 1].parse().unwrap();
-    let unit = match words[i] {
-        "KBytes" => 1e3,
-        "MBytes" => 1e6,
-        "GBytes" => 1e9,
-        _ => 1.0,
-    };
-    n * unit
-}
-
-/// Runs an iperf3 client in `from` against `to` (a server must listen there), retrying
-/// while the server is still starting; returns its report.
-fn iperf(lab: &LabRun, from: &str, to: &str, extra: &[&str]) -> String {
-    let mut args = vec!["iperf3", "-c", to, "--connect-timeout", "2000"];
-    args.extend(extra);
-    for _ in 0..20 {
-        let out = lab.exec(from, &args);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            return text;
-        }
-        if !text.contains("Connection refused") {
-            panic!("iperf3 {from} -> {to} {extra:?} failed:\n{text}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("iperf3 {from} -> {to}: the server never started");
-}
-
-fn assert_clean(prefix: &str) {
+pub fn assert_clean(prefix: &str) {
     assert_eq!(
         namespaces_with(prefix),
         Vec::<String>::new(),

@@ -424,3 +424,48 @@ pub fn dropped(summary: &str, reason: &str) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Bytes received as iperf3's text summary reports them on its `receiver` line.
+pub fn received_bytes(report: &str) -> f64 {
+    let line = report
+        .lines()
+        .rev()
+        .find(|l| l.contains("receiver"))
+        .unwrap_or_else(|| panic!("no receiver line in:\n{report}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let i = words
+        .iter()
+        .position(|w| w.ends_with("Bytes"))
+        .unwrap_or_else(|| panic!("no byte count in {line:?}"));
+    let n: f64 = words[i - 1].parse().unwrap();
+    let unit = match words[i] {
+        "KBytes" => 1e3,
+        "MBytes" => 1e6,
+        "GBytes" => 1e9,
+        _ => 1.0,
+    };
+    n * unit
+}
+
+/// Runs an iperf3 client in `from` against `to` (a server must listen there), retrying
+/// while the server is still starting; returns its report.
+pub fn iperf(lab: &LabRun, from: &str, to: &str, extra: &[&str]) -> String {
+    let mut args = vec!["iperf3", "-c", to, "--connect-timeout", "2000"];
+    args.extend(extra);
+    for _ in 0..20 {
+        let out = lab.exec(from, &args);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            return text;
+        }
+        if !text.contains("Connection refused") {
+            panic!("iperf3 {from} -> {to} {extra:?} failed:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("iperf3 {from} -> {to}: the server never started");
+}
