@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what vpcd's labs and tests need on a fresh Debian/Ubuntu machine: iproute2
-# (ip netns), ping, iperf3, tcpdump, nftables (perf references). Idempotent: installs only
+# (ip netns), ping, iperf3, tcpdump, traceroute, nftables (perf references). Idempotent: installs only
 # what is missing, and does nothing when everything is there.
 set -euo pipefail
 
@@ -10,6 +10,7 @@ have ip      || need+=(iproute2)
 have ping    || need+=(iputils-ping)
 have iperf3  || need+=(iperf3)
 have tcpdump || need+=(tcpdump)
+have traceroute || need+=(traceroute)
 have nft     || need+=(nftables)
 
 if [ ${#need[@]} -eq 0 ]; then

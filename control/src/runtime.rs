@@ -69,6 +69,7 @@ fn spawn_workers(
     queues: lab::WorkerQueues,
 ) -> Result<Vec<JoinHandle<WorkerResult>>, RunError> {
     let mut handles = Vec::new();
+    let n = queues.len();
     for (w, queues) in queues.into_iter().enumerate() {
         let cell = Arc::clone(cell);
         let stop = Arc::clone(stop);
@@ -77,7 +78,8 @@ fn spawn_workers(
             .name(format!("vpcd-worker-{w}"))
             .spawn(move || {
                 let queues: Vec<TunQueue> = queues;
-                let mut worker = Worker::with_pipeline(Pipeline::with_conntrack(conntrack));
+                let mut worker =
+                    Worker::with_pipeline(Pipeline::with_shared(conntrack, w as u16, n as u16));
                 event_loop::run(&mut worker, &cell, &queues, &stop)?;
                 Ok(worker.pipeline.stats)
             })
@@ -183,8 +185,9 @@ pub fn summary(stats: &Stats, snap: &Snapshot) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "vpcd: stopped; forwarded {}, to the router {}, dropped {}{}",
+        "vpcd: stopped; forwarded {}, answered {}, to the router {}, dropped {}{}",
         stats.forwarded,
+        stats.replies,
         stats.local,
         stats.dropped_total(),
         if drops.is_empty() {

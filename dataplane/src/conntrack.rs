@@ -141,7 +141,38 @@ fn addr_words(a: IpAddr) -> (u64, u64) {
     ((n >> 64) as u64, n as u64)
 }
 
+/// Key zones: what a flow key belongs to. ENI indices use the zone below `NAT_OUT`.
+pub mod zone {
+    /// A NAT gateway's outbound mapping: (private source, its port, destination) → port.
+    pub const NAT_OUT: u32 = 0x40_0000;
+    /// A NAT gateway's inbound mapping: (NAT address, port, remote) → private source.
+    pub const NAT_IN: u32 = 0x50_0000;
+    /// An egress-only internet gateway's state, per VPC (R-EIGW).
+    pub const EIGW: u32 = 0x60_0000;
+}
+
 impl FlowKey {
+    /// A key from its parts; `zone` is an ENI index or a [`zone`] constant plus an index.
+    #[inline]
+    pub fn new(
+        zone: u32,
+        protocol: u8,
+        local: IpAddr,
+        lport: u16,
+        remote: IpAddr,
+        rport: u16,
+    ) -> FlowKey {
+        let (l0, l1) = addr_words(local);
+        let (r0, r1) = addr_words(remote);
+        let w0 = (zone as u64 & 0xff_ffff)
+            | (protocol as u64) << 24
+            | (lport as u64) << 32
+            | (rport as u64) << 48;
+        FlowKey {
+            words: [w0, l0, l1, r0, r1],
+        }
+    }
+
     /// The key of `pkt` at ENI `eni`, crossing it in `dir`. ICMP echo uses the identifier
     /// as the local "port", so a request and its reply share a key; other ICMP has none.
     #[inline]
@@ -154,19 +185,34 @@ impl FlowKey {
             Transport::Icmp { ident, .. } => (ident, ident),
             Transport::Other => (0, 0),
         };
-        let (local, remote, lport, rport) = match dir {
-            Direction::Egress => (pkt.src, pkt.dst, src_port, dst_port),
-            Direction::Ingress => (pkt.dst, pkt.src, dst_port, src_port),
-        };
-        let (l0, l1) = addr_words(local);
-        let (r0, r1) = addr_words(remote);
-        let w0 = (eni.0 as u64 & 0xff_ffff)
-            | (pkt.proto as u64) << 24
-            | (lport as u64) << 32
-            | (rport as u64) << 48;
-        FlowKey {
-            words: [w0, l0, l1, r0, r1],
+        Self::at_zone(eni.0, dir, pkt, src_port, dst_port)
+    }
+
+    #[inline]
+    fn at_zone(zone: u32, dir: Direction, pkt: &Packet, src_port: u16, dst_port: u16) -> FlowKey {
+        match dir {
+            Direction::Egress => {
+                FlowKey::new(zone, pkt.proto, pkt.src, src_port, pkt.dst, dst_port)
+            }
+            Direction::Ingress => {
+                FlowKey::new(zone, pkt.proto, pkt.dst, dst_port, pkt.src, src_port)
+            }
         }
+    }
+
+    /// The key of `pkt` in a gateway's zone (`zone::EIGW | vpc`), seen from inside: local
+    /// is the VPC side. Same port rules as [`FlowKey::at_eni`].
+    #[inline]
+    pub fn at_gateway(zone: u32, dir: Direction, pkt: &Packet) -> FlowKey {
+        let (src_port, dst_port) = match pkt.transport {
+            Transport::Tcp {
+                src_port, dst_port, ..
+            }
+            | Transport::Udp { src_port, dst_port } => (src_port, dst_port),
+            Transport::Icmp { ident, .. } => (ident, ident),
+            Transport::Other => (0, 0),
+        };
+        Self::at_zone(zone, dir, pkt, src_port, dst_port)
     }
 
     /// Mixes the five words (multiply-rotate per word, then murmur3's 64-bit finalizer):
@@ -200,6 +246,8 @@ struct Entry {
     /// Unix seconds after which the flow is gone.
     expires: AtomicU32,
     state: AtomicU32,
+    /// What the table's user stores with the flow (a NAT mapping); 0 for SG state.
+    value: AtomicU64,
 }
 
 /// A found flow: where it is, and its state when found.
@@ -207,9 +255,15 @@ struct Entry {
 pub struct Hit {
     slot: usize,
     state: u32,
+    value: u64,
 }
 
 impl Hit {
+    /// The value stored with the flow.
+    pub fn value(&self) -> u64 {
+        self.value
+    }
+
     pub fn state(&self) -> FlowState {
         FlowState::from_code(self.state)
     }
@@ -236,7 +290,8 @@ pub struct Conntrack {
     seed: u64,
 }
 
-fn secs(now: Timestamp) -> u32 {
+/// A time in the table's unit: Unix seconds.
+pub fn secs(now: Timestamp) -> u32 {
     now.secs().min(u32::MAX as u64) as u32
 }
 
@@ -309,6 +364,7 @@ impl Conntrack {
                     key: Default::default(),
                     expires: AtomicU32::new(0),
                     state: AtomicU32::new(0),
+                    value: AtomicU64::new(0),
                 })
                 .collect(),
             mask: buckets - 1,
@@ -370,13 +426,14 @@ impl Conntrack {
                 .all(|(a, w)| a.load(Ordering::Relaxed) == w);
             let expires = e.expires.load(Ordering::Relaxed);
             let state = e.state.load(Ordering::Relaxed);
+            let value = e.value.load(Ordering::Relaxed);
             fence(Ordering::Acquire);
             if meta.load(Ordering::Relaxed) != m {
                 // A writer reused the slot while we read it: it held an expired flow.
                 continue;
             }
             if same && expires >= now {
-                return Some(Hit { slot, state });
+                return Some(Hit { slot, state, value });
             }
         }
         None
@@ -408,10 +465,33 @@ impl Conntrack {
         now: Timestamp,
         t: &Timeouts,
     ) -> Result<(), Full> {
+        let (state, flags) = next_state(None, dir, pkt);
+        let expires = secs(now).saturating_add(state.timeout(t));
+        self.insert_raw(key, state.code() | flags, expires, 0, now)
+    }
+
+    /// Pushes a found flow's expiry to `expires` (Unix seconds): for users with their own
+    /// timeouts (the NAT gateway's 350 s).
+    #[inline]
+    pub fn touch(&self, hit: Hit, expires: u32) {
+        let e = &self.entries[hit.slot];
+        if e.expires.load(Ordering::Relaxed) != expires {
+            e.expires.store(expires, Ordering::Relaxed);
+        }
+    }
+
+    /// Stores a new flow with its state word, expiry and value.
+    pub fn insert_raw(
+        &self,
+        key: &FlowKey,
+        state_word: u32,
+        expires: u32,
+        value: u64,
+        now: Timestamp,
+    ) -> Result<(), Full> {
         let h = key.hash(self.seed);
         let tag = (h >> 32) as u32 | 1;
         let now_s = secs(now);
-        let (state, flags) = next_state(None, dir, pkt);
         // The emptier of the two buckets first ("power of two choices"): it keeps every
         // bucket's load near the mean, so the first refusal comes at 70 to 80 % of the
         // slots (one bucket, first fit: well under 50 %).
@@ -439,9 +519,9 @@ impl Conntrack {
             for (a, w) in e.key.iter().zip(key.words) {
                 a.store(w, Ordering::Relaxed);
             }
-            e.state.store(state.code() | flags, Ordering::Relaxed);
-            e.expires
-                .store(now_s.saturating_add(state.timeout(t)), Ordering::Relaxed);
+            e.state.store(state_word, Ordering::Relaxed);
+            e.expires.store(expires, Ordering::Relaxed);
+            e.value.store(value, Ordering::Relaxed);
             let done = (tag as u64) << 32 | seq.wrapping_add(2) as u64;
             meta.store(done, Ordering::Release);
             return Ok(());

@@ -7,15 +7,14 @@
 
 use std::net::IpAddr;
 
-use crate::nat::{rewrite_v4, Field};
-use crate::observer::{Observer, Step};
+use crate::conntrack::{zone, FlowKey, Timeouts};
+use crate::nat::{rewrite_quote_v4, rewrite_v4, Field};
+use crate::observer::{Direction, Observer, Step};
 use crate::packet::Packet;
 use crate::pipeline::{deliver_in_vpc, to_eni, Ctx, Verdict};
 use crate::reason::DropReason;
 use crate::route::{net_contains, Target};
-use crate::snapshot::{
-    EniIx, EniKind, GatewayEndpointIx, HostIx, HostKind, NatGatewayIx, PeeringIx, VpcIx,
-};
+use crate::snapshot::{EniIx, EniKind, GatewayEndpointIx, HostIx, HostKind, PeeringIx, VpcIx};
 
 /// A packet from an outside host: the internet and services reach VPCs through their IGW
 /// (and, for service replies, the gateway endpoint the flow used); on-premises hosts
@@ -71,6 +70,15 @@ fn internet_gateway_ingress<'s, O: Observer<'s>>(
                 );
             }
             let private = eni.primary_v4();
+            // An ICMP error quotes the packet as it left the IGW, with the public source:
+            // the quote is mapped back too (R-IGW-NAT), or the instance (or NAT gateway)
+            // could not match it to its flow.
+            if let Some(inner) = crate::nat::embedded(buf, pkt) {
+                if inner.src == pkt.dst {
+                    let port = inner.src_port;
+                    rewrite_quote_v4(buf, pkt, &inner, Field::Source, private, port);
+                }
+            }
             let translated = rewrite_v4(buf, pkt, Field::Destination, private);
             cx.obs.step(Step::InternetGateway {
                 vpc: eni.vpc,
@@ -101,7 +109,16 @@ fn internet_gateway_ingress<'s, O: Observer<'s>>(
                 return deliver_in_vpc(cx, vpc, pkt, buf);
             }
             if v.egress_only_internet_gateway.is_some() {
-                // R-EIGW: nothing initiated outside gets in.
+                // R-EIGW: only replies of flows opened from inside (and ICMPv6 errors about
+                // them, such as packet-too-big for path-MTU discovery) get in.
+                if egress_only_state(cx, vpc, pkt, buf) {
+                    cx.obs.step(Step::InternetGateway {
+                        vpc,
+                        from: pkt.dst,
+                        to: pkt.dst,
+                    });
+                    return deliver_in_vpc(cx, vpc, pkt, buf);
+                }
                 return cx.drop(
                     DropReason::EigwInbound,
                     "the VPC's egress-only gateway admits replies only",
@@ -136,6 +153,14 @@ pub(crate) fn internet_gateway_egress<'s, O: Observer<'s>>(
                     "the source has no public IPv4 address",
                 );
             };
+            // An ICMP error the instance sends quotes a packet addressed to its private
+            // address: the outside sent it to the public one.
+            if let Some(inner) = crate::nat::embedded(buf, pkt) {
+                if inner.dst == pkt.src {
+                    let port = inner.dst_port;
+                    rewrite_quote_v4(buf, pkt, &inner, Field::Destination, public, port);
+                }
+            }
             rewrite_v4(buf, pkt, Field::Source, public)
         }
         IpAddr::V6(_) => *pkt,
@@ -167,6 +192,27 @@ pub(crate) fn egress_only_gateway_egress<'s, O: Observer<'s>>(
             "an egress-only internet gateway carries IPv6 only",
         );
     }
+    // R-EIGW: outbound traffic creates (or refreshes) the state replies are matched
+    // against. An ICMPv6 error opens nothing.
+    if !pkt.is_icmp_error() {
+        let key = FlowKey::at_gateway(zone::EIGW | vpc.0, Direction::Egress, pkt);
+        let t = Timeouts::default();
+        match cx.ct.lookup(&key, cx.now) {
+            Some(hit) => cx.ct.refresh(hit, Direction::Egress, pkt, cx.now, &t),
+            None => {
+                if cx
+                    .ct
+                    .insert(&key, Direction::Egress, pkt, cx.now, &t)
+                    .is_err()
+                {
+                    return cx.drop(
+                        DropReason::TableFull,
+                        "the flow table has no room for the egress-only gateway's state",
+                    );
+                }
+            }
+        }
+    }
     cx.obs.step(Step::InternetGateway {
         vpc,
         from: pkt.src,
@@ -180,41 +226,53 @@ pub(crate) fn egress_only_gateway_egress<'s, O: Observer<'s>>(
     internet_gateway_ingress(cx, pkt, buf)
 }
 
-/// A route to the NAT gateway. The translation (R-NAT-SNAT) lives in the NAT stage, which
-/// keeps per-flow state; this build has no such stage yet, so the gateway is treated as
-/// AWS treats a NAT gateway that is not `available`: its routes are blackholes
-/// (R-RT-BLACKHOLE). The detail says so, for trace and logs.
-pub(crate) fn nat_gateway_egress<'s, O: Observer<'s>>(
-    cx: &mut Ctx<'_, 's, O>,
-    _nat: NatGatewayIx,
-    _pkt: &Packet,
-    _buf: &mut [u8],
-) -> Verdict {
-    cx.drop(
-        DropReason::RouteBlackhole,
-        "the NAT gateway is not available (no translation stage in this build)",
-    )
-}
-
 /// A packet addressed to an ENI that lives inside vpcd (a NAT gateway's).
 pub(crate) fn to_internal_eni<'s, O: Observer<'s>>(
     cx: &mut Ctx<'_, 's, O>,
     receiver: EniIx,
-    _pkt: &Packet,
-    _buf: &mut [u8],
+    pkt: &Packet,
+    buf: &mut [u8],
 ) -> Verdict {
     let snap = cx.snap;
     match snap.eni(receiver).kind {
-        // R-NAT-INBOUND: connections cannot be opened to a NAT gateway.
-        EniKind::NatGateway(_) => cx.drop(
-            DropReason::NatInbound,
-            "connections cannot be opened to a NAT gateway",
-        ),
+        // Replies of translated connections; anything else is refused (R-NAT-INBOUND).
+        EniKind::NatGateway(nat) => crate::nat_gateway::ingress(cx, nat, pkt, buf),
         // Every instance ENI has a port; one without is not part of the configuration.
         EniKind::Instance => cx.drop(
             DropReason::NoRoute,
             "the instance has no port in this configuration",
         ),
+    }
+}
+
+/// Whether an inbound IPv6 packet answers a flow opened through the VPC's EIGW (or is an
+/// ICMPv6 error about one); refreshes the flow.
+fn egress_only_state<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    vpc: VpcIx,
+    pkt: &Packet,
+    buf: &[u8],
+) -> bool {
+    let zone = zone::EIGW | vpc.0;
+    if let Some(inner) = crate::nat::embedded(buf, pkt) {
+        let key = FlowKey::new(
+            zone,
+            inner.proto,
+            inner.src,
+            inner.src_port,
+            inner.dst,
+            inner.dst_port,
+        );
+        return cx.ct.lookup(&key, cx.now).is_some();
+    }
+    let key = FlowKey::at_gateway(zone, Direction::Ingress, pkt);
+    match cx.ct.lookup(&key, cx.now) {
+        Some(hit) => {
+            cx.ct
+                .refresh(hit, Direction::Ingress, pkt, cx.now, &Timeouts::default());
+            true
+        }
+        None => false,
     }
 }
 

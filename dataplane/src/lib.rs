@@ -11,6 +11,7 @@ pub mod eni;
 pub mod gateways;
 pub mod io;
 pub mod nat;
+pub mod nat_gateway;
 pub mod network_acl;
 pub mod observer;
 pub mod packet;

@@ -12,8 +12,8 @@ use crate::packet::Packet;
 use crate::reason::DropReason;
 use crate::route::Route;
 use crate::snapshot::{
-    EniIx, GatewayEndpointIx, HostIx, LocalService, NaclIx, PeeringIx, PortId, RouteTableIx, SgIx,
-    SubnetIx, VpcIx,
+    EniIx, GatewayEndpointIx, HostIx, LocalService, NaclIx, NatGatewayIx, PeeringIx, PortId,
+    RouteTableIx, SgIx, SubnetIx, VpcIx,
 };
 
 /// Which way a packet crosses an ENI.
@@ -78,6 +78,16 @@ pub enum Step<'s> {
         from: IpAddr,
         to: IpAddr,
     },
+    /// The NAT gateway translated the packet (R-NAT-SNAT): address and port (or echo
+    /// identifier) before and after.
+    NatGateway {
+        nat: NatGatewayIx,
+        from: (IpAddr, u16),
+        to: (IpAddr, u16),
+    },
+    /// The NAT gateway answered a segment of a connection it had forgotten with a RST
+    /// (R-NAT-IDLE).
+    NatReset { nat: NatGatewayIx },
     /// The packet crossed an active peering connection (R-PCX-EDGE held).
     Peering { peering: PeeringIx, to_vpc: VpcIx },
     /// The packet went through a gateway endpoint to its service (R-GWE-ROUTE).

@@ -30,6 +30,7 @@ use std::sync::Arc;
 use crate::conntrack::Conntrack;
 use crate::eni;
 use crate::gateways;
+use crate::nat_gateway;
 use crate::network_acl;
 use crate::observer::{Direction, Observer, Step};
 use crate::packet::Packet;
@@ -45,6 +46,9 @@ use crate::Timestamp;
 pub enum Verdict {
     /// Send the (possibly rewritten) bytes out of this port.
     Forward(PortId),
+    /// A packet vpcd wrote over the received one (a RST, an ICMP error): send the first
+    /// `len` bytes of the buffer out of this port.
+    Reply { port: PortId, len: u16 },
     /// Addressed to the VPC router itself: hand it to the router-local service.
     Local(LocalService),
     /// Dropped, for this reason.
@@ -61,6 +65,10 @@ pub const TEST_CONNTRACK_CAPACITY: usize = 1 << 16;
 pub struct Pipeline {
     pub stats: Stats,
     conntrack: Arc<Conntrack>,
+    /// This worker's index and the number of workers: the NAT gateway hands each worker
+    /// its own share of ports.
+    worker: u16,
+    workers: u16,
 }
 
 impl Default for Pipeline {
@@ -77,6 +85,8 @@ pub(crate) struct Ctx<'c, 's, O> {
     pub now: Timestamp,
     pub obs: &'c mut O,
     pub cause: Cause,
+    pub worker: u16,
+    pub workers: u16,
 }
 
 impl<'s, O: Observer<'s>> Ctx<'_, 's, O> {
@@ -93,11 +103,19 @@ impl Pipeline {
         Pipeline::with_conntrack(Arc::new(Conntrack::new(TEST_CONNTRACK_CAPACITY)))
     }
 
-    /// A pipeline that shares `conntrack` with the other workers.
+    /// A pipeline that uses `conntrack` (a single worker's view).
     pub fn with_conntrack(conntrack: Arc<Conntrack>) -> Self {
+        Pipeline::with_shared(conntrack, 0, 1)
+    }
+
+    /// Worker `worker` of `workers`, sharing `conntrack` (flow and NAT state) with the
+    /// others.
+    pub fn with_shared(conntrack: Arc<Conntrack>, worker: u16, workers: u16) -> Self {
         Pipeline {
             stats: Stats::default(),
             conntrack,
+            worker,
+            workers: workers.max(1),
         }
     }
 
@@ -126,6 +144,8 @@ impl Pipeline {
             now,
             obs,
             cause: Cause::None,
+            worker: self.worker,
+            workers: self.workers,
         };
         let verdict = judge(&mut cx, ingress, buf);
         let cause = cx.cause;
@@ -251,7 +271,7 @@ pub(crate) fn route<'s, O: Observer<'s>>(
         Target::VirtualPrivateGateway(vpc) => {
             gateways::virtual_private_gateway_egress(cx, vpc, pkt)
         }
-        Target::NatGateway(nat) => gateways::nat_gateway_egress(cx, nat, pkt, buf),
+        Target::NatGateway(nat) => nat_gateway::egress(cx, nat, subnet, pkt, buf),
         Target::Peering(pcx) => gateways::peering(cx, pcx, sn.vpc, pkt, buf),
         Target::GatewayEndpoint(gwe) => gateways::gateway_endpoint(cx, gwe, sn.vpc, pkt),
     }

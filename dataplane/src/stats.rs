@@ -45,6 +45,8 @@ pub struct Stats {
     pub forwarded: u64,
     /// Packets handed to router-local services (R-ADDR-EXEMPT).
     pub local: u64,
+    /// Packets vpcd answered itself (a NAT gateway's RST, an ICMP error).
+    pub replies: u64,
     /// Reads from a queue that failed with an error other than "empty".
     pub rx_errors: u64,
     /// Indexed by port id; grown by [`Stats::reserve_ports`] off the packet path.
@@ -61,6 +63,7 @@ impl Default for Stats {
             drops: [0; DropReason::COUNT],
             forwarded: 0,
             local: 0,
+            replies: 0,
             rx_errors: 0,
             ports: Vec::new(),
             sg_drops: Vec::new(),
@@ -126,6 +129,13 @@ impl Stats {
                     p.tx_bytes += len as u64;
                 }
             }
+            Verdict::Reply { port, len } => {
+                self.replies += 1;
+                if let Some(p) = self.ports.get_mut(port.ix()) {
+                    p.tx_packets += 1;
+                    p.tx_bytes += u64::from(len);
+                }
+            }
             Verdict::Local(_) => self.local += 1,
             Verdict::Drop(r) => self.drops[r as usize] += 1,
         }
@@ -156,6 +166,7 @@ impl Stats {
         }
         self.forwarded += other.forwarded;
         self.local += other.local;
+        self.replies += other.replies;
         self.rx_errors += other.rx_errors;
         self.reserve_ports(other.ports.len());
         for (a, b) in self.ports.iter_mut().zip(other.ports.iter()) {

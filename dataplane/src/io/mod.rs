@@ -98,15 +98,20 @@ impl Worker {
             let verdict = self
                 .pipeline
                 .process(snap, ingress, packet, now, &mut NoObserver);
-            if let Verdict::Forward(out) = verdict {
-                let sent = match queues.get(out.ix()) {
-                    Some(q) => q.send(packet).is_ok(),
-                    // A port that a newer snapshot added and this worker has no queue for.
-                    None => false,
-                };
-                if !sent {
-                    self.pipeline.stats.tx_error(out);
+            let (out, bytes) = match verdict {
+                Verdict::Forward(out) => (out, &packet[..]),
+                Verdict::Reply { port, len } => {
+                    (port, &packet[..usize::from(len).min(packet.len())])
                 }
+                Verdict::Local(_) | Verdict::Drop(_) => continue,
+            };
+            let sent = match queues.get(out.ix()) {
+                Some(q) => q.send(bytes).is_ok(),
+                // A port that a newer snapshot added and this worker has no queue for.
+                None => false,
+            };
+            if !sent {
+                self.pipeline.stats.tx_error(out);
             }
         }
         Ok(read)

@@ -1,0 +1,391 @@
+//! The gateways in process (semantics.md §5, §6, §7, §10): NAT gateway translation both
+//! ways with checksums recomputed from scratch, ICMP error translation, the NAT's limits
+//! and idle reset, the EIGW's state, private NAT, and the VGW.
+
+mod support;
+
+use std::sync::Arc;
+
+use dataplane::conntrack::Conntrack;
+use dataplane::{DropReason, Pipeline, Timestamp, Verdict};
+use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TransportSlice};
+use support::*;
+
+const LAB: &str = include_str!("labs/gateways.yaml");
+
+fn gw_lab() -> Lab {
+    lab_text(LAB)
+}
+
+/// Source port, destination port (TCP/UDP) or echo identifier (twice) of a packet.
+fn ports_of(bytes: &[u8]) -> (u16, u16) {
+    let p = SlicedPacket::from_ip(bytes).unwrap();
+    match p.transport.unwrap() {
+        TransportSlice::Tcp(t) => (t.source_port(), t.destination_port()),
+        TransportSlice::Udp(u) => (u.source_port(), u.destination_port()),
+        TransportSlice::Icmpv4(i) => match i.icmp_type() {
+            etherparse::Icmpv4Type::EchoRequest(e) | etherparse::Icmpv4Type::EchoReply(e) => {
+                (e.id, e.id)
+            }
+            _ => (0, 0),
+        },
+        _ => (0, 0),
+    }
+}
+
+fn icmp_checksum_valid(bytes: &[u8]) -> bool {
+    let p = SlicedPacket::from_ip(bytes).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = p.net else {
+        return false;
+    };
+    let icmp = ip.payload().payload;
+    dataplane::checksum::checksum(icmp) == 0
+}
+
+fn udp_to(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
+    udp(src, dst, sport, dport)
+}
+
+fn echo(src: &str, dst: &str, id: u16, reply: bool) -> Vec<u8> {
+    let (s, d): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (src.parse().unwrap(), dst.parse().unwrap());
+    let b = PacketBuilder::ipv4(s.octets(), d.octets(), 64);
+    let b = if reply {
+        b.icmpv4_echo_reply(id, 1)
+    } else {
+        b.icmpv4_echo_request(id, 1)
+    };
+    let mut out = Vec::new();
+    b.write(&mut out, b"ping").unwrap();
+    out
+}
+
+/// An ICMPv4 error from `from` to `to` quoting `quoted` (its IP header and 8 bytes).
+fn icmp_error(from: &str, to: &str, ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let (s, d): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (from.parse().unwrap(), to.parse().unwrap());
+    let mut out = Vec::new();
+    PacketBuilder::ipv4(s.octets(), d.octets(), 64)
+        .icmpv4_raw(ty, code, [0; 4])
+        .write(&mut out, &quoted[..28.min(quoted.len())])
+        .unwrap();
+    out
+}
+
+/// A data segment (ACK, no SYN) of an established connection.
+fn tcp_ack(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
+    let (s, d): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+        (src.parse().unwrap(), dst.parse().unwrap());
+    let mut out = Vec::new();
+    PacketBuilder::ipv4(s.octets(), d.octets(), 64)
+        .tcp(sport, dport, 1000, 64240)
+        .ack(5000)
+        .write(&mut out, b"late data")
+        .unwrap();
+    out
+}
+
+#[test]
+fn a_private_instance_reaches_the_internet_as_the_elastic_ip_and_back() {
+    // R-NAT-SNAT, R-NAT-PATH: the NAT gateway translates to its private address and a
+    // port, its subnet's route sends it to the IGW, which maps it to the EIP.
+    let mut l = gw_lab();
+    let out = l.expect_to(
+        "app-1",
+        tcp_syn("10.0.2.10", "203.0.113.10", 40000, 443),
+        "inet-1",
+    );
+    assert_eq!(src_of(&out), ip("198.51.100.5"));
+    let (tport, dport) = ports_of(&out);
+    assert!((1024..56024).contains(&tport), "{tport}");
+    assert_eq!(dport, 443);
+    assert_checksums_valid(&out);
+    let back = l.expect_to(
+        "inet-1",
+        tcp_synack("203.0.113.10", "198.51.100.5", 443, tport),
+        "app-1",
+    );
+    assert_eq!(dst_of(&back), ip("10.0.2.10"));
+    assert_eq!(ports_of(&back), (443, 40000));
+    assert_checksums_valid(&back);
+    // The same flow keeps its port.
+    let again = l.expect_to(
+        "app-1",
+        tcp_synack("10.0.2.10", "203.0.113.10", 40000, 443),
+        "inet-1",
+    );
+    assert_eq!(ports_of(&again).0, tport);
+}
+
+#[test]
+fn udp_and_icmp_echo_are_translated_by_port_and_identifier() {
+    let mut l = gw_lab();
+    let out = l.expect_to(
+        "app-1",
+        udp_to("10.0.2.10", "203.0.113.10", 5000, 53),
+        "inet-1",
+    );
+    let (tport, _) = ports_of(&out);
+    assert_checksums_valid(&out);
+    let back = l.expect_to(
+        "inet-1",
+        udp_to("203.0.113.10", "198.51.100.5", 53, tport),
+        "app-1",
+    );
+    assert_eq!(ports_of(&back), (53, 5000));
+    assert_checksums_valid(&back);
+
+    let out = l.expect_to(
+        "app-1",
+        echo("10.0.2.10", "203.0.113.10", 777, false),
+        "inet-1",
+    );
+    let (tid, _) = ports_of(&out);
+    assert!(icmp_checksum_valid(&out));
+    let back = l.expect_to(
+        "inet-1",
+        echo("203.0.113.10", "198.51.100.5", tid, true),
+        "app-1",
+    );
+    assert_eq!(ports_of(&back).0, 777);
+    assert!(icmp_checksum_valid(&back));
+}
+
+#[test]
+fn nothing_opened_from_outside_gets_through_the_nat_gateway() {
+    // R-NAT-INBOUND: to the EIP with no translation; to a private address.
+    let mut l = gw_lab();
+    l.expect_drop(
+        "inet-1",
+        tcp_syn("203.0.113.10", "198.51.100.5", 40000, 22),
+        DropReason::NatInbound,
+    );
+    assert_eq!(
+        l.send("inet-1", ping("203.0.113.10", "10.0.2.10")).verdict,
+        Verdict::Drop(DropReason::IgwNoPublicIp)
+    );
+}
+
+#[test]
+fn protocols_other_than_tcp_udp_and_echo_are_not_translated() {
+    let mut l = gw_lab();
+    let mut gre = Vec::new();
+    PacketBuilder::ipv4([10, 0, 2, 10], [203, 0, 113, 10], 64)
+        .write(&mut gre, etherparse::IpNumber(47), &[0; 8])
+        .unwrap();
+    l.expect_drop("app-1", gre, DropReason::NatUnsupportedProtocol);
+}
+
+#[test]
+fn an_icmp_error_is_translated_back_with_its_quote() {
+    // traceroute and path-MTU discovery through NAT: the error quotes the translated
+    // packet; the instance must get its own packet back in the quote.
+    let mut l = gw_lab();
+    let out = l.expect_to(
+        "app-1",
+        udp_to("10.0.2.10", "203.0.113.10", 45000, 33434),
+        "inet-1",
+    );
+    let err = icmp_error("203.0.113.10", "198.51.100.5", 3, 3, &out);
+    let back = l.expect_to("inet-1", err, "app-1");
+    assert_eq!(dst_of(&back), ip("10.0.2.10"));
+    assert!(icmp_checksum_valid(&back), "ICMP checksum");
+    let p = SlicedPacket::from_ip(&back).unwrap();
+    let Some(NetSlice::Ipv4(outer)) = p.net else {
+        panic!()
+    };
+    assert!(dataplane::checksum::ipv4_header_ok(outer.header().slice()));
+    let quote = &outer.payload().payload[8..];
+    let inner = etherparse::Ipv4HeaderSlice::from_slice(quote).unwrap();
+    assert_eq!(inner.source(), [10, 0, 2, 10], "quoted source restored");
+    assert!(dataplane::checksum::ipv4_header_ok(inner.slice()));
+    let sport = u16::from_be_bytes([quote[20], quote[21]]);
+    assert_eq!(sport, 45000, "quoted port restored");
+    // An error about nothing the gateway sent is refused.
+    let stray = icmp_error(
+        "203.0.113.10",
+        "198.51.100.5",
+        3,
+        3,
+        &out.iter().map(|b| b ^ 1).collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        l.send("inet-1", stray).verdict,
+        Verdict::Drop(DropReason::NatInbound)
+    );
+}
+
+#[test]
+fn an_idle_connection_expires_and_a_late_segment_gets_a_reset() {
+    // R-NAT-IDLE: 350 s.
+    let mut l = gw_lab();
+    let app = l.port("app-1");
+    let inet = l.port("inet-1");
+    l.expect_to(
+        "app-1",
+        tcp_syn("10.0.2.10", "203.0.113.10", 40000, 443),
+        "inet-1",
+    );
+    let late = Timestamp::from_secs(1_700_000_000 + 351);
+    let mut seg = tcp_ack("10.0.2.10", "203.0.113.10", 40000, 443);
+    let v = l
+        .pipe
+        .process(&l.snap, app, &mut seg, late, &mut dataplane::NoObserver);
+    let Verdict::Reply { port, len } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(port, app, "the RST goes back to the instance");
+    let rst = &seg[..usize::from(len)];
+    let p = SlicedPacket::from_ip(rst).unwrap();
+    let Some(TransportSlice::Tcp(t)) = p.transport else {
+        panic!()
+    };
+    assert!(t.rst());
+    assert_eq!((t.source_port(), t.destination_port()), (443, 40000));
+    assert_eq!(dst_of(rst), ip("10.0.2.10"));
+    assert_checksums_valid(rst);
+    // Within the timeout the flow would have gone on.
+    let mut l = gw_lab();
+    l.expect_to(
+        "app-1",
+        tcp_syn("10.0.2.10", "203.0.113.10", 40000, 443),
+        "inet-1",
+    );
+    let soon = Timestamp::from_secs(1_700_000_000 + 349);
+    let mut seg = tcp_ack("10.0.2.10", "203.0.113.10", 40000, 443);
+    let v = l
+        .pipe
+        .process(&l.snap, app, &mut seg, soon, &mut dataplane::NoObserver);
+    assert_eq!(v, Verdict::Forward(inet));
+}
+
+#[test]
+fn workers_hand_out_disjoint_ports() {
+    let l = gw_lab();
+    let ct = Arc::new(Conntrack::new(1 << 14));
+    let app = l.port("app-1");
+    let now = Timestamp::from_secs(1_700_000_000);
+    for w in 0..2u16 {
+        let mut pipe = Pipeline::with_shared(Arc::clone(&ct), w, 2);
+        for i in 0..50u16 {
+            let mut p = udp_to("10.0.2.10", "203.0.113.10", 10_000 + w * 100 + i, 53);
+            let v = pipe.process(&l.snap, app, &mut p, now, &mut dataplane::NoObserver);
+            assert!(matches!(v, Verdict::Forward(_)));
+            assert_eq!(
+                (ports_of(&p).0 - 1024) % 2,
+                w,
+                "worker {w} uses its own ports"
+            );
+        }
+    }
+}
+
+#[test]
+fn fifty_five_thousand_connections_to_one_destination_and_no_more() {
+    // R-NAT-LIMIT.
+    let mut l = gw_lab();
+    l.pipe = Pipeline::with_conntrack(Arc::new(Conntrack::new(1 << 19)));
+    let app = l.port("app-1");
+    let now = Timestamp::from_secs(1_700_000_000);
+    let mut forwarded = 0;
+    for i in 0..55_001u32 {
+        let port = 1 + (i % 60_000) as u16;
+        let mut p = udp_to("10.0.2.10", "203.0.113.10", port, 53);
+        if matches!(
+            l.pipe
+                .process(&l.snap, app, &mut p, now, &mut dataplane::NoObserver),
+            Verdict::Forward(_)
+        ) {
+            forwarded += 1;
+        }
+    }
+    assert_eq!(forwarded, 55_000);
+    assert_eq!(l.pipe.stats.dropped(DropReason::NatPortExhausted), 1);
+    // Another destination port is another destination.
+    let mut p = udp_to("10.0.2.10", "203.0.113.10", 60_001, 54);
+    assert!(matches!(
+        l.pipe
+            .process(&l.snap, app, &mut p, now, &mut dataplane::NoObserver),
+        Verdict::Forward(_)
+    ));
+}
+
+#[test]
+fn the_egress_only_gateway_admits_replies_only() {
+    // R-EIGW: v6-1's SG is wide open; the EIGW alone keeps the internet out.
+    let mut l = gw_lab();
+    l.expect_drop(
+        "inet-1",
+        tcp_syn("2001:db8:ffff::10", "2001:db8:40:2::10", 40000, 22),
+        DropReason::EigwInbound,
+    );
+    let out = tcp_syn("2001:db8:40:2::10", "2001:db8:ffff::10", 40000, 443);
+    assert_eq!(
+        l.expect_to("v6-1", out.clone(), "inet-1"),
+        out,
+        "source unchanged"
+    );
+    l.expect_to(
+        "inet-1",
+        tcp_synack("2001:db8:ffff::10", "2001:db8:40:2::10", 443, 40000),
+        "v6-1",
+    );
+    // IPv4 has no way out of this VPC.
+    assert_eq!(
+        l.send("v6-1", tcp_syn("10.40.2.10", "203.0.113.10", 40000, 443))
+            .verdict,
+        Verdict::Drop(DropReason::NoRoute)
+    );
+}
+
+#[test]
+fn a_private_nat_gateway_cannot_use_the_igw() {
+    // R-IGW-PRIVNAT: translated to its private address, which has no public mapping.
+    let text = LAB.replace(
+        "{ id: nat-a, subnet: public-a, private_ip: 10.0.1.5, public_ip: 198.51.100.5 }",
+        "{ id: nat-a, subnet: public-a, private_ip: 10.0.1.5, connectivity: private }",
+    );
+    let mut l = lab_text(&text);
+    l.expect_drop(
+        "app-1",
+        tcp_syn("10.0.2.10", "203.0.113.10", 40000, 443),
+        DropReason::IgwNoPublicIp,
+    );
+}
+
+#[test]
+fn on_premises_reaches_private_addresses_both_ways_but_never_public_ones() {
+    // R-VGW, R-VGW-NOEIP.
+    let mut l = gw_lab();
+    let out = l.expect_to(
+        "corp-1",
+        tcp_syn("192.168.1.10", "10.0.2.10", 40000, 22),
+        "app-1",
+    );
+    assert_eq!(dst_of(&out), ip("10.0.2.10"));
+    l.expect_to(
+        "app-1",
+        tcp_synack("10.0.2.10", "192.168.1.10", 22, 40000),
+        "corp-1",
+    );
+    l.expect_to("web-1", ping("10.0.1.10", "192.168.1.10"), "corp-1");
+    assert!(matches!(
+        l.send("corp-1", ping("192.168.1.10", "198.51.100.10"))
+            .verdict,
+        Verdict::Drop(_)
+    ));
+}
+
+#[test]
+fn fragments_do_not_cross_the_nat_gateway() {
+    // R-NAT-FRAG.
+    let mut l = gw_lab();
+    let mut p = udp_to("10.0.2.10", "203.0.113.10", 5000, 53);
+    // More-fragments flag set, offset 0: the first fragment of a datagram.
+    let old_word = u16::from_be_bytes([p[6], p[7]]);
+    p[6] |= 0x20;
+    let c = u16::from_be_bytes([p[10], p[11]]);
+    let fixed = dataplane::checksum::update16(c, old_word, u16::from_be_bytes([p[6], p[7]]));
+    p[10..12].copy_from_slice(&fixed.to_be_bytes());
+    l.expect_drop("app-1", p, DropReason::Fragment);
+}

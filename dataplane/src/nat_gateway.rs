@@ -1,0 +1,332 @@
+//! The NAT gateway (semantics.md §7): source translation of IPv4 TCP, UDP and ICMP echo
+//! to the gateway's own address and a port, and the way back.
+//!
+//! State lives in the shared flow table ([`crate::conntrack`]) as two entries per
+//! connection, as netfilter keeps an original and a reply tuple: `NAT_OUT` (private
+//! source, its port, destination → translated port) and `NAT_IN` (gateway address,
+//! translated port, remote → private source and port). Ports are drawn from a range of
+//! 55,000 per destination (IP, port, protocol), which is AWS's limit (R-NAT-LIMIT), and
+//! each worker owns every n-th port of it, so two workers never hand out the same port
+//! (VPP's NAT splits ports per thread the same way).
+//!
+//! After translation the gateway forwards by its own subnet's route table (R-NAT-PATH):
+//! to the IGW, which maps the gateway's private address to its Elastic IP; or, for a
+//! private NAT gateway, to a VGW or peering (the IGW drops it, R-IGW-PRIVNAT).
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::conntrack::{secs, zone, FlowKey};
+use crate::nat::{embedded, rewrite_port, rewrite_v4, translate_icmp_error_v4, Field};
+use crate::network_acl;
+use crate::observer::{Direction, Observer, Step};
+use crate::packet::{proto, tcp_flags, Fragment, Packet, Transport};
+use crate::pipeline::{route, Ctx, Verdict};
+use crate::reason::DropReason;
+use crate::snapshot::{NatGatewayIx, SubnetIx};
+
+/// R-NAT-IDLE: a connection idle this long expires.
+pub const IDLE_TIMEOUT: u32 = 350;
+/// The first translated port (R-NAT-SNAT: 1024-65535).
+pub const FIRST_PORT: u16 = 1024;
+/// Ports per destination: AWS's limit of simultaneous connections to one (IP, port,
+/// protocol) (R-NAT-LIMIT).
+pub const PORTS: u32 = 55_000;
+
+/// The (local port, remote port) a NAT key uses for an outbound packet: TCP/UDP ports, or
+/// the echo identifier and 0. `None`: not translatable (R-NAT-SNAT).
+fn outbound_ports(pkt: &Packet) -> Option<(u16, u16)> {
+    match pkt.transport {
+        Transport::Tcp {
+            src_port, dst_port, ..
+        }
+        | Transport::Udp { src_port, dst_port } => Some((src_port, dst_port)),
+        Transport::Icmp { ty: 8, ident, .. } => Some((ident, 0)),
+        _ => None,
+    }
+}
+
+fn pack(addr: Ipv4Addr, port: u16) -> u64 {
+    (u64::from(u32::from(addr)) << 16) | u64::from(port)
+}
+
+fn unpack(v: u64) -> (Ipv4Addr, u16) {
+    (Ipv4Addr::from((v >> 16) as u32), v as u16)
+}
+
+/// A packet routed to the NAT gateway from subnet `from_subnet` of its VPC.
+pub(crate) fn egress<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    nat_ix: NatGatewayIx,
+    from_subnet: SubnetIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+) -> Verdict {
+    let snap = cx.snap;
+    let nat = snap.nat_gateway(nat_ix);
+    let IpAddr::V4(private) = pkt.src else {
+        return cx.drop(
+            DropReason::NatUnsupportedProtocol,
+            "a NAT gateway translates IPv4 only",
+        );
+    };
+    // R-NAT-PATH: entering the gateway's subnet from another one crosses its NACL.
+    if from_subnet != nat.subnet {
+        if let Err(v) = network_acl::check(cx, nat.subnet, Direction::Ingress, pkt) {
+            return v;
+        }
+    }
+    // R-NAT-FRAG. AWS reassembles UDP fragments; vpcd has no reassembly, so it drops them
+    // too and says so.
+    if pkt.fragment != Fragment::None {
+        return cx.drop(
+            DropReason::Fragment,
+            "the NAT gateway drops IP fragments (UDP reassembly is not built)",
+        );
+    }
+    let Some((sport, dport)) = outbound_ports(pkt) else {
+        return cx.drop(
+            DropReason::NatUnsupportedProtocol,
+            "a NAT gateway translates TCP, UDP and ICMP echo only",
+        );
+    };
+    let nat_ip = nat.private_ip;
+    let zone_out = zone::NAT_OUT | nat_ix.0;
+    let zone_in = zone::NAT_IN | nat_ix.0;
+    let out_key = FlowKey::new(zone_out, pkt.proto, pkt.src, sport, pkt.dst, dport);
+    let expires = secs(cx.now).saturating_add(IDLE_TIMEOUT);
+    let tport = match cx.ct.lookup(&out_key, cx.now) {
+        Some(hit) => {
+            cx.ct.touch(hit, expires);
+            let tport = hit.value() as u16;
+            let in_key = FlowKey::new(zone_in, pkt.proto, nat_ip.into(), tport, pkt.dst, dport);
+            if let Some(h) = cx.ct.lookup(&in_key, cx.now) {
+                cx.ct.touch(h, expires);
+            }
+            tport
+        }
+        None => {
+            if let Transport::Tcp { flags, .. } = pkt.transport {
+                if flags & tcp_flags::SYN == 0 {
+                    // R-NAT-IDLE: the gateway no longer knows this connection.
+                    return reset(cx, nat_ix, pkt, buf);
+                }
+            }
+            let mut port = None;
+            let n = u32::from(cx.workers.max(1));
+            let w = u32::from(cx.worker) % n;
+            let mine = (PORTS - w).div_ceil(n);
+            let start = start_slot(private, sport, pkt.dst, dport) % mine;
+            for k in 0..mine {
+                let slot = (start + k) % mine;
+                let candidate = FIRST_PORT + (slot * n + w) as u16;
+                let in_key =
+                    FlowKey::new(zone_in, pkt.proto, nat_ip.into(), candidate, pkt.dst, dport);
+                if cx.ct.lookup(&in_key, cx.now).is_some() {
+                    continue;
+                }
+                let stored = cx
+                    .ct
+                    .insert_raw(&in_key, 0, expires, pack(private, sport), cx.now)
+                    .and_then(|_| {
+                        cx.ct
+                            .insert_raw(&out_key, 0, expires, u64::from(candidate), cx.now)
+                    });
+                if stored.is_err() {
+                    return cx.drop(
+                        DropReason::TableFull,
+                        "the flow table has no room for a new NAT translation",
+                    );
+                }
+                port = Some(candidate);
+                break;
+            }
+            match port {
+                Some(p) => p,
+                None => {
+                    return cx.drop(
+                        DropReason::NatPortExhausted,
+                        "every port of the NAT gateway to this destination is in use",
+                    )
+                }
+            }
+        }
+    };
+    let translated = rewrite_v4(buf, pkt, Field::Source, nat_ip);
+    let translated = rewrite_port(buf, &translated, Field::Source, tport);
+    cx.obs.step(Step::NatGateway {
+        nat: nat_ix,
+        from: (pkt.src, sport),
+        to: (nat_ip.into(), tport),
+    });
+    // Leaving its subnet towards the IGW (or VGW, peering): its NACL outbound, then its
+    // route table (R-NAT-PATH).
+    forward(cx, nat_ix, &translated, buf)
+}
+
+/// Where a new translation starts looking for a free port: spread by the flow, so that
+/// flows to one destination do not all probe from the bottom of the range.
+fn start_slot(private: Ipv4Addr, sport: u16, dst: IpAddr, dport: u16) -> u32 {
+    let d = match dst {
+        IpAddr::V4(a) => u32::from(a),
+        IpAddr::V6(a) => u128::from(a) as u32,
+    };
+    let x = (u64::from(u32::from(private)) << 32 | u64::from(d))
+        ^ (u64::from(sport) << 16 | u64::from(dport)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    (x.wrapping_mul(0xff51_afd7_ed55_8ccd) >> 32) as u32
+}
+
+/// The translated packet leaves the gateway's subnet by its route table.
+fn forward<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    nat_ix: NatGatewayIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+) -> Verdict {
+    let nat = cx.snap.nat_gateway(nat_ix);
+    let receiver = cx.snap.eni_by_addr(nat.vpc, pkt.dst);
+    let leaves = receiver.is_none_or(|r| cx.snap.eni(r).subnet != nat.subnet);
+    if leaves {
+        if let Err(v) = network_acl::check(cx, nat.subnet, Direction::Egress, pkt) {
+            return v;
+        }
+    }
+    route(cx, nat.subnet, receiver, pkt, buf)
+}
+
+/// A packet addressed to the gateway's own address: the reply of a translated connection
+/// (or an ICMP error about one) goes back to the private source; anything else was opened
+/// from outside and is refused (R-NAT-INBOUND).
+pub(crate) fn ingress<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    nat_ix: NatGatewayIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+) -> Verdict {
+    let nat = cx.snap.nat_gateway(nat_ix);
+    let nat_ip: IpAddr = nat.private_ip.into();
+    let zone_in = zone::NAT_IN | nat_ix.0;
+    let expires = secs(cx.now).saturating_add(IDLE_TIMEOUT);
+    if let Some(inner) = embedded(buf, pkt) {
+        // An ICMP error about a packet the gateway sent: the quote is that packet.
+        let rport = if inner.proto == proto::ICMP {
+            0
+        } else {
+            inner.dst_port
+        };
+        let key = FlowKey::new(
+            zone_in,
+            inner.proto,
+            inner.src,
+            inner.src_port,
+            inner.dst,
+            rport,
+        );
+        let Some(hit) = cx.ct.lookup(&key, cx.now).filter(|_| inner.src == nat_ip) else {
+            return refuse(cx);
+        };
+        let (private, pport) = unpack(hit.value());
+        let translated = translate_icmp_error_v4(buf, pkt, &inner, private, pport);
+        cx.obs.step(Step::NatGateway {
+            nat: nat_ix,
+            from: (pkt.dst, inner.src_port),
+            to: (private.into(), pport),
+        });
+        return forward(cx, nat_ix, &translated, buf);
+    }
+    let (lport, rport) = match pkt.transport {
+        Transport::Tcp {
+            src_port, dst_port, ..
+        }
+        | Transport::Udp { src_port, dst_port } => (dst_port, src_port),
+        Transport::Icmp { ty: 0, ident, .. } => (ident, 0),
+        _ => return refuse(cx),
+    };
+    let key = FlowKey::new(zone_in, pkt.proto, nat_ip, lport, pkt.src, rport);
+    let Some(hit) = cx.ct.lookup(&key, cx.now) else {
+        return refuse(cx);
+    };
+    cx.ct.touch(hit, expires);
+    let (private, pport) = unpack(hit.value());
+    let out_key = FlowKey::new(
+        zone::NAT_OUT | nat_ix.0,
+        pkt.proto,
+        private.into(),
+        pport,
+        pkt.src,
+        rport,
+    );
+    if let Some(h) = cx.ct.lookup(&out_key, cx.now) {
+        cx.ct.touch(h, expires);
+    }
+    let translated = rewrite_v4(buf, pkt, Field::Destination, private);
+    let translated = rewrite_port(buf, &translated, Field::Destination, pport);
+    cx.obs.step(Step::NatGateway {
+        nat: nat_ix,
+        from: (pkt.dst, lport),
+        to: (private.into(), pport),
+    });
+    forward(cx, nat_ix, &translated, buf)
+}
+
+fn refuse<'s, O: Observer<'s>>(cx: &mut Ctx<'_, 's, O>) -> Verdict {
+    cx.drop(
+        DropReason::NatInbound,
+        "connections cannot be opened to a NAT gateway (no translation for this packet)",
+    )
+}
+
+/// R-NAT-IDLE: answers a TCP segment of a connection the gateway has forgotten with a RST
+/// to the instance (RFC 793's reset generation), written over the packet.
+fn reset<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    nat_ix: NatGatewayIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+) -> Verdict {
+    let nat = cx.snap.nat_gateway(nat_ix);
+    let (
+        Transport::Tcp {
+            src_port,
+            dst_port,
+            flags,
+        },
+        IpAddr::V4(src),
+        IpAddr::V4(dst),
+    ) = (pkt.transport, pkt.src, pkt.dst)
+    else {
+        return refuse(cx);
+    };
+    let port = cx
+        .snap
+        .eni_by_addr(nat.vpc, pkt.src)
+        .and_then(|e| cx.snap.eni(e).port);
+    let l4 = usize::from(pkt.l4_offset);
+    if flags & tcp_flags::RST != 0 || port.is_none() || buf.len() < l4 + 20 || buf.len() < 40 {
+        return cx.drop(
+            DropReason::NatInbound,
+            "the NAT gateway no longer knows this connection",
+        );
+    }
+    let word = |at: usize| u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]]);
+    let (seq, ack) = (word(l4 + 4), word(l4 + 8));
+    let payload = (pkt.len as usize).saturating_sub(l4 + usize::from(buf[l4 + 12] >> 4) * 4);
+    let builder = etherparse::PacketBuilder::ipv4(dst.octets(), src.octets(), 64);
+    let builder = if flags & tcp_flags::ACK != 0 {
+        builder.tcp(dst_port, src_port, ack, 0).rst()
+    } else {
+        let fin_syn = u32::from(flags & (tcp_flags::SYN | tcp_flags::FIN) != 0);
+        builder
+            .tcp(dst_port, src_port, 0, 0)
+            .rst()
+            .ack(seq.wrapping_add(payload as u32 + fin_syn))
+    };
+    let mut w = &mut buf[..];
+    if builder.write(&mut w, &[]).is_err() {
+        return refuse(cx);
+    }
+    cx.obs.step(Step::NatReset { nat: nat_ix });
+    Verdict::Reply {
+        port: port.expect("checked above"),
+        len: 40,
+    }
+}
