@@ -481,3 +481,52 @@ fn a_full_conntrack_table_drops_new_flows_and_counts_them() {
     assert!(full >= 56, "{full}");
     assert_eq!(l.pipe.stats.dropped(DropReason::TableFull), full);
 }
+
+#[test]
+fn a_new_connection_after_a_close_is_judged_by_the_rules() {
+    // inet-1 → web-1:80 opened and closed; web-1 may not open a connection of its own on
+    // the same addresses and ports (sg-web has no such outbound rule).
+    let mut l = sec_lab();
+    l.expect_to(
+        "inet-1",
+        tcp_syn("203.0.113.10", "198.51.100.50", 41000, 80),
+        "web-1",
+    );
+    let mut fin = Vec::new();
+    PacketBuilder::ipv4([203, 0, 113, 10], [198, 51, 100, 50], 64)
+        .tcp(41000, 80, 2, 64240)
+        .fin()
+        .ack(1)
+        .write(&mut fin, &[])
+        .unwrap();
+    l.expect_to("inet-1", fin, "web-1");
+    l.expect_drop(
+        "web-1",
+        tcp_syn("10.5.1.10", "203.0.113.10", 80, 41000),
+        DropReason::SgEgress,
+    );
+}
+
+#[test]
+fn an_echo_request_from_the_answering_side_is_not_a_reply() {
+    // dflt-1 pings admin-1 (allowed out; admin-1's group admits nothing, so use web-1 which
+    // admits ICMP echo): web-1's own echo request back with the same identifier is a new
+    // flow for dflt-1's default group, which admits members only.
+    let mut l = sec_lab();
+    l.expect_to("dflt-1", ping("10.5.2.30", "10.5.1.10"), "web-1");
+    let reply_side_request = {
+        let mut out = Vec::new();
+        PacketBuilder::ipv4([10, 5, 1, 10], [10, 5, 2, 30], 64)
+            .icmpv4_echo_request(7, 9)
+            .write(&mut out, b"ping")
+            .unwrap();
+        out
+    };
+    let o = l.send("web-1", reply_side_request);
+    assert_eq!(
+        o.verdict,
+        Verdict::Drop(DropReason::SgIngress),
+        "{:#?}",
+        o.steps
+    );
+}

@@ -32,6 +32,9 @@ use crate::packet::{proto, tcp_flags, Packet, Transport};
 use crate::snapshot::EniIx;
 use crate::Timestamp;
 
+/// Seconds an expired slot stays untouched before a new flow may take it.
+pub const REUSE_GRACE: u32 = 2;
+
 /// Slots per bucket: one cache line of sequence words.
 pub const WAYS: usize = 8;
 
@@ -330,10 +333,11 @@ fn next_state(current: Option<(FlowState, u32)>, dir: Direction, pkt: &Packet) -
             FlowState::TcpSynSent
         }
         (FlowState::TcpClosed | FlowState::TcpClosing, _) => state,
-        (FlowState::TcpSynSent, Transport::Tcp { flags: f, .. }) => {
-            // A new flow that does not start with a SYN is picked up mid-stream (Linux's
-            // loose tracking): established at once. A reply establishes it.
-            if current.is_none() && f & tcp_flags::SYN == 0 || is_reply {
+        // A new flow that does not start with a SYN is picked up mid-stream (Linux's loose
+        // tracking), but, like a SYN, it holds only SYN_SENT's two minutes until the other
+        // side answers: unanswered packets cannot pin slots for days.
+        (FlowState::TcpSynSent, Transport::Tcp { .. }) => {
+            if is_reply {
                 FlowState::TcpEstablished
             } else {
                 FlowState::TcpSynSent
@@ -442,18 +446,41 @@ impl Conntrack {
     /// Records a packet of a found flow: moves its state and pushes its expiry.
     #[inline]
     pub fn refresh(&self, hit: Hit, dir: Direction, pkt: &Packet, now: Timestamp, t: &Timeouts) {
+        let state_now = self.entries[hit.slot].state.load(Ordering::Relaxed);
+        let hit = Hit {
+            state: if state_now & !7 == hit.state & !7 {
+                state_now
+            } else {
+                hit.state
+            },
+            ..hit
+        };
         let (state, flags) = next_state(Some((hit.state(), hit.state & !7)), dir, pkt);
         let word = state.code() | flags;
         let e = &self.entries[hit.slot];
         if word != hit.state {
-            // Two workers may move one flow at once; the last write wins, as in a race
-            // between two packets on the wire.
-            e.state.store(word, Ordering::Relaxed);
+            // Only from the state this packet was judged on: if another worker moved the
+            // flow meanwhile (a FIN the other way), its move stands.
+            let _ = e
+                .state
+                .compare_exchange(hit.state, word, Ordering::Relaxed, Ordering::Relaxed);
         }
         let expires = secs(now).saturating_add(state.timeout(t));
         if e.expires.load(Ordering::Relaxed) != expires {
             e.expires.store(expires, Ordering::Relaxed);
         }
+    }
+
+    /// Starts a found flow over as a new one opened by `pkt` (a SYN after the old
+    /// connection closed): fresh state, initiator and timeout, in the same slot.
+    pub fn restart(&self, hit: Hit, dir: Direction, pkt: &Packet, now: Timestamp, t: &Timeouts) {
+        let (state, flags) = next_state(None, dir, pkt);
+        let e = &self.entries[hit.slot];
+        e.state.store(state.code() | flags, Ordering::Relaxed);
+        e.expires.store(
+            secs(now).saturating_add(state.timeout(t)),
+            Ordering::Relaxed,
+        );
     }
 
     /// Tracks a new flow opened by `pkt` crossing the ENI in `dir`.
@@ -533,7 +560,15 @@ impl Conntrack {
     /// its flow expired.
     #[inline]
     fn is_free(&self, slot: usize, m: u64, now: u32) -> bool {
-        m >> 32 == 0 || self.entries[slot].expires.load(Ordering::Relaxed) < now
+        // A slot is reused only [`REUSE_GRACE`] seconds after its flow expired: workers
+        // read the clock once per batch, so one may still refresh a flow another already
+        // sees as expired, and the refresh must not land on a new flow.
+        m >> 32 == 0
+            || self.entries[slot]
+                .expires
+                .load(Ordering::Relaxed)
+                .saturating_add(REUSE_GRACE)
+                < now
     }
 
     fn free_ways(&self, b: usize, now: u32) -> usize {
@@ -720,13 +755,17 @@ mod tests {
             ct.insert(&k, Direction::Egress, &extra, at(1), &t),
             Err(Full)
         );
-        // Thirty seconds later every UDP flow has expired: the slots are free again,
-        // without any sweep.
+        // Thirty seconds later every UDP flow has expired; after the reuse grace the slots
+        // are free again, without any sweep.
         assert_eq!(ct.occupancy(at(31)), 0);
-        ct.insert(&k, Direction::Egress, &extra, at(31), &t)
+        assert_eq!(
+            ct.insert(&k, Direction::Egress, &extra, at(32), &t),
+            Err(Full)
+        );
+        ct.insert(&k, Direction::Egress, &extra, at(34), &t)
             .unwrap();
-        assert!(ct.lookup(&k, at(31)).is_some());
-        assert_eq!(ct.occupancy(at(31)), 1);
+        assert!(ct.lookup(&k, at(34)).is_some());
+        assert_eq!(ct.occupancy(at(34)), 1);
     }
 
     #[test]

@@ -5,9 +5,9 @@
 use std::net::IpAddr;
 
 use crate::acl::{remote, SgPeer};
-use crate::conntrack::FlowKey;
+use crate::conntrack::{FlowKey, FlowState, Hit};
 use crate::observer::{Direction, Observer, SgDecision, Step};
-use crate::packet::Packet;
+use crate::packet::{tcp_flags, Packet, Transport};
 use crate::pipeline::{Ctx, Verdict};
 use crate::reason::DropReason;
 use crate::route::{net_contains, Target};
@@ -35,32 +35,37 @@ pub(crate) fn check<'s, O: Observer<'s>>(
     if !error {
         // R-SG-STATE: a packet of a tracked flow passes, whichever way, whatever the rules.
         if let Some(hit) = cx.ct.lookup(&key, cx.now) {
-            cx.ct.refresh(hit, dir, pkt, cx.now, &eni.timeouts);
-            cx.obs.step(Step::SecurityGroup {
-                eni: ix,
-                direction: dir,
-                decision: SgDecision::Tracked,
-            });
-            return Ok(());
+            if !starts_over(&hit, dir, pkt) {
+                cx.ct.refresh(hit, dir, pkt, cx.now, &eni.timeouts);
+                cx.obs.step(Step::SecurityGroup {
+                    eni: ix,
+                    direction: dir,
+                    decision: SgDecision::Tracked,
+                });
+                return Ok(());
+            }
+            // A new connection on old addresses and ports is judged by the rules like any
+            // new one, and takes the old slot.
+            return match matching_rule(snap, eni, dir, pkt) {
+                Some((group, rule)) => {
+                    cx.ct.restart(hit, dir, pkt, cx.now, &eni.timeouts);
+                    cx.obs.step(Step::SecurityGroup {
+                        eni: ix,
+                        direction: dir,
+                        decision: SgDecision::Rule {
+                            group,
+                            rule,
+                            tracked: true,
+                        },
+                    });
+                    Ok(())
+                }
+                None => Err(deny(cx, ix, dir)),
+            };
         }
     }
     let Some((group, rule)) = matching_rule(snap, eni, dir, pkt) else {
-        cx.obs.step(Step::SecurityGroup {
-            eni: ix,
-            direction: dir,
-            decision: SgDecision::Denied,
-        });
-        cx.cause = Cause::Sg { eni: ix, dir };
-        return Err(match dir {
-            Direction::Ingress => cx.drop(
-                DropReason::SgIngress,
-                "no rule of the receiving ENI's security groups allows it",
-            ),
-            Direction::Egress => cx.drop(
-                DropReason::SgEgress,
-                "no rule of the sending ENI's security groups allows it",
-            ),
-        });
+        return Err(deny(cx, ix, dir));
     };
     let tracked = !error && !untracked(snap, eni, dir, pkt);
     if tracked && cx.ct.insert(&key, dir, pkt, cx.now, &eni.timeouts).is_err() {
@@ -79,6 +84,41 @@ pub(crate) fn check<'s, O: Observer<'s>>(
         },
     });
     Ok(())
+}
+
+/// No rule allows the packet (R-SG-ALLOW).
+fn deny<'s, O: Observer<'s>>(cx: &mut Ctx<'_, 's, O>, ix: EniIx, dir: Direction) -> Verdict {
+    cx.obs.step(Step::SecurityGroup {
+        eni: ix,
+        direction: dir,
+        decision: SgDecision::Denied,
+    });
+    cx.cause = Cause::Sg { eni: ix, dir };
+    match dir {
+        Direction::Ingress => cx.drop(
+            DropReason::SgIngress,
+            "no rule of the receiving ENI's security groups allows it",
+        ),
+        Direction::Egress => cx.drop(
+            DropReason::SgEgress,
+            "no rule of the sending ENI's security groups allows it",
+        ),
+    }
+}
+
+/// Whether a packet that matches a tracked flow's key really opens a new one: a SYN
+/// after the old TCP connection closed (Linux does the same), or an echo *request* from
+/// the side that only answered so far: neither may ride on the old flow's state.
+fn starts_over(hit: &Hit, dir: Direction, pkt: &Packet) -> bool {
+    match pkt.transport {
+        Transport::Tcp { flags, .. } => {
+            flags & tcp_flags::SYN != 0
+                && flags & tcp_flags::ACK == 0
+                && matches!(hit.state(), FlowState::TcpClosing | FlowState::TcpClosed)
+        }
+        Transport::Icmp { ty, .. } => matches!(ty, 8 | 128) && dir != hit.initiator(),
+        _ => false,
+    }
 }
 
 /// R-SG-UNTRACKED: TCP and UDP flows allowed by all-traffic rules for the whole address

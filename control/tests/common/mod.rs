@@ -207,12 +207,13 @@ impl LabRun {
 
     /// Starts a long-running command inside the namespace of `id`; it is killed when the
     /// returned guard drops (`ip netns exec` execs the command, so the pid is its own).
+    /// Its stdout is kept for [`Background::output`].
     pub fn spawn(&self, id: &str, args: &[&str]) -> Background {
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns(id)])
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start a command in a namespace");
@@ -343,6 +344,21 @@ fn wait_for(child: &mut Child, timeout: Duration) -> Option<std::process::ExitSt
 
 /// A command running in a namespace; killed on drop.
 pub struct Background(Child);
+
+impl Background {
+    /// Waits up to `secs` for the command to exit by itself and returns its stdout (empty
+    /// when it did not exit: it is killed).
+    pub fn output(mut self, secs: u64) -> String {
+        let done = wait_for(&mut self.0, Duration::from_secs(secs)).is_some();
+        let mut out = String::new();
+        if done {
+            if let Some(mut o) = self.0.stdout.take() {
+                let _ = o.read_to_string(&mut out);
+            }
+        }
+        out
+    }
+}
 
 impl Drop for Background {
     fn drop(&mut self) {
