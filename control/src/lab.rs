@@ -77,6 +77,9 @@ pub struct Namespace {
     /// The IPv4 default gateway: the subnet router for an instance, none (a device route)
     /// for an outside host.
     pub gateway_v4: Option<Ipv4Addr>,
+    /// Outside hosts sit on networks of 1500 bytes (the internet, a VPN; R-IGW-MTU): their
+    /// TCP then offers an MSS of 1460, as real servers do, whatever the lab's MTU.
+    pub mtu_cap: Option<u32>,
 }
 
 impl Namespace {
@@ -92,6 +95,7 @@ impl Namespace {
     fn config(&self, mtu: u32) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "link set lo up");
+        let mtu = self.mtu_cap.map_or(mtu, |cap| cap.min(mtu));
         let _ = writeln!(s, "link set {DEVICE} mtu {mtu} up");
         for (a, len) in &self.addrs {
             let nodad = if a.is_ipv6() { " nodad" } else { "" };
@@ -123,6 +127,7 @@ pub fn plan(snap: &Snapshot, prefix: &str) -> Vec<Namespace> {
         .map(|(i, port)| {
             let mut addrs = Vec::new();
             let mut gateway_v4 = None;
+            let mut mtu_cap = None;
             match port.attachment {
                 Attachment::Eni(e) => {
                     let eni = snap.eni(e);
@@ -137,6 +142,7 @@ pub fn plan(snap: &Snapshot, prefix: &str) -> Vec<Namespace> {
                     let host = &t.hosts[h.ix()];
                     addrs.extend(host.ipv4.map(|a| (IpAddr::V4(a), 32)));
                     addrs.extend(host.ipv6.map(|a| (IpAddr::V6(a), 128)));
+                    mtu_cap = Some(u32::from(dataplane::icmp_error::INTERNET_MTU));
                 }
             }
             Namespace {
@@ -145,6 +151,7 @@ pub fn plan(snap: &Snapshot, prefix: &str) -> Vec<Namespace> {
                 name: format!("{prefix}{}", port.name),
                 addrs,
                 gateway_v4,
+                mtu_cap,
             }
         })
         .collect()

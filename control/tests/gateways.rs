@@ -389,3 +389,98 @@ fn fragments_do_not_cross_the_nat_gateway() {
     p[10..12].copy_from_slice(&fixed.to_be_bytes());
     l.expect_drop("app-1", p, DropReason::Fragment);
 }
+
+fn big_udp(src: &str, dst: &str, df: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    match (ip(src), ip(dst)) {
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => {
+            let mut h = etherparse::Ipv4Header::new(
+                0,
+                64,
+                etherparse::IpNumber::UDP,
+                s.octets(),
+                d.octets(),
+            )
+            .unwrap();
+            h.dont_fragment = df;
+            PacketBuilder::ip(etherparse::IpHeaders::Ipv4(h, Default::default()))
+                .udp(5000, 5001)
+                .write(&mut out, &[7; 3000])
+                .unwrap();
+        }
+        (std::net::IpAddr::V6(s), std::net::IpAddr::V6(d)) => {
+            PacketBuilder::ipv6(s.octets(), d.octets(), 64)
+                .udp(5000, 5001)
+                .write(&mut out, &[7; 3000])
+                .unwrap();
+        }
+        _ => panic!(),
+    }
+    out
+}
+
+#[test]
+fn the_internet_path_is_1500_bytes_and_the_router_says_so() {
+    // R-IGW-MTU through the NAT gateway: app-1's group admits type 3, so the router's
+    // "fragmentation needed" reaches it, quoting the packet.
+    let mut l = gw_lab();
+    let app = l.port("app-1");
+    let mut p = big_udp("10.0.2.10", "203.0.113.10", true);
+    let v = l.pipe.process(
+        &l.snap,
+        app,
+        &mut p,
+        Timestamp::from_secs(1_700_000_000),
+        &mut dataplane::NoObserver,
+    );
+    let Verdict::Reply { port, len } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(port, app);
+    let err = &p[..usize::from(len)];
+    assert_eq!(src_of(err), ip("10.0.2.1"), "from the subnet's router");
+    assert!(icmp_checksum_valid(err));
+    let s = SlicedPacket::from_ip(err).unwrap();
+    let Some(TransportSlice::Icmpv4(i)) = s.transport else {
+        panic!()
+    };
+    assert_eq!(
+        i.icmp_type(),
+        etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1500 }
+        )
+    );
+    // web-1's group admits no ICMP errors: the error is lost, as on AWS.
+    assert_eq!(
+        l.send("web-1", big_udp("10.0.1.10", "203.0.113.10", true))
+            .verdict,
+        Verdict::Drop(DropReason::MtuExceeded)
+    );
+    // Without DF AWS would fragment; vpcd does not, and says so.
+    assert_eq!(
+        l.send("app-1", big_udp("10.0.2.10", "203.0.113.10", false))
+            .verdict,
+        Verdict::Drop(DropReason::MtuExceeded)
+    );
+    // IPv6: "packet too big" to web-1, whose group admits ICMPv6.
+    let web = l.port("web-1");
+    let mut p = big_udp("2001:db8:10:1::10", "2001:db8:ffff::10", true);
+    let v = l.pipe.process(
+        &l.snap,
+        web,
+        &mut p,
+        Timestamp::from_secs(1_700_000_000),
+        &mut dataplane::NoObserver,
+    );
+    assert!(
+        matches!(v, Verdict::Reply { port, .. } if port == web),
+        "{v:?}"
+    );
+    // Inside the VPC, 9001-byte packets pass.
+    let p = big_udp("10.0.1.10", "10.0.2.10", true);
+    assert_eq!(
+        l.send("web-1", p).verdict,
+        Verdict::Drop(DropReason::SgIngress),
+        "no size limit inside the VPC: the SG decides"
+    );
+}

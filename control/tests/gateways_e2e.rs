@@ -76,6 +76,31 @@ fn nat_igw_eigw_and_vgw_with_real_hosts() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // R-IGW-MTU: the internet path is 1500 bytes. TCP adapts by the hosts' MSS (above); a
+    // 2000-byte ping that may not be fragmented is answered by the subnet's router with
+    // "fragmentation needed", which sg-app admits (type 3).
+    let out = lab.exec(
+        "app-1",
+        &[
+            "ping",
+            "-M",
+            "do",
+            "-s",
+            "2000",
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "203.0.113.10",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("mtu = 1500") || text.contains("Frag needed"),
+        "no fragmentation-needed error:\n{text}"
+    );
+    lab.ping("app-1", "203.0.113.10", &["-s", "1400"]);
+
     // IPv6 through the IGW (untranslated) and out of the EIGW with replies back.
     lab.ping("web-1", "2001:db8:ffff::10", &["-6"]);
     lab.ping("inet-1", "2001:db8:10:1::10", &["-6"]);

@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use crate::conntrack::{zone, FlowKey, Timeouts};
+use crate::icmp_error::{packet_too_big, too_big, Sender, INTERNET_MTU};
 use crate::nat::{rewrite_quote_v4, rewrite_v4, Field};
 use crate::observer::{Direction, Observer, Step};
 use crate::packet::Packet;
@@ -28,6 +29,11 @@ pub(crate) fn from_outside<'s, O: Observer<'s>>(
     let snap = cx.snap;
     let kind = snap.host(host).kind;
     if kind == HostKind::OnPremises {
+        if snap.vgw_vpc_by_addr(pkt.dst).is_some() {
+            if let Some(v) = inbound_too_big(cx, host, pkt, buf) {
+                return v;
+            }
+        }
         return from_on_premises(cx, pkt, buf);
     }
     // Host to host on the simulated internet.
@@ -42,6 +48,9 @@ pub(crate) fn from_outside<'s, O: Observer<'s>>(
         if let Some(v) = gateway_endpoint_return(cx, service, pkt, buf) {
             return v;
         }
+    }
+    if let Some(v) = inbound_too_big(cx, host, pkt, buf) {
+        return v;
     }
     internet_gateway_ingress(cx, pkt, buf)
 }
@@ -139,6 +148,9 @@ pub(crate) fn internet_gateway_egress<'s, O: Observer<'s>>(
     buf: &mut [u8],
 ) -> Verdict {
     let snap = cx.snap;
+    if let Some(v) = outbound_too_big(cx, vpc, pkt, buf) {
+        return v;
+    }
     let out = match pkt.src {
         IpAddr::V4(_) => {
             // R-IGW-NAT: the public IP belongs to the ENI's primary private IPv4 only.
@@ -191,6 +203,9 @@ pub(crate) fn egress_only_gateway_egress<'s, O: Observer<'s>>(
             DropReason::NoRoute,
             "an egress-only internet gateway carries IPv6 only",
         );
+    }
+    if let Some(v) = outbound_too_big(cx, vpc, pkt, buf) {
+        return v;
     }
     // R-EIGW: outbound traffic creates (or refreshes) the state replies are matched
     // against. An ICMPv6 error opens nothing.
@@ -245,6 +260,67 @@ pub(crate) fn to_internal_eni<'s, O: Observer<'s>>(
     }
 }
 
+/// The path beyond this gateway is 1500 bytes (R-IGW-MTU, R-VGW-MTU): an instance sending
+/// more, with DF, gets "fragmentation needed" / "packet too big" from its subnet's router.
+fn outbound_too_big<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    vpc: VpcIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+) -> Option<Verdict> {
+    if !too_big(pkt, INTERNET_MTU) {
+        return None;
+    }
+    let snap = cx.snap;
+    let Some((eni_ix, port)) = snap
+        .eni_by_addr(vpc, pkt.src)
+        .and_then(|e| snap.eni(e).port.map(|p| (e, p)))
+    else {
+        return Some(cx.drop(DropReason::MtuExceeded, "larger than the path MTU (1500)"));
+    };
+    let subnet = snap.subnet(snap.eni(eni_ix).subnet);
+    let router: IpAddr = match pkt.src {
+        IpAddr::V4(_) => subnet.router_v4().into(),
+        IpAddr::V6(_) => match subnet.router_v6() {
+            Some(r) => r.into(),
+            None => return Some(cx.drop(DropReason::MtuExceeded, "larger than the path MTU")),
+        },
+    };
+    Some(packet_too_big(
+        cx,
+        pkt,
+        buf,
+        INTERNET_MTU,
+        router,
+        Sender {
+            port,
+            eni: Some(eni_ix),
+        },
+    ))
+}
+
+/// The same for a packet from an outside host towards a VPC: the error comes from the
+/// address the host sent to.
+fn inbound_too_big<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    host: HostIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+) -> Option<Verdict> {
+    if !too_big(pkt, INTERNET_MTU) {
+        return None;
+    }
+    let port = cx.snap.host(host).port;
+    Some(packet_too_big(
+        cx,
+        pkt,
+        buf,
+        INTERNET_MTU,
+        pkt.dst,
+        Sender { port, eni: None },
+    ))
+}
+
 /// Whether an inbound IPv6 packet answers a flow opened through the VPC's EIGW (or is an
 /// ICMPv6 error about one); refreshes the flow.
 fn egress_only_state<'s, O: Observer<'s>>(
@@ -282,8 +358,12 @@ pub(crate) fn virtual_private_gateway_egress<'s, O: Observer<'s>>(
     cx: &mut Ctx<'_, 's, O>,
     vpc: VpcIx,
     pkt: &Packet,
+    buf: &mut [u8],
 ) -> Verdict {
     let snap = cx.snap;
+    if let Some(v) = outbound_too_big(cx, vpc, pkt, buf) {
+        return v;
+    }
     cx.obs.step(Step::VirtualPrivateGateway { vpc });
     match snap.host_by_addr(pkt.dst) {
         Some(host) if snap.host(host).kind == HostKind::OnPremises => to_host(cx, host),

@@ -9,6 +9,7 @@ pub mod checksum;
 pub mod conntrack;
 pub mod eni;
 pub mod gateways;
+pub mod icmp_error;
 pub mod io;
 pub mod nat;
 pub mod nat_gateway;

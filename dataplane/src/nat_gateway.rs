@@ -16,6 +16,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::conntrack::{secs, zone, FlowKey};
+use crate::icmp_error::{packet_too_big, too_big, Sender, INTERNET_MTU};
 use crate::nat::{embedded, rewrite_port, rewrite_v4, translate_icmp_error_v4, Field};
 use crate::network_acl;
 use crate::observer::{Direction, Observer, Step};
@@ -82,6 +83,28 @@ pub(crate) fn egress<'s, O: Observer<'s>>(
             DropReason::Fragment,
             "the NAT gateway drops IP fragments (UDP reassembly is not built)",
         );
+    }
+    // R-IGW-MTU: a public NAT gateway's path is the IGW's 1500 bytes; the instance hears
+    // it from its subnet's router before any translation, so path-MTU discovery works
+    // through NAT.
+    if nat.public_ip.is_some() && too_big(pkt, INTERNET_MTU) {
+        let sender = snap
+            .eni_by_addr(nat.vpc, pkt.src)
+            .and_then(|e| snap.eni(e).port.map(|p| (e, p)));
+        if let Some((eni, port)) = sender {
+            let router = snap.subnet(snap.eni(eni).subnet).router_v4();
+            return packet_too_big(
+                cx,
+                pkt,
+                buf,
+                INTERNET_MTU,
+                router.into(),
+                Sender {
+                    port,
+                    eni: Some(eni),
+                },
+            );
+        }
     }
     let Some((sport, dport)) = outbound_ports(pkt) else {
         return cx.drop(

@@ -88,6 +88,9 @@ pub enum Step<'s> {
     /// The NAT gateway answered a segment of a connection it had forgotten with a RST
     /// (R-NAT-IDLE).
     NatReset { nat: NatGatewayIx },
+    /// Larger than the path MTU: answered with "fragmentation needed" / "packet too big"
+    /// (R-IGW-MTU).
+    PacketTooBig { mtu: u16 },
     /// The packet crossed an active peering connection (R-PCX-EDGE held).
     Peering { peering: PeeringIx, to_vpc: VpcIx },
     /// The packet went through a gateway endpoint to its service (R-GWE-ROUTE).

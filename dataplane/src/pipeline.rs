@@ -269,7 +269,7 @@ pub(crate) fn route<'s, O: Observer<'s>>(
             gateways::egress_only_gateway_egress(cx, vpc, pkt, buf)
         }
         Target::VirtualPrivateGateway(vpc) => {
-            gateways::virtual_private_gateway_egress(cx, vpc, pkt)
+            gateways::virtual_private_gateway_egress(cx, vpc, pkt, buf)
         }
         Target::NatGateway(nat) => nat_gateway::egress(cx, nat, subnet, pkt, buf),
         Target::Peering(pcx) => gateways::peering(cx, pcx, sn.vpc, pkt, buf),

@@ -1,0 +1,118 @@
+//! ICMP errors the VPC's own devices send (the router, a gateway): written over the packet
+//! that caused them, and returned as [`Verdict::Reply`].
+//!
+//! Path MTU (R-IGW-MTU, R-VGW-MTU): inside a VPC packets may be 9001 bytes, but the path
+//! through an internet gateway or a VPN is 1500. A larger packet that may not be
+//! fragmented is answered with "fragmentation needed" (IPv6: "packet too big") carrying
+//! the MTU, so the sender's path-MTU discovery lowers its packets. The error reaches an
+//! instance only through its security groups (R-SG-ICMP-ERR: AWS tells users to allow
+//! type 3 code 4), as on AWS.
+
+use std::net::IpAddr;
+
+use etherparse::icmpv4::DestUnreachableHeader;
+use etherparse::{Icmpv4Type, Icmpv6Type, PacketBuilder};
+
+use crate::observer::{Direction, NoObserver, Observer, Step};
+use crate::packet::Packet;
+use crate::pipeline::{Ctx, Verdict};
+use crate::reason::DropReason;
+use crate::security_group;
+use crate::snapshot::{EniIx, PortId};
+
+/// The MTU of the path through an internet gateway, an egress-only gateway or a VPN.
+pub const INTERNET_MTU: u16 = 1500;
+
+/// Bytes of the offending packet quoted in the error: its IP header and the first 8 bytes
+/// of its payload (RFC 792), enough for the sender to find the flow.
+const QUOTE_V4: usize = 28;
+const QUOTE_V6: usize = 48;
+
+/// Who sent the oversized packet, and where the error goes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Sender {
+    pub port: PortId,
+    /// The sending instance, whose security groups must admit the error.
+    pub eni: Option<EniIx>,
+}
+
+/// Whether `pkt` is too big for a path of `mtu` bytes.
+#[inline]
+pub fn too_big(pkt: &Packet, mtu: u16) -> bool {
+    pkt.len > u32::from(mtu)
+}
+
+/// Answers an oversized packet: "fragmentation needed" / "packet too big" from `from`,
+/// written over `buf`. IPv4 without DF would be fragmented by AWS; vpcd does not fragment,
+/// so it drops it as `MTU_EXCEEDED` and says so.
+pub(crate) fn packet_too_big<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    pkt: &Packet,
+    buf: &mut [u8],
+    mtu: u16,
+    from: IpAddr,
+    sender: Sender,
+) -> Verdict {
+    if !pkt.dont_fragment {
+        return cx.drop(
+            DropReason::MtuExceeded,
+            "larger than the path MTU (1500); vpcd does not fragment",
+        );
+    }
+    let quote_len = if pkt.is_ipv6() { QUOTE_V6 } else { QUOTE_V4 };
+    let mut quote = [0u8; QUOTE_V6];
+    let q = quote_len.min(buf.len());
+    quote[..q].copy_from_slice(&buf[..q]);
+    let written = match (from, pkt.src) {
+        (IpAddr::V4(f), IpAddr::V4(to)) => {
+            let b = PacketBuilder::ipv4(f.octets(), to.octets(), 64).icmpv4(
+                Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
+                    next_hop_mtu: mtu,
+                }),
+            );
+            let len = b.size(q);
+            let mut w = &mut buf[..];
+            b.write(&mut w, &quote[..q]).ok().map(|_| len)
+        }
+        (IpAddr::V6(f), IpAddr::V6(to)) => {
+            let b =
+                PacketBuilder::ipv6(f.octets(), to.octets(), 64).icmpv6(Icmpv6Type::PacketTooBig {
+                    mtu: u32::from(mtu),
+                });
+            let len = b.size(q);
+            let mut w = &mut buf[..];
+            b.write(&mut w, &quote[..q]).ok().map(|_| len)
+        }
+        _ => None,
+    };
+    let Some(len) = written else {
+        return cx.drop(DropReason::MtuExceeded, "larger than the path MTU");
+    };
+    cx.obs.step(Step::PacketTooBig { mtu });
+    if let Some(eni) = sender.eni {
+        let Ok(error) = Packet::parse(&buf[..len]) else {
+            return cx.drop(DropReason::MtuExceeded, "larger than the path MTU");
+        };
+        // Judged quietly: the packet being dropped is the oversized one, and its reason is
+        // the MTU; the refused error only explains why the sender never hears of it.
+        let mut quiet = Ctx {
+            snap: cx.snap,
+            ct: cx.ct,
+            now: cx.now,
+            obs: &mut NoObserver,
+            cause: cx.cause,
+            worker: cx.worker,
+            workers: cx.workers,
+        };
+        if security_group::check(&mut quiet, eni, Direction::Ingress, &error).is_err() {
+            return cx.drop(
+                DropReason::MtuExceeded,
+                "larger than the path MTU (1500), and the sender's security groups refuse the ICMP error (allow type 3 code 4)",
+            );
+        }
+    }
+    Verdict::Reply {
+        port: sender.port,
+        len: len as u16,
+    }
+}
