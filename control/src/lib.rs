@@ -6,6 +6,7 @@ pub mod diag;
 pub mod lab;
 pub mod model;
 pub mod netns;
+pub mod public_ips;
 pub mod runstate;
 pub mod runtime;
 pub mod validate;

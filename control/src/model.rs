@@ -21,6 +21,9 @@ pub struct Lab {
     pub vpcs: Vec<Vpc>,
     pub peering_connections: Vec<PeeringConnection>,
     pub internet: Vec<OutsideHost>,
+    /// vpcd extension of config.md (`internet.public_ip_pool`): where instances of subnets
+    /// with `map_public_ip_on_launch` get their public IPv4 (AWS's Amazon pool).
+    pub public_ip_pool: Option<S<ip_network::Ipv4Network>>,
     pub services: Vec<Service>,
     pub on_premises: Option<OnPremises>,
     /// Ids of objects that could not be decoded (their errors are reported).
@@ -292,8 +295,14 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
         }
     }
     if let Some(node) = d.node(&top, "internet") {
-        if let Some(m) = d.map(node, "internet", "the internet", &["hosts"]) {
+        if let Some(m) = d.map(
+            node,
+            "internet",
+            "the internet",
+            &["hosts", "public_ip_pool"],
+        ) {
             lab.internet = hosts(&mut d, &m, &mut lab.broken);
+            lab.public_ip_pool = d.opt(&m, "public_ip_pool", val::cidr4);
         }
     }
     for (path, node) in d.list(&top, "services") {

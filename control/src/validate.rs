@@ -211,6 +211,23 @@ pub fn validate(lab: &Lab, diags: &mut Diagnostics) -> Registry {
     }
     check_peerings(lab, &reg, diags);
     check_outside(lab, diags, &mut addrs);
+    if let Err(e) = crate::public_ips::assign(lab) {
+        let at = lab
+            .vpcs
+            .iter()
+            .flat_map(|v| v.instances.iter())
+            .find(|i| i.id.v == e.instance)
+            .map(|i| i.id.at.clone())
+            .unwrap_or_default();
+        diags.error(
+            &at,
+            format!(
+                "`{}` gets a public IP at launch (its subnet maps them), but the pool {} has no free address left",
+                e.instance, e.pool
+            ),
+            "set `internet.public_ip_pool` to a larger block, or give the instance a `public_ip`",
+        );
+    }
     reg
 }
 

@@ -484,3 +484,40 @@ fn the_internet_path_is_1500_bytes_and_the_router_says_so() {
         "no size limit inside the VPC: the SG decides"
     );
 }
+
+#[test]
+fn map_public_ip_on_launch_assigns_from_the_pool() {
+    let text = LAB
+        .replace(
+            "{ id: public-a, cidr_block: 10.0.1.0/24, ipv6_cidr_block: \"2001:db8:10:1::/64\", route_table: rtb-public }",
+            "{ id: public-a, cidr_block: 10.0.1.0/24, ipv6_cidr_block: \"2001:db8:10:1::/64\", route_table: rtb-public, map_public_ip_on_launch: true }",
+        )
+        .replace(
+            "{ id: web-1, subnet: public-a, private_ip: 10.0.1.10, ipv6_address: \"2001:db8:10:1::10\", public_ip: 198.51.100.10, security_groups: [sg-web] }",
+            "{ id: web-1, subnet: public-a, private_ip: 10.0.1.10, ipv6_address: \"2001:db8:10:1::10\", security_groups: [sg-web] }",
+        )
+        .replace(
+            "    - { id: inet-1, ipv4: 203.0.113.10, ipv6: \"2001:db8:ffff::10\" }",
+            "    - { id: inet-1, ipv4: 203.0.113.10, ipv6: \"2001:db8:ffff::10\" }\n  public_ip_pool: 198.51.100.0/29",
+        );
+    let mut l = lab_text(&text);
+    let out = l.expect_to(
+        "web-1",
+        tcp_syn("10.0.1.10", "203.0.113.10", 40000, 443),
+        "inet-1",
+    );
+    // .1 is free (.5 is the NAT gateway's EIP): the first address of the pool.
+    assert_eq!(src_of(&out), ip("198.51.100.1"));
+    // A pool too small for the instances is a `check` error.
+    let tiny = text.replace(
+        "public_ip_pool: 198.51.100.0/29",
+        "public_ip_pool: 198.51.100.4/31",
+    );
+    let diags = control::check_text(&tiny).unwrap_err();
+    assert!(
+        diags
+            .iter()
+            .any(|d| d.message.contains("has no free address")),
+        "{diags:?}"
+    );
+}

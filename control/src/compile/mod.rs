@@ -105,6 +105,12 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
     }
 
     let (groups, acls, acl_names) = acl::compile(lab, &n.service_by_pl)?;
+    let launched = crate::public_ips::assign(lab).map_err(|e| {
+        CompileError(format!(
+            "no public IP left for {} in {}",
+            e.instance, e.pool
+        ))
+    })?;
     t.security_groups = groups;
     t.network_acls = acls;
 
@@ -129,7 +135,11 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                     .chain(inst.secondary_private_ips.iter().map(|a| a.v))
                     .collect(),
                 ipv6: inst.ipv6_address.iter().map(|a| a.v).collect(),
-                public_v4: inst.public_ip.as_ref().map(|p| p.v),
+                public_v4: inst
+                    .public_ip
+                    .as_ref()
+                    .map(|p| p.v)
+                    .or_else(|| launched.get(&inst.id.v).copied()),
                 source_dest_check: inst.source_dest_check,
                 // Omitted: the VPC's default group (config.md).
                 security_groups: if inst.security_groups.is_empty() {
