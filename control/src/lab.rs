@@ -124,6 +124,7 @@ pub fn plan(snap: &Snapshot, prefix: &str) -> Vec<Namespace> {
     t.ports
         .iter()
         .enumerate()
+        .filter(|(_, port)| port.attachment != Attachment::Detached)
         .map(|(i, port)| {
             let mut addrs = Vec::new();
             let mut gateway_v4 = None;
@@ -138,6 +139,7 @@ pub fn plan(snap: &Snapshot, prefix: &str) -> Vec<Namespace> {
                     addrs.extend(eni.ipv6.iter().map(|a| (IpAddr::V6(*a), len6)));
                     gateway_v4 = Some(subnet.router_v4());
                 }
+                Attachment::Detached => {}
                 Attachment::Host(h) => {
                     let host = &t.hosts[h.ix()];
                     addrs.extend(host.ipv4.map(|a| (IpAddr::V4(a), 32)));
@@ -393,7 +395,7 @@ fn probe(
 pub fn describe(snap: &Snapshot, namespaces: &[Namespace]) -> String {
     let t = &snap.topo;
     let ns_of = |port: Option<PortId>| {
-        port.and_then(|p| namespaces.get(p.ix()))
+        port.and_then(|p| namespaces.iter().find(|n| n.port == p))
             .map_or(String::new(), |n| format!("  ns {}", n.name))
     };
     let mut s = String::new();

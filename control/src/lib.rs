@@ -2,11 +2,15 @@
 //! compilation into the dataplane's immutable snapshot.
 
 pub mod compile;
+pub mod control_socket;
 pub mod diag;
+pub mod generations;
 pub mod lab;
+pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod public_ips;
+pub mod router;
 pub mod runstate;
 pub mod runtime;
 pub mod validate;

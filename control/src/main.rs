@@ -18,6 +18,9 @@ struct Cli {
     /// at once.
     #[arg(long, global = true, default_value = "")]
     prefix: String,
+    /// The control socket of the running router (default: /run/vpcd/ctl-PREFIX.sock).
+    #[arg(long, global = true)]
+    control: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -47,22 +50,58 @@ enum Command {
         /// dropped and counted as TABLE_FULL).
         #[arg(long, default_value_t = dataplane::conntrack::DEFAULT_CAPACITY)]
         conntrack_max: usize,
+        /// Serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9108).
+        #[arg(long)]
+        metrics: Option<String>,
     },
+    /// Send a changed lab file to the running router: validated like `check`, compiled and
+    /// swapped in without dropping established flows; refused (and nothing changes) if it
+    /// has errors.
+    Apply {
+        /// The lab file.
+        lab: PathBuf,
+    },
+    /// The running router: lab, generation, namespaces, flow table.
+    Status,
+    /// The running router's counters: packets and bytes per port, drops by reason and
+    /// cause, flow table occupancy.
+    Stats,
     /// Stop the vpcd running with --prefix, or remove the namespaces a killed one left.
     Down,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Check { lab } => check(&lab),
+    match &cli.command {
+        Command::Check { lab } => check(lab),
         Command::Up {
             lab,
             mtu,
             workers,
             conntrack_max,
-        } => up(lab.as_deref(), &cli.prefix, mtu, workers, conntrack_max),
+            metrics,
+        } => {
+            let control = control_path(&cli.control, &cli.prefix);
+            up(
+                lab.as_deref(),
+                &cli.prefix,
+                control,
+                *mtu,
+                *workers,
+                *conntrack_max,
+                metrics.as_deref(),
+            )
+        }
         Command::Down => down(&cli.prefix),
+        Command::Apply { lab } => {
+            let file = lab.display().to_string();
+            match read(lab) {
+                Ok(text) => remote(&cli, &format!("apply {file}"), &text),
+                Err(code) => code,
+            }
+        }
+        Command::Status => remote(&cli, "status", ""),
+        Command::Stats => remote(&cli, "stats", ""),
     }
 }
 
@@ -114,12 +153,43 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
+fn control_path(control: &Option<PathBuf>, prefix: &str) -> PathBuf {
+    control
+        .clone()
+        .unwrap_or_else(|| control::control_socket::default_path(prefix))
+}
+
+/// A request to the running router over its control socket.
+fn remote(cli: &Cli, command: &str, body: &str) -> ExitCode {
+    let path = control_path(&cli.control, &cli.prefix);
+    match control::control_socket::request(&path, command, body) {
+        Ok((true, text)) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok((false, text)) => {
+            eprint!("{text}");
+            if !text.ends_with('\n') {
+                eprintln!();
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("vpcd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn up(
     path: Option<&Path>,
     prefix: &str,
+    control: PathBuf,
     mtu: u32,
     workers: Option<usize>,
     conntrack_max: usize,
+    metrics: Option<&str>,
 ) -> ExitCode {
     let (text, title) = match path {
         Some(p) => match read(p) {
@@ -131,9 +201,36 @@ fn up(
             "(built-in default)".to_string(),
         ),
     };
-    let snap = match load(&text, &title) {
-        Ok((_, snap)) => snap,
-        Err(code) => return code,
+    let lab = match control::check_text(&text) {
+        Ok(lab) => lab,
+        Err(diags) => {
+            for d in &diags {
+                eprintln!(
+                    "{}",
+                    control::InFile {
+                        file: &title,
+                        diag: d
+                    }
+                );
+            }
+            eprintln!("{title}: {} error(s)", diags.len());
+            return ExitCode::from(1);
+        }
+    };
+    let mut gens = control::generations::Generations::new();
+    let snap = match gens.next(&lab) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("vpcd: {title}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let metrics = match metrics.map(control::metrics::parse_addr).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("vpcd: {e}");
+            return ExitCode::from(2);
+        }
     };
     let workers = workers.unwrap_or_else(|| {
         std::thread::available_parallelism()
@@ -141,13 +238,18 @@ fn up(
             .unwrap_or(1)
             .min(4)
     });
-    let opts = lab::Options {
-        prefix: prefix.to_string(),
-        mtu,
-        workers,
-        conntrack_max,
+    let opts = control::runtime::UpOptions {
+        lab: lab::Options {
+            prefix: prefix.to_string(),
+            mtu,
+            workers,
+            conntrack_max,
+        },
+        path: path.map(Path::to_path_buf),
+        control,
+        metrics,
     };
-    match control::runtime::up(snap, &title, &opts) {
+    match control::runtime::up(snap, gens, &title, &opts) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vpcd: {e}");

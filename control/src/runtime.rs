@@ -6,17 +6,26 @@
 //! build is done, then tears it down.
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use arc_swap::ArcSwap;
 
 use dataplane::conntrack::Conntrack;
 use dataplane::io::event_loop::{self, StopSignal};
 use dataplane::io::tun::TunQueue;
 use dataplane::io::Worker;
-use dataplane::{DropReason, Pipeline, Snapshot, SnapshotCell, Stats};
+use dataplane::{Pipeline, Snapshot, SnapshotCell, Stats};
 
+use crate::control_socket;
+use crate::generations::Generations;
 use crate::lab::{self, Lab, LabError};
+use crate::metrics;
+use crate::router::{summary, PublishedStats, Router};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -66,6 +75,7 @@ fn spawn_workers(
     cell: &Arc<SnapshotCell>,
     stop: &Arc<StopSignal>,
     conntrack: &Arc<Conntrack>,
+    published: &[PublishedStats],
     queues: lab::WorkerQueues,
 ) -> Result<Vec<JoinHandle<WorkerResult>>, RunError> {
     let mut handles = Vec::new();
@@ -74,13 +84,16 @@ fn spawn_workers(
         let cell = Arc::clone(cell);
         let stop = Arc::clone(stop);
         let conntrack = Arc::clone(conntrack);
+        let out = Arc::clone(&published[w]);
         let handle = std::thread::Builder::new()
             .name(format!("vpcd-worker-{w}"))
             .spawn(move || {
                 let queues: Vec<TunQueue> = queues;
                 let mut worker =
                     Worker::with_pipeline(Pipeline::with_shared(conntrack, w as u16, n as u16));
-                event_loop::run(&mut worker, &cell, &queues, &stop)?;
+                // A copy every 100 ms (an allocation off the packet path), for readers.
+                let mut publish = |s: &Stats| out.store(Arc::new(s.clone()));
+                event_loop::run(&mut worker, &cell, &queues, &stop, &mut publish)?;
                 Ok(worker.pipeline.stats)
             })
             .map_err(|source| RunError::Spawn { worker: w, source })?;
@@ -112,12 +125,29 @@ fn join(handles: Vec<JoinHandle<WorkerResult>>) -> (Stats, Option<RunError>) {
     (total, failure)
 }
 
-/// Builds the lab of `snap`, prints its map and `ready`, forwards until SIGINT or SIGTERM,
-/// then stops the workers, removes the lab and returns the counters. `title` names the
-/// lab in the first line of the map.
-pub fn up(snap: Snapshot, title: &str, opts: &lab::Options) -> Result<Stats, RunError> {
+/// How `vpcd up` runs, beyond how the lab is built.
+#[derive(Clone, Debug)]
+pub struct UpOptions {
+    pub lab: lab::Options,
+    /// The lab file (re-read on SIGHUP); `None` for the built-in lab.
+    pub path: Option<PathBuf>,
+    /// The control socket.
+    pub control: PathBuf,
+    /// `--metrics`: where to serve Prometheus text (loopback).
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Builds the lab of `snap` (generation 1 of `gens`), prints its map and `ready`, serves
+/// the control socket (and metrics), forwards until SIGINT or SIGTERM (SIGHUP re-applies
+/// the lab file), then stops the workers, removes the lab and returns the counters.
+pub fn up(
+    snap: Snapshot,
+    gens: Generations,
+    title: &str,
+    opts: &UpOptions,
+) -> Result<Stats, RunError> {
     block_signals();
-    let (mut lab, queues) = Lab::build(&snap, opts)?;
+    let (mut lab, queues) = Lab::build(&snap, &opts.lab)?;
     let mut out = io::stdout().lock();
     // A closed stdout must not stop the router: output errors are ignored.
     let _ = writeln!(
@@ -126,30 +156,63 @@ pub fn up(snap: Snapshot, title: &str, opts: &lab::Options) -> Result<Stats, Run
         snap.topo.region,
         lab.namespaces.len(),
         queues.len(),
-        opts.mtu,
-        opts.conntrack_max
+        opts.lab.mtu,
+        opts.lab.conntrack_max
     );
     let _ = write!(out, "{}", lab::describe(&snap, &lab.namespaces));
     let cell = Arc::new(SnapshotCell::new(snap));
     let stop = Arc::new(StopSignal::new().map_err(|source| RunError::Spawn { worker: 0, source })?);
     // One table for all workers: a flow's reply may arrive on another worker's queue.
-    let conntrack = Arc::new(Conntrack::new(opts.conntrack_max));
-    let handles = match spawn_workers(&cell, &stop, &conntrack, queues) {
+    let conntrack = Arc::new(Conntrack::new(opts.lab.conntrack_max));
+    let published: Vec<PublishedStats> = (0..queues.len())
+        .map(|_| Arc::new(ArcSwap::from_pointee(Stats::default())))
+        .collect();
+    let handles = match spawn_workers(&cell, &stop, &conntrack, &published, queues) {
         Ok(h) => h,
         Err(e) => {
             stop.raise();
             return Err(e);
         }
     };
-    let _ = writeln!(out, "ready");
+    let router = Arc::new(Router::new(
+        title.to_string(),
+        opts.path.clone(),
+        opts.lab.prefix.clone(),
+        Arc::clone(&cell),
+        Arc::clone(&conntrack),
+        published,
+        lab.namespaces.clone(),
+        gens,
+    ));
+    let services_stop = Arc::new(AtomicBool::new(false));
+    let mut services = Vec::new();
+    let started = control_socket::serve(
+        &opts.control,
+        Arc::clone(&router) as Arc<dyn control_socket::Handler>,
+        Arc::clone(&services_stop),
+    )
+    .map_err(|e| format!("control socket {}: {e}", opts.control.display()))
+    .and_then(|h| {
+        services.push(h);
+        match opts.metrics {
+            Some(addr) => metrics::serve(addr, Arc::clone(&router), Arc::clone(&services_stop))
+                .map(|h| services.push(h))
+                .map_err(|e| format!("metrics on {addr}: {e}")),
+            None => Ok(()),
+        }
+    });
+    if let Err(reason) = started {
+        eprintln!("vpcd: {reason}");
+        let _ = signal_self_term();
+    } else {
+        let _ = writeln!(out, "ready");
+    }
     let _ = out.flush();
     drop(out);
 
     loop {
         match wait_signal(Duration::from_millis(500)) {
-            Some(libc::SIGHUP) => eprintln!(
-                "vpcd: SIGHUP: live apply is not in this build yet; the lab runs unchanged"
-            ),
+            Some(libc::SIGHUP) => reapply(&router),
             Some(_) => break,
             None => {
                 if handles.iter().any(|h| h.is_finished()) {
@@ -158,12 +221,16 @@ pub fn up(snap: Snapshot, title: &str, opts: &lab::Options) -> Result<Stats, Run
             }
         }
     }
+    services_stop.store(true, Ordering::Relaxed);
+    for s in services {
+        let _ = s.join();
+    }
     stop.raise();
     let (stats, failure) = join(handles);
     let torn = lab.teardown();
     drop(lab);
     let mut out = io::stdout().lock();
-    let _ = write!(out, "{}", summary(&stats, &cell.load()));
+    let _ = write!(out, "{}", summary(&stats, &cell.load(), "vpcd: stopped;"));
     let _ = out.flush();
     if let Some(e) = failure {
         return Err(e);
@@ -172,81 +239,27 @@ pub fn up(snap: Snapshot, title: &str, opts: &lab::Options) -> Result<Stats, Run
     Ok(stats)
 }
 
-/// The counters printed when the lab stops: totals, drops by reason and by precise cause
-/// (which ENI's security groups, which NACL rule), then one line per port.
-pub fn summary(stats: &Stats, snap: &Snapshot) -> String {
-    use std::fmt::Write as _;
-    let t = &snap.topo;
-    let mut s = String::new();
-    let drops: Vec<String> = DropReason::ALL
-        .iter()
-        .filter(|r| stats.dropped(**r) > 0)
-        .map(|r| format!("{r} {}", stats.dropped(*r)))
-        .collect();
-    let _ = writeln!(
-        s,
-        "vpcd: stopped; forwarded {}, answered {}, to the router {}, dropped {}{}",
-        stats.forwarded,
-        stats.replies,
-        stats.local,
-        stats.dropped_total(),
-        if drops.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", drops.join(", "))
-        }
-    );
-    let sg: Vec<String> = stats
-        .sg_drops
-        .iter()
-        .zip(&t.enis)
-        .flat_map(|(c, eni)| {
-            [("inbound", c[0]), ("outbound", c[1])]
-                .into_iter()
-                .filter(|(_, n)| *n > 0)
-                .map(move |(dir, n)| format!("{} {dir} {n}", eni.id))
-        })
-        .collect();
-    if !sg.is_empty() {
-        let _ = writeln!(s, "  dropped by security groups: {}", sg.join(", "));
+/// Asks the main loop to stop (when a service could not start).
+fn signal_self_term() -> io::Result<()> {
+    // SAFETY: raise has no pointer arguments; SIGTERM is blocked and taken by sigtimedwait.
+    if unsafe { libc::raise(libc::SIGTERM) } != 0 {
+        return Err(io::Error::last_os_error());
     }
-    let nacl: Vec<String> = stats
-        .nacl_drops
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n > 0)
-        .filter_map(|(i, n)| {
-            t.network_acls
-                .iter()
-                .find_map(|a| a.counter_name(i as u32))
-                .map(|name| format!("{name}: {n}"))
-        })
-        .collect();
-    if !nacl.is_empty() {
-        let _ = writeln!(s, "  dropped by network ACLs: {}", nacl.join(", "));
+    Ok(())
+}
+
+/// SIGHUP: re-read the lab file and apply it, as `vpcd apply` would.
+fn reapply(router: &Router) {
+    let Some(path) = &router.path else {
+        eprintln!("vpcd: SIGHUP: the built-in lab has no file to re-read; use `vpcd apply FILE`");
+        return;
+    };
+    let file = path.display().to_string();
+    match crate::read(path) {
+        Err(e) => eprintln!("vpcd: SIGHUP: {e}; the running lab is unchanged"),
+        Ok(text) => match router.apply(&text, &file) {
+            Ok(g) => eprintln!("vpcd: SIGHUP: {file}: applied, generation {g}"),
+            Err(why) => eprintln!("vpcd: SIGHUP: {why}"),
+        },
     }
-    if stats.rx_errors > 0 {
-        let _ = writeln!(s, "  read errors: {}", stats.rx_errors);
-    }
-    let width = t
-        .ports
-        .iter()
-        .map(|p| p.name.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
-    let _ = writeln!(
-        s,
-        "  {:width$}  {:>10} {:>12} {:>10} {:>12} {:>9}",
-        "port", "rx packets", "rx bytes", "tx packets", "tx bytes", "tx errors"
-    );
-    for (i, port) in t.ports.iter().enumerate() {
-        let c = stats.ports.get(i).copied().unwrap_or_default();
-        let _ = writeln!(
-            s,
-            "  {:width$}  {:>10} {:>12} {:>10} {:>12} {:>9}",
-            port.name, c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.tx_errors
-        );
-    }
-    s
 }

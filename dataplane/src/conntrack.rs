@@ -29,7 +29,6 @@ use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 
 use crate::observer::Direction;
 use crate::packet::{proto, tcp_flags, Packet, Transport};
-use crate::snapshot::EniIx;
 use crate::Timestamp;
 
 /// Seconds an expired slot stays untouched before a new flow may take it.
@@ -176,10 +175,10 @@ impl FlowKey {
         }
     }
 
-    /// The key of `pkt` at ENI `eni`, crossing it in `dir`. ICMP echo uses the identifier
+    /// The key of `pkt` at the ENI whose flow zone is `eni_zone` ([`crate::snapshot::Eni::zone`]: stable across configuration generations), crossing it in `dir`. ICMP echo uses the identifier
     /// as the local "port", so a request and its reply share a key; other ICMP has none.
     #[inline]
-    pub fn at_eni(eni: EniIx, dir: Direction, pkt: &Packet) -> FlowKey {
+    pub fn at_eni(eni_zone: u32, dir: Direction, pkt: &Packet) -> FlowKey {
         let (src_port, dst_port) = match pkt.transport {
             Transport::Tcp {
                 src_port, dst_port, ..
@@ -188,7 +187,7 @@ impl FlowKey {
             Transport::Icmp { ident, .. } => (ident, ident),
             Transport::Other => (0, 0),
         };
-        Self::at_zone(eni.0, dir, pkt, src_port, dst_port)
+        Self::at_zone(eni_zone, dir, pkt, src_port, dst_port)
     }
 
     #[inline]
@@ -580,6 +579,29 @@ impl Conntrack {
             .count()
     }
 
+    /// Live flows by kind: `[security-group flows, NAT translations, EIGW flows]` (a NAT
+    /// translation is two entries; counted once). A scan, for reports only.
+    pub fn occupancy_by_kind(&self, now: Timestamp) -> [usize; 3] {
+        let now = secs(now);
+        let mut out = [0; 3];
+        for (b, bucket) in self.buckets.iter().enumerate() {
+            for (i, m) in bucket.meta.iter().enumerate() {
+                let e = &self.entries[b * WAYS + i];
+                if m.load(Ordering::Relaxed) >> 32 == 0 || e.expires.load(Ordering::Relaxed) < now {
+                    continue;
+                }
+                let zone = (e.key[0].load(Ordering::Relaxed) & 0xff_ffff) as u32;
+                match zone & 0xf0_0000 {
+                    z if z == zone::NAT_OUT => out[1] += 1,
+                    z if z == zone::NAT_IN => {}
+                    z if z == zone::EIGW => out[2] += 1,
+                    _ => out[0] += 1,
+                }
+            }
+        }
+        out
+    }
+
     /// Live (unexpired) flows: a scan of the whole table, for status reports, never on the
     /// packet path.
     pub fn occupancy(&self, now: Timestamp) -> usize {
@@ -649,7 +671,7 @@ mod tests {
 
     const A: [u8; 4] = [10, 0, 1, 10];
     const B: [u8; 4] = [10, 0, 2, 10];
-    const ENI: EniIx = EniIx(3);
+    const ENI: u32 = 3;
     const T0: u64 = 1_700_000_000;
 
     fn at(s: u64) -> Timestamp {
@@ -787,8 +809,8 @@ mod tests {
         let p = udp(A, B, 5000, 53);
         let q = tcp(A, B, 5000, 53, tcp_flags::SYN);
         assert_ne!(
-            FlowKey::at_eni(EniIx(1), Direction::Egress, &p),
-            FlowKey::at_eni(EniIx(2), Direction::Egress, &p)
+            FlowKey::at_eni(1, Direction::Egress, &p),
+            FlowKey::at_eni(2, Direction::Egress, &p)
         );
         assert_ne!(
             FlowKey::at_eni(ENI, Direction::Egress, &p),

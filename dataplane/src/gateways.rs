@@ -210,7 +210,7 @@ pub(crate) fn egress_only_gateway_egress<'s, O: Observer<'s>>(
     // R-EIGW: outbound traffic creates (or refreshes) the state replies are matched
     // against. An ICMPv6 error opens nothing.
     if !pkt.is_icmp_error() {
-        let key = FlowKey::at_gateway(zone::EIGW | vpc.0, Direction::Egress, pkt);
+        let key = FlowKey::at_gateway(zone::EIGW | snap.vpc(vpc).zone, Direction::Egress, pkt);
         let t = Timeouts::default();
         match cx.ct.lookup(&key, cx.now) {
             Some(hit) => cx.ct.refresh(hit, Direction::Egress, pkt, cx.now, &t),
@@ -329,7 +329,7 @@ fn egress_only_state<'s, O: Observer<'s>>(
     pkt: &Packet,
     buf: &[u8],
 ) -> bool {
-    let zone = zone::EIGW | vpc.0;
+    let zone = zone::EIGW | cx.snap.vpc(vpc).zone;
     if let Some(inner) = crate::nat::embedded(buf, pkt) {
         let key = FlowKey::new(
             zone,

@@ -113,8 +113,8 @@ pub(crate) fn egress<'s, O: Observer<'s>>(
         );
     };
     let nat_ip = nat.private_ip;
-    let zone_out = zone::NAT_OUT | nat_ix.0;
-    let zone_in = zone::NAT_IN | nat_ix.0;
+    let zone_out = zone::NAT_OUT | nat.zone;
+    let zone_in = zone::NAT_IN | nat.zone;
     let out_key = FlowKey::new(zone_out, pkt.proto, pkt.src, sport, pkt.dst, dport);
     let expires = secs(cx.now).saturating_add(IDLE_TIMEOUT);
     let tport = match cx.ct.lookup(&out_key, cx.now) {
@@ -227,7 +227,7 @@ pub(crate) fn ingress<'s, O: Observer<'s>>(
 ) -> Verdict {
     let nat = cx.snap.nat_gateway(nat_ix);
     let nat_ip: IpAddr = nat.private_ip.into();
-    let zone_in = zone::NAT_IN | nat_ix.0;
+    let zone_in = zone::NAT_IN | nat.zone;
     let expires = secs(cx.now).saturating_add(IDLE_TIMEOUT);
     if let Some(inner) = embedded(buf, pkt) {
         // An ICMP error about a packet the gateway sent: the quote is that packet.
@@ -271,7 +271,7 @@ pub(crate) fn ingress<'s, O: Observer<'s>>(
     cx.ct.touch(hit, expires);
     let (private, pport) = unpack(hit.value());
     let out_key = FlowKey::new(
-        zone::NAT_OUT | nat_ix.0,
+        zone::NAT_OUT | nat.zone,
         pkt.proto,
         private.into(),
         pport,

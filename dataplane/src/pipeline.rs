@@ -186,6 +186,10 @@ fn judge<'s, O: Observer<'s>>(cx: &mut Ctx<'_, 's, O>, ingress: PortId, buf: &mu
     match port.attachment {
         Attachment::Eni(eni) => from_eni(cx, eni, &pkt, buf),
         Attachment::Host(host) => gateways::from_outside(cx, host, &pkt, buf),
+        Attachment::Detached => cx.drop(
+            DropReason::NoRoute,
+            "the port is not part of the current configuration",
+        ),
     }
 }
 

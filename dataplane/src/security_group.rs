@@ -31,7 +31,7 @@ pub(crate) fn check<'s, O: Observer<'s>>(
     // R-SG-ICMP-ERR: an ICMP error is never let in as "related" to a tracked flow: like
     // any packet it needs a rule, and it opens no flow of its own.
     let error = pkt.is_icmp_error();
-    let key = FlowKey::at_eni(ix, dir, pkt);
+    let key = FlowKey::at_eni(eni.zone, dir, pkt);
     if !error {
         // R-SG-STATE: a packet of a tracked flow passes, whichever way, whatever the rules.
         if let Some(hit) = cx.ct.lookup(&key, cx.now) {

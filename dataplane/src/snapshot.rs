@@ -61,6 +61,10 @@ index_type! {
 #[derive(Clone, Debug)]
 pub struct Vpc {
     pub id: Box<str>,
+    /// Its flow-state zone (the EIGW's): stable across configuration generations, so an
+    /// apply that reorders VPCs keeps their flows. The compiler sets the index; the
+    /// control thread renumbers by name.
+    pub zone: u32,
     /// The primary block first, then the secondary ones.
     pub cidrs_v4: Vec<Ipv4Network>,
     pub cidr_v6: Option<Ipv6Network>,
@@ -126,6 +130,9 @@ pub enum EniKind {
 pub struct Eni {
     /// The instance / NAT gateway id: how the ENI is named everywhere.
     pub id: Box<str>,
+    /// Its flow-state zone (conntrack keys): stable across configuration generations
+    /// (see [`Vpc::zone`]).
+    pub zone: u32,
     pub kind: EniKind,
     pub vpc: VpcIx,
     pub subnet: SubnetIx,
@@ -188,6 +195,8 @@ impl Eni {
 #[derive(Clone, Debug)]
 pub struct NatGateway {
     pub id: Box<str>,
+    /// Its translation zone: stable across configuration generations (see [`Vpc::zone`]).
+    pub zone: u32,
     pub vpc: VpcIx,
     pub subnet: SubnetIx,
     pub eni: EniIx,
@@ -284,6 +293,9 @@ pub struct Host {
 pub enum Attachment {
     Eni(EniIx),
     Host(HostIx),
+    /// A port number that a later configuration no longer uses (its instance was removed):
+    /// port numbers stay stable across generations, so a removed one leaves a hole.
+    Detached,
 }
 
 #[derive(Clone, Debug)]

@@ -73,6 +73,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
         n.vpc.insert(v.id.v.clone(), VpcIx(vi as u32));
         t.vpcs.push(Vpc {
             id: v.id.v.as_str().into(),
+            zone: vi as u32,
             cidrs_v4: v.cidrs_v4().map(|c| c.v).collect(),
             cidr_v6: v.ipv6_cidr_block.as_ref().map(|c| c.v),
             internet_gateway: v.internet_gateway.as_ref().map(|g| g.v.as_str().into()),
@@ -127,6 +128,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
             let subnet_ix = subnet_index(lab, vi, &inst.subnet.v)?;
             t.enis.push(Eni {
                 id: inst.id.v.as_str().into(),
+                zone: eni.0,
                 kind: EniKind::Instance,
                 vpc: VpcIx(vi as u32),
                 subnet: subnet_ix,
@@ -240,6 +242,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
             n.nat.insert(nat.id.v.clone(), ix);
             t.enis.push(Eni {
                 id: nat.id.v.as_str().into(),
+                zone: eni.0,
                 kind: EniKind::NatGateway(ix),
                 vpc,
                 subnet,
@@ -255,6 +258,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
             });
             t.nat_gateways.push(NatGateway {
                 id: nat.id.v.as_str().into(),
+                zone: ix.0,
                 vpc,
                 subnet,
                 eni,

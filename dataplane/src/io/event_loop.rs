@@ -118,8 +118,13 @@ pub fn now() -> Timestamp {
     Timestamp(d.as_nanos() as u64)
 }
 
+/// How often a worker hands a copy of its counters to readers (`vpcd stats`, metrics).
+pub const PUBLISH_EVERY_NS: u64 = 100_000_000;
+
 /// Runs `worker` over its `queues` (one per port, indexed by port id) until `stop` is
-/// raised. Errors only if epoll itself fails. A queue whose device fails (deleted by hand,
+/// raised. Every [`PUBLISH_EVERY_NS`] (and when it stops) it calls `publish` with its
+/// counters: they stay plain per-worker integers on the packet path, and readers sum the
+/// published copies. Errors only if epoll itself fails. A queue whose device fails (deleted by hand,
 /// say) is counted in `rx_errors` and no longer polled, so it cannot spin the worker; the
 /// other ports go on.
 pub fn run<Q: Queue + AsRawFd>(
@@ -127,6 +132,7 @@ pub fn run<Q: Queue + AsRawFd>(
     cell: &SnapshotCell,
     queues: &[Q],
     stop: &StopSignal,
+    publish: &mut dyn FnMut(&crate::Stats),
 ) -> io::Result<()> {
     let epoll = Epoll::new()?;
     epoll.add(stop.fd.as_raw_fd(), STOP)?;
@@ -134,16 +140,23 @@ pub fn run<Q: Queue + AsRawFd>(
         epoll.add(q.as_raw_fd(), port as u64)?;
     }
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+    let mut published = 0u64;
     loop {
-        let n = epoll.wait(&mut events, -1)?;
+        // Wakes at least as often as it publishes, so idle workers report too.
+        let n = epoll.wait(&mut events, (PUBLISH_EVERY_NS / 1_000_000) as i32)?;
+        let now = now();
+        if now.0.saturating_sub(published) >= PUBLISH_EVERY_NS {
+            publish(&worker.pipeline.stats);
+            published = now.0;
+        }
         if n == 0 {
             continue;
         }
         let snap = cell.load();
-        let now = now();
         for ev in &events[..n] {
             let token = ev.u64;
             if token == STOP {
+                publish(&worker.pipeline.stats);
                 return Ok(());
             }
             let port = PortId(token as u32);

@@ -1,0 +1,163 @@
+//! `vpcd up --metrics ADDR`: the router's counters in Prometheus text format, over HTTP on
+//! a loopback address only (the lab stays invisible to the machine's network, lab.md).
+
+use std::fmt::Write as _;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use dataplane::io::event_loop;
+use dataplane::DropReason;
+
+use crate::router::{unix_secs, Router};
+
+/// Parses and checks a metrics address: loopback only.
+pub fn parse_addr(addr: &str) -> Result<SocketAddr, String> {
+    let a: SocketAddr = addr
+        .parse()
+        .map_err(|_| format!("--metrics {addr:?} is not an address:port such as 127.0.0.1:9108"))?;
+    if !a.ip().is_loopback() {
+        return Err(format!(
+            "--metrics {addr}: metrics are served on loopback only (127.0.0.1 or [::1])"
+        ));
+    }
+    Ok(a)
+}
+
+/// Serves `GET /metrics` (any path) until `stop` is set.
+pub fn serve(
+    addr: SocketAddr,
+    router: Arc<Router>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<JoinHandle<()>> {
+    let listener = TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new()
+        .name("vpcd-metrics".into())
+        .spawn(move || {
+            let mut pfd = libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: one valid pollfd for the duration of the call.
+                if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
+                    continue;
+                }
+                let Ok((mut stream, _)) = listener.accept() else {
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut buf = [0u8; 2048];
+                let _ = stream.read(&mut buf);
+                let body = render(&router);
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        })
+}
+
+/// The metrics text.
+pub fn render(router: &Router) -> String {
+    let stats = router.stats();
+    let snap = router.cell.load();
+    let mut s = String::new();
+    let mut family = |name: &str, kind: &str, help: &str| {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    family(
+        "vpcd_packets_total",
+        "counter",
+        "Packets by what became of them.",
+    );
+    drop(family);
+    let _ = writeln!(
+        s,
+        "vpcd_packets_total{{verdict=\"forwarded\"}} {}",
+        stats.forwarded
+    );
+    let _ = writeln!(
+        s,
+        "vpcd_packets_total{{verdict=\"answered\"}} {}",
+        stats.replies
+    );
+    let _ = writeln!(s, "vpcd_packets_total{{verdict=\"local\"}} {}", stats.local);
+    let _ = writeln!(
+        s,
+        "vpcd_packets_total{{verdict=\"dropped\"}} {}",
+        stats.dropped_total()
+    );
+    let _ = writeln!(
+        s,
+        "# HELP vpcd_drops_total Dropped packets by reason.\n# TYPE vpcd_drops_total counter"
+    );
+    for r in DropReason::ALL {
+        let _ = writeln!(
+            s,
+            "vpcd_drops_total{{reason=\"{r}\"}} {}",
+            stats.dropped(*r)
+        );
+    }
+    for (name, help) in [
+        (
+            "vpcd_port_rx_packets_total",
+            "Packets received from a port.",
+        ),
+        ("vpcd_port_rx_bytes_total", "Bytes received from a port."),
+        ("vpcd_port_tx_packets_total", "Packets sent to a port."),
+        ("vpcd_port_tx_bytes_total", "Bytes sent to a port."),
+        (
+            "vpcd_port_tx_errors_total",
+            "Packets whose write to a port failed.",
+        ),
+    ] {
+        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (i, port) in snap.topo.ports.iter().enumerate() {
+            if port.name.is_empty() {
+                continue;
+            }
+            let c = stats.ports.get(i).copied().unwrap_or_default();
+            let v = match name {
+                "vpcd_port_rx_packets_total" => c.rx_packets,
+                "vpcd_port_rx_bytes_total" => c.rx_bytes,
+                "vpcd_port_tx_packets_total" => c.tx_packets,
+                "vpcd_port_tx_bytes_total" => c.tx_bytes,
+                _ => c.tx_errors,
+            };
+            let _ = writeln!(s, "{name}{{port=\"{}\"}} {v}", port.name);
+        }
+    }
+    let [sg, nat, eigw] = router.conntrack.occupancy_by_kind(event_loop::now());
+    let _ = writeln!(
+        s,
+        "# HELP vpcd_flows Live entries of the flow table by kind.\n# TYPE vpcd_flows gauge\n\
+         vpcd_flows{{kind=\"security_group\"}} {sg}\nvpcd_flows{{kind=\"nat\"}} {nat}\nvpcd_flows{{kind=\"eigw\"}} {eigw}"
+    );
+    let _ = writeln!(
+        s,
+        "# HELP vpcd_flow_table_slots Slots of the flow table.\n# TYPE vpcd_flow_table_slots gauge\nvpcd_flow_table_slots {}",
+        router.conntrack.capacity()
+    );
+    let _ = writeln!(
+        s,
+        "# HELP vpcd_config_generation The running configuration generation.\n# TYPE vpcd_config_generation gauge\nvpcd_config_generation {}",
+        snap.generation
+    );
+    if let Some(t) = router.last_apply() {
+        let _ = writeln!(
+            s,
+            "# HELP vpcd_last_apply_timestamp_seconds When the running configuration was applied.\n# TYPE vpcd_last_apply_timestamp_seconds gauge\nvpcd_last_apply_timestamp_seconds {}",
+            unix_secs(t)
+        );
+    }
+    s
+}

@@ -1,0 +1,303 @@
+//! The running router's shared state, as the control thread, the metrics server and the
+//! main thread see it: the published snapshot, the flow table, the workers' published
+//! counters, and the configuration generations. Nothing here is touched per packet.
+//!
+//! Apply (lab.md, issue 9): parse, validate with the same errors as `check`, compile as
+//! the next generation with stable numbers ([`Generations`]), and swap the snapshot in
+//! with one atomic store; workers see it from their next batch. Tracked flows, NAT
+//! translations and EIGW state live in the flow table, keyed by stable zones, so they
+//! carry over (R-SG-CHANGE); rules apply to new flows at once, NACLs and routes to the next
+//! packet (R-NACL-CHANGE).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use dataplane::conntrack::Conntrack;
+use dataplane::io::event_loop;
+use dataplane::{DropReason, Snapshot, SnapshotCell, Stats};
+
+use crate::control_socket::Handler;
+use crate::generations::Generations;
+use crate::lab::{self, Namespace};
+
+/// A published copy of one worker's counters.
+pub type PublishedStats = Arc<ArcSwap<Stats>>;
+
+pub struct Router {
+    /// How the lab is named in reports (its file, or the built-in default).
+    pub title: String,
+    /// The lab file, re-read on SIGHUP; `None` for the built-in lab.
+    pub path: Option<PathBuf>,
+    pub prefix: String,
+    pub cell: Arc<SnapshotCell>,
+    pub conntrack: Arc<Conntrack>,
+    pub workers: Vec<PublishedStats>,
+    pub namespaces: Vec<Namespace>,
+    pub started: SystemTime,
+    gens: Mutex<Generations>,
+    last_apply: Mutex<Option<SystemTime>>,
+}
+
+impl Router {
+    // Each argument is one piece of the running router; a builder would add nothing.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        title: String,
+        path: Option<PathBuf>,
+        prefix: String,
+        cell: Arc<SnapshotCell>,
+        conntrack: Arc<Conntrack>,
+        workers: Vec<PublishedStats>,
+        namespaces: Vec<Namespace>,
+        gens: Generations,
+    ) -> Router {
+        Router {
+            title,
+            path,
+            prefix,
+            cell,
+            conntrack,
+            workers,
+            namespaces,
+            started: SystemTime::now(),
+            gens: Mutex::new(gens),
+            last_apply: Mutex::new(None),
+        }
+    }
+
+    /// The sum of the workers' last published counters.
+    pub fn stats(&self) -> Stats {
+        let mut total = Stats::default();
+        for w in &self.workers {
+            total.merge(&w.load());
+        }
+        total
+    }
+
+    /// Applies a lab text (reported under `file`). `Ok`: the generation now running.
+    /// `Err`: why not, with every error `check` would print; the running lab is unchanged.
+    pub fn apply(&self, text: &str, file: &str) -> Result<u64, String> {
+        let lab = crate::check_text(text).map_err(|diags| {
+            let mut s = String::new();
+            for d in &diags {
+                let _ = writeln!(s, "{}", crate::InFile { file, diag: d });
+            }
+            let _ = write!(
+                s,
+                "{file}: {} error(s); the running lab is unchanged",
+                diags.len()
+            );
+            s
+        })?;
+        let mut gens = self.gens.lock().unwrap_or_else(|e| e.into_inner());
+        let snap = gens
+            .candidate(&lab)
+            .map_err(|e| format!("{file}: {e}; the running lab is unchanged"))?;
+        let plan = lab::plan(&snap, &self.prefix);
+        if plan != self.namespaces {
+            return Err(format!(
+                "{file}: the change adds, removes or readdresses instances or outside hosts ({}); \
+                 this build builds namespaces only at `vpcd up`: restart the lab for it. The running lab is unchanged",
+                namespace_diff(&self.namespaces, &plan)
+            ));
+        }
+        self.cell.store(snap);
+        gens.commit();
+        *self.last_apply.lock().unwrap_or_else(|e| e.into_inner()) = Some(SystemTime::now());
+        Ok(gens.generation())
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.cell.load().generation
+    }
+
+    pub fn last_apply(&self) -> Option<SystemTime> {
+        *self.last_apply.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `vpcd status`.
+    pub fn status(&self) -> String {
+        let snap = self.cell.load();
+        let now = event_loop::now();
+        let mut s = String::new();
+        let up = SystemTime::now()
+            .duration_since(self.started)
+            .unwrap_or_default()
+            .as_secs();
+        let _ = writeln!(
+            s,
+            "vpcd: lab {} ({}), pid {}, up {}s, generation {}{}",
+            self.title,
+            snap.topo.region,
+            std::process::id(),
+            up,
+            snap.generation,
+            match self.last_apply() {
+                Some(t) => format!(
+                    ", last apply {}s ago",
+                    SystemTime::now()
+                        .duration_since(t)
+                        .unwrap_or_default()
+                        .as_secs()
+                ),
+                None => String::new(),
+            }
+        );
+        let [sg, nat, eigw] = self.conntrack.occupancy_by_kind(now);
+        let _ = writeln!(
+            s,
+            "workers {}, flow table {} of {} slots: {} tracked SG flows, {} NAT translations, {} EIGW flows",
+            self.workers.len(),
+            sg + nat * 2 + eigw,
+            self.conntrack.capacity(),
+            sg,
+            nat,
+            eigw
+        );
+        for ns in &self.namespaces {
+            let addrs: Vec<String> = ns.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect();
+            let _ = writeln!(s, "  {:<12} ns {:<20} {}", ns.id, ns.name, addrs.join(" "));
+        }
+        s
+    }
+
+    /// `vpcd stats`.
+    pub fn stats_text(&self) -> String {
+        let snap = self.cell.load();
+        let now = event_loop::now();
+        let [sg, nat, eigw] = self.conntrack.occupancy_by_kind(now);
+        let mut s = summary(&self.stats(), &snap, "vpcd:");
+        let _ = writeln!(
+            s,
+            "  generation {}, flow table: {sg} SG flows, {nat} NAT translations, {eigw} EIGW flows, {} slots",
+            snap.generation,
+            self.conntrack.capacity()
+        );
+        s
+    }
+}
+
+fn namespace_diff(old: &[Namespace], new: &[Namespace]) -> String {
+    let mut parts = Vec::new();
+    for n in new {
+        match old.iter().find(|o| o.id == n.id) {
+            None => parts.push(format!("adds {}", n.id)),
+            Some(o) if o != n => parts.push(format!("changes {}", n.id)),
+            Some(_) => {}
+        }
+    }
+    for o in old {
+        if !new.iter().any(|n| n.id == o.id) {
+            parts.push(format!("removes {}", o.id));
+        }
+    }
+    parts.join(", ")
+}
+
+impl Handler for Router {
+    fn handle(&self, command: &str, body: &str) -> Result<String, String> {
+        let mut words = command.splitn(2, ' ');
+        match words.next().unwrap_or("") {
+            "status" => Ok(self.status()),
+            "stats" => Ok(self.stats_text()),
+            "apply" => {
+                let file = words.next().unwrap_or("(apply)");
+                self.apply(body, file)
+                    .map(|g| format!("{file}: applied, generation {g}\n"))
+            }
+            other => Err(format!("unknown command `{other}`")),
+        }
+    }
+}
+
+/// The counters as a person reads them: totals, drops by reason and by precise cause
+/// (which ENI's security groups, which NACL rule), then one line per port. `head` starts
+/// the first line (`vpcd: stopped;` at the end of a run).
+pub fn summary(stats: &Stats, snap: &Snapshot, head: &str) -> String {
+    let t = &snap.topo;
+    let mut s = String::new();
+    let drops: Vec<String> = DropReason::ALL
+        .iter()
+        .filter(|r| stats.dropped(**r) > 0)
+        .map(|r| format!("{r} {}", stats.dropped(*r)))
+        .collect();
+    let _ = writeln!(
+        s,
+        "{head} forwarded {}, answered {}, to the router {}, dropped {}{}",
+        stats.forwarded,
+        stats.replies,
+        stats.local,
+        stats.dropped_total(),
+        if drops.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", drops.join(", "))
+        }
+    );
+    let sg: Vec<String> = stats
+        .sg_drops
+        .iter()
+        .zip(&t.enis)
+        .flat_map(|(c, eni)| {
+            [("inbound", c[0]), ("outbound", c[1])]
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(move |(dir, n)| format!("{} {dir} {n}", eni.id))
+        })
+        .collect();
+    if !sg.is_empty() {
+        let _ = writeln!(s, "  dropped by security groups: {}", sg.join(", "));
+    }
+    let nacl: Vec<String> = stats
+        .nacl_drops
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n > 0)
+        .filter_map(|(i, n)| {
+            t.network_acls
+                .iter()
+                .find_map(|a| a.counter_name(i as u32))
+                .map(|name| format!("{name}: {n}"))
+        })
+        .collect();
+    if !nacl.is_empty() {
+        let _ = writeln!(s, "  dropped by network ACLs: {}", nacl.join(", "));
+    }
+    if stats.rx_errors > 0 {
+        let _ = writeln!(s, "  read errors: {}", stats.rx_errors);
+    }
+    let width = t
+        .ports
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let _ = writeln!(
+        s,
+        "  {:width$}  {:>10} {:>12} {:>10} {:>12} {:>9}",
+        "port", "rx packets", "rx bytes", "tx packets", "tx bytes", "tx errors"
+    );
+    for (i, port) in t.ports.iter().enumerate() {
+        if port.name.is_empty() {
+            continue;
+        }
+        let c = stats.ports.get(i).copied().unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "  {:width$}  {:>10} {:>12} {:>10} {:>12} {:>9}",
+            port.name, c.rx_packets, c.rx_bytes, c.tx_packets, c.tx_bytes, c.tx_errors
+        );
+    }
+    s
+}
+
+/// Seconds since the Unix epoch, for metrics.
+pub fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64()
+}
