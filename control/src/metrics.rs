@@ -71,15 +71,10 @@ pub fn render(router: &Router) -> String {
     let stats = router.stats();
     let snap = router.cell.load();
     let mut s = String::new();
-    let mut family = |name: &str, kind: &str, help: &str| {
-        let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
-    family(
-        "vpcd_packets_total",
-        "counter",
-        "Packets by what became of them.",
+    let _ = writeln!(
+        s,
+        "# HELP vpcd_packets_total Packets by what became of them.\n# TYPE vpcd_packets_total counter"
     );
-    drop(family);
     let _ = writeln!(
         s,
         "vpcd_packets_total{{verdict=\"forwarded\"}} {}",
