@@ -24,7 +24,6 @@ use std::sync::{Arc, LazyLock};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dataplane::conntrack::{Conntrack, FlowKey, Timeouts};
 use dataplane::observer::Direction;
-use dataplane::snapshot::EniIx;
 use dataplane::{NoObserver, Packet, Pipeline, PortId, Snapshot, Timestamp, Verdict};
 use etherparse::PacketBuilder;
 
@@ -154,7 +153,7 @@ fn keys(n: usize) -> Vec<(FlowKey, Packet)> {
         .map(|i| {
             let bytes = flow_packet(i);
             let p = Packet::parse(&bytes).unwrap();
-            (FlowKey::at_eni(EniIx(0), Direction::Ingress, &p), p)
+            (FlowKey::at_eni(0, Direction::Ingress, &p), p)
         })
         .collect()
 }
