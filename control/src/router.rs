@@ -39,6 +39,9 @@ pub struct Router {
     pub started: SystemTime,
     gens: Mutex<Generations>,
     last_apply: Mutex<Option<SystemTime>>,
+    /// Replaced snapshots, dropped a second later by [`Router::reap`]: by then no worker
+    /// holds them, so the (possibly large) free happens here, not on the packet path.
+    retired: Mutex<Vec<(std::time::Instant, Arc<Snapshot>)>>,
 }
 
 impl Router {
@@ -65,6 +68,7 @@ impl Router {
             started: SystemTime::now(),
             gens: Mutex::new(gens),
             last_apply: Mutex::new(None),
+            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -104,10 +108,22 @@ impl Router {
                 namespace_diff(&self.namespaces, &plan)
             ));
         }
-        self.cell.store(snap);
+        let old = self.cell.swap(Arc::new(snap));
         gens.commit();
+        self.retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((std::time::Instant::now(), old));
+        self.reap();
         *self.last_apply.lock().unwrap_or_else(|e| e.into_inner()) = Some(SystemTime::now());
         Ok(gens.generation())
+    }
+
+    /// Drops replaced snapshots that no worker can hold any more (a batch lasts
+    /// microseconds; one second is plenty). Called after each apply and by the main loop.
+    pub fn reap(&self) {
+        let mut r = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        r.retain(|(at, _)| at.elapsed() < Duration::from_secs(1));
     }
 
     pub fn generation(&self) -> u64 {

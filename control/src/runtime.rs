@@ -215,6 +215,7 @@ pub fn up(
             Some(libc::SIGHUP) => reapply(&router),
             Some(_) => break,
             None => {
+                router.reap();
                 if handles.iter().any(|h| h.is_finished()) {
                     break;
                 }

@@ -622,4 +622,11 @@ impl SnapshotCell {
     pub fn store(&self, snapshot: Snapshot) {
         self.0.store(Arc::new(snapshot));
     }
+
+    /// Publishes a new snapshot and hands back the old one. The caller keeps it a moment
+    /// before dropping it, so that freeing a big configuration happens on the control
+    /// thread, never on a worker that happened to hold the last reference.
+    pub fn swap(&self, snapshot: Arc<Snapshot>) -> Arc<Snapshot> {
+        self.0.swap(snapshot)
+    }
 }
