@@ -166,10 +166,12 @@ pub struct Lab {
     pub namespaces: Vec<Namespace>,
     lease: Option<Lease>,
     created: Vec<String>,
+    opts: Options,
 }
 
-/// TUN queues: `[worker][port]`, so each worker owns one queue of every port.
-pub type WorkerQueues = Vec<Vec<TunQueue>>;
+/// TUN queues: `[worker][port]`, so each worker owns one queue of every port (`None`
+/// for port numbers no namespace uses).
+pub type WorkerQueues = Vec<Vec<Option<TunQueue>>>;
 
 fn valid_prefix(p: &str) -> bool {
     p.chars()
@@ -195,27 +197,46 @@ impl Lab {
         // From here on, dropping `lab` (on any error) removes what was created and releases
         // the prefix.
         let mut lab = Lab {
-            namespaces: plan(snap, &opts.prefix),
+            namespaces: Vec::new(),
             lease: Some(Lease::acquire(&opts.prefix)?),
             created: Vec::new(),
+            opts: opts.clone(),
         };
-        if let Some(ns) = lab.namespaces.iter().find(|n| netns::exists(&n.name)) {
+        let added = lab.add(&plan(snap, &opts.prefix))?;
+        // Transpose to [worker][port], with holes for port numbers no namespace uses.
+        let ports = added.iter().map(|(p, _)| p.ix() + 1).max().unwrap_or(0);
+        let mut per_worker: WorkerQueues = (0..opts.workers)
+            .map(|_| (0..ports).map(|_| None).collect())
+            .collect();
+        for (port, queues) in added {
+            for (w, q) in queues.into_iter().enumerate() {
+                per_worker[w][port.ix()] = Some(q);
+            }
+        }
+        Ok((lab, per_worker))
+    }
+
+    /// Adds namespaces to the lab (at `vpcd up`, and when an apply adds instances or
+    /// hosts): records them, creates them, opens one TUN queue per worker in each,
+    /// configures them and waits for each to answer. Returns the queues by port.
+    pub fn add(&mut self, new: &[Namespace]) -> Result<Vec<(PortId, Vec<TunQueue>)>, LabError> {
+        if let Some(ns) = new.iter().find(|n| netns::exists(&n.name)) {
             return Err(LabError::Exists(ns.name.clone()));
         }
-        let names: Vec<String> = lab.namespaces.iter().map(|n| n.name.clone()).collect();
-        if let Some(lease) = lab.lease.as_mut() {
+        let mut names: Vec<String> = self.created.clone();
+        names.extend(new.iter().map(|n| n.name.clone()));
+        if let Some(lease) = self.lease.as_mut() {
             lease.record(&names)?;
         }
         // One at a time, recording each: teardown removes exactly what this run made, never
         // a namespace another lab created in the meantime under the same name.
-        for name in names {
-            netns::add(&name)?;
-            lab.created.push(name);
+        for ns in new {
+            netns::add(&ns.name)?;
+            self.created.push(ns.name.clone());
         }
-
-        let workers = opts.workers;
-        let mut by_port: Vec<Vec<TunQueue>> = Vec::with_capacity(lab.namespaces.len());
-        for ns in &lab.namespaces {
+        let workers = self.opts.workers;
+        let mut by_port: Vec<Vec<TunQueue>> = Vec::with_capacity(new.len());
+        for ns in new {
             let queues = netns::run_in(&ns.name, || {
                 // No duplicate-address detection, router solicitations or router
                 // advertisements: addresses are usable at once, and the instance does not
@@ -237,19 +258,33 @@ impl Lab {
             })?;
             by_port.push(queues);
         }
-        for ns in &lab.namespaces {
-            netns::ip(&["-n", &ns.name, "-batch", "-"], Some(&ns.config(opts.mtu)))?;
+        for ns in new {
+            netns::ip(
+                &["-n", &ns.name, "-batch", "-"],
+                Some(&ns.config(self.opts.mtu)),
+            )?;
         }
-        probe(&lab.namespaces, &by_port, Duration::from_secs(10))?;
+        probe(new, &by_port, Duration::from_secs(10))?;
+        self.namespaces.extend(new.iter().cloned());
+        Ok(new.iter().map(|n| n.port).zip(by_port).collect())
+    }
 
-        // Transpose to [worker][port].
-        let mut per_worker: WorkerQueues = (0..workers).map(|_| Vec::new()).collect();
-        for queues in by_port {
-            for (w, q) in queues.into_iter().enumerate() {
-                per_worker[w].push(q);
-            }
+    /// Removes namespaces an apply no longer wants (their queues must be closed first, or
+    /// the namespace lives on, nameless, until they are).
+    pub fn remove(&mut self, ids: &[String]) -> Result<(), LabError> {
+        let names: Vec<String> = self
+            .namespaces
+            .iter()
+            .filter(|n| ids.contains(&n.id))
+            .map(|n| n.name.clone())
+            .collect();
+        netns::delete(&names)?;
+        self.created.retain(|c| !names.contains(c));
+        self.namespaces.retain(|n| !ids.contains(&n.id));
+        if let Some(lease) = self.lease.as_mut() {
+            lease.record(&self.created)?;
         }
-        Ok((lab, per_worker))
+        Ok(())
     }
 
     /// Removes the namespaces and releases the prefix; errors are reported, not fatal.

@@ -21,7 +21,10 @@ use dataplane::{DropReason, Snapshot, SnapshotCell, Stats};
 
 use crate::control_socket::Handler;
 use crate::generations::Generations;
-use crate::lab::{self, Namespace};
+use crate::lab::{self, Lab, Namespace};
+use dataplane::io::event_loop::{QueueChange, Wakeup};
+use dataplane::io::tun::TunQueue;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A published copy of one worker's counters.
 pub type PublishedStats = Arc<ArcSwap<Stats>>;
@@ -35,7 +38,10 @@ pub struct Router {
     pub cell: Arc<SnapshotCell>,
     pub conntrack: Arc<Conntrack>,
     pub workers: Vec<PublishedStats>,
-    pub namespaces: Vec<Namespace>,
+    pub namespaces: Mutex<Vec<Namespace>>,
+    /// The lab builder, for applies that add or remove namespaces; taken back at stop.
+    pub lab: Mutex<Option<Lab>>,
+    links: Mutex<Vec<WorkerLink>>,
     pub started: SystemTime,
     gens: Mutex<Generations>,
     last_apply: Mutex<Option<SystemTime>>,
@@ -54,7 +60,8 @@ impl Router {
         cell: Arc<SnapshotCell>,
         conntrack: Arc<Conntrack>,
         workers: Vec<PublishedStats>,
-        namespaces: Vec<Namespace>,
+        lab: Lab,
+        links: Vec<WorkerLink>,
         gens: Generations,
     ) -> Router {
         Router {
@@ -64,7 +71,9 @@ impl Router {
             cell,
             conntrack,
             workers,
-            namespaces,
+            namespaces: Mutex::new(lab.namespaces.clone()),
+            lab: Mutex::new(Some(lab)),
+            links: Mutex::new(links),
             started: SystemTime::now(),
             gens: Mutex::new(gens),
             last_apply: Mutex::new(None),
@@ -96,17 +105,49 @@ impl Router {
             );
             s
         })?;
-        let mut gens = self.gens.lock().unwrap_or_else(|e| e.into_inner());
+        let mut gens = lock(&self.gens);
         let snap = gens
             .candidate(&lab)
             .map_err(|e| format!("{file}: {e}; the running lab is unchanged"))?;
         let plan = lab::plan(&snap, &self.prefix);
-        if plan != self.namespaces {
+        let current = lock(&self.namespaces).clone();
+        let changed: Vec<&str> = plan
+            .iter()
+            .filter(|n| current.iter().any(|c| c.id == n.id && c != *n))
+            .map(|n| n.id.as_str())
+            .collect();
+        if !changed.is_empty() {
             return Err(format!(
-                "{file}: the change adds, removes or readdresses instances or outside hosts ({}); \
-                 this build builds namespaces only at `vpcd up`: restart the lab for it. The running lab is unchanged",
-                namespace_diff(&self.namespaces, &plan)
+                "{file}: {} would change address, subnet or port ({}): readdressing a running instance is not supported; \
+                 remove it in one apply and add it back in the next, or restart the lab. The running lab is unchanged",
+                changed.join(", "),
+                namespace_diff(&current, &plan)
             ));
+        }
+        let added: Vec<Namespace> = plan
+            .iter()
+            .filter(|n| !current.iter().any(|c| c.id == n.id))
+            .cloned()
+            .collect();
+        let removed: Vec<Namespace> = current
+            .iter()
+            .filter(|c| !plan.iter().any(|n| n.id == c.id))
+            .cloned()
+            .collect();
+        // New namespaces first, so the snapshot that routes to them finds their queues.
+        if !added.is_empty() {
+            let mut guard = lock(&self.lab);
+            let lab = guard.as_mut().ok_or("the lab is stopping")?;
+            let queues = lab.add(&added).map_err(|e| {
+                format!("{file}: adding namespaces: {e}; the running lab is unchanged")
+            })?;
+            let mut links = lock(&self.links);
+            for (port, per_worker) in queues {
+                for (link, q) in links.iter_mut().zip(per_worker) {
+                    link.send(QueueChange::Add(port, q));
+                }
+            }
+            wait_for_workers(&mut links);
         }
         let old = self.cell.swap(Arc::new(snap));
         gens.commit();
@@ -115,7 +156,24 @@ impl Router {
             .unwrap_or_else(|e| e.into_inner())
             .push((std::time::Instant::now(), old));
         self.reap();
-        *self.last_apply.lock().unwrap_or_else(|e| e.into_inner()) = Some(SystemTime::now());
+        *lock(&self.last_apply) = Some(SystemTime::now());
+        // Removed namespaces last: workers close their queues, then the namespaces go.
+        if !removed.is_empty() {
+            let mut links = lock(&self.links);
+            for n in &removed {
+                for link in links.iter_mut() {
+                    link.send(QueueChange::Remove(n.port));
+                }
+            }
+            wait_for_workers(&mut links);
+            let ids: Vec<String> = removed.iter().map(|n| n.id.clone()).collect();
+            if let Some(lab) = lock(&self.lab).as_mut() {
+                if let Err(e) = lab.remove(&ids) {
+                    eprintln!("vpcd: apply: removing namespaces: {e}");
+                }
+            }
+        }
+        *lock(&self.namespaces) = plan;
         Ok(gens.generation())
     }
 
@@ -173,7 +231,7 @@ impl Router {
             nat,
             eigw
         );
-        for ns in &self.namespaces {
+        for ns in lock(&self.namespaces).iter() {
             let addrs: Vec<String> = ns.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect();
             let _ = writeln!(s, "  {:<12} ns {:<20} {}", ns.id, ns.name, addrs.join(" "));
         }
@@ -193,6 +251,43 @@ impl Router {
             self.conntrack.capacity()
         );
         s
+    }
+}
+
+/// Locks a mutex of the control path; a panic elsewhere does not stop the router's
+/// reports.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The control thread's end of one worker's queue-change channel.
+pub struct WorkerLink {
+    pub tx: std::sync::mpsc::Sender<QueueChange<TunQueue>>,
+    pub wake: Arc<Wakeup>,
+    pub done: Arc<AtomicU64>,
+    pub sent: u64,
+}
+
+impl WorkerLink {
+    fn send(&mut self, change: QueueChange<TunQueue>) {
+        if self.tx.send(change).is_ok() {
+            self.sent += 1;
+        }
+    }
+}
+
+/// Wakes every worker and waits (up to 5 s) until each has carried out what it was sent.
+fn wait_for_workers(links: &mut [WorkerLink]) {
+    for l in links.iter() {
+        l.wake.raise();
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while links
+        .iter()
+        .any(|l| l.done.load(Ordering::Acquire) < l.sent)
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 

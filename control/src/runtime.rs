@@ -16,7 +16,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use dataplane::conntrack::Conntrack;
-use dataplane::io::event_loop::{self, StopSignal};
+use dataplane::io::event_loop::{self, StopSignal, Wakeup, WorkerControl};
 use dataplane::io::tun::TunQueue;
 use dataplane::io::Worker;
 use dataplane::{Pipeline, Snapshot, SnapshotCell, Stats};
@@ -25,7 +25,8 @@ use crate::control_socket;
 use crate::generations::Generations;
 use crate::lab::{self, Lab, LabError};
 use crate::metrics;
-use crate::router::{summary, PublishedStats, Router};
+use crate::router::{summary, PublishedStats, Router, WorkerLink};
+use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -71,35 +72,59 @@ fn wait_signal(timeout: Duration) -> Option<i32> {
 
 type WorkerResult = io::Result<Stats>;
 
+type Spawned = (Vec<JoinHandle<WorkerResult>>, Vec<WorkerLink>);
+
 fn spawn_workers(
     cell: &Arc<SnapshotCell>,
     stop: &Arc<StopSignal>,
     conntrack: &Arc<Conntrack>,
     published: &[PublishedStats],
     queues: lab::WorkerQueues,
-) -> Result<Vec<JoinHandle<WorkerResult>>, RunError> {
+) -> Result<Spawned, RunError> {
     let mut handles = Vec::new();
+    let mut links = Vec::new();
     let n = queues.len();
     for (w, queues) in queues.into_iter().enumerate() {
         let cell = Arc::clone(cell);
         let stop = Arc::clone(stop);
         let conntrack = Arc::clone(conntrack);
         let out = Arc::clone(&published[w]);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let wake = Arc::new(Wakeup::new().map_err(|source| RunError::Spawn { worker: w, source })?);
+        let done = Arc::new(AtomicU64::new(0));
+        links.push(WorkerLink {
+            tx,
+            wake: Arc::clone(&wake),
+            done: Arc::clone(&done),
+            sent: 0,
+        });
         let handle = std::thread::Builder::new()
             .name(format!("vpcd-worker-{w}"))
             .spawn(move || {
-                let queues: Vec<TunQueue> = queues;
+                let mut queues: Vec<Option<TunQueue>> = queues;
+                let control = WorkerControl {
+                    changes: rx,
+                    wake,
+                    done,
+                };
                 let mut worker =
                     Worker::with_pipeline(Pipeline::with_shared(conntrack, w as u16, n as u16));
                 // A copy every 100 ms (an allocation off the packet path), for readers.
                 let mut publish = |s: &Stats| out.store(Arc::new(s.clone()));
-                event_loop::run(&mut worker, &cell, &queues, &stop, &mut publish)?;
+                event_loop::run(
+                    &mut worker,
+                    &cell,
+                    &mut queues,
+                    &stop,
+                    Some(&control),
+                    &mut publish,
+                )?;
                 Ok(worker.pipeline.stats)
             })
             .map_err(|source| RunError::Spawn { worker: w, source })?;
         handles.push(handle);
     }
-    Ok(handles)
+    Ok((handles, links))
 }
 
 fn join(handles: Vec<JoinHandle<WorkerResult>>) -> (Stats, Option<RunError>) {
@@ -147,7 +172,7 @@ pub fn up(
     opts: &UpOptions,
 ) -> Result<Stats, RunError> {
     block_signals();
-    let (mut lab, queues) = Lab::build(&snap, &opts.lab)?;
+    let (lab, queues) = Lab::build(&snap, &opts.lab)?;
     let mut out = io::stdout().lock();
     // A closed stdout must not stop the router: output errors are ignored.
     let _ = writeln!(
@@ -167,7 +192,7 @@ pub fn up(
     let published: Vec<PublishedStats> = (0..queues.len())
         .map(|_| Arc::new(ArcSwap::from_pointee(Stats::default())))
         .collect();
-    let handles = match spawn_workers(&cell, &stop, &conntrack, &published, queues) {
+    let (handles, links) = match spawn_workers(&cell, &stop, &conntrack, &published, queues) {
         Ok(h) => h,
         Err(e) => {
             stop.raise();
@@ -181,7 +206,8 @@ pub fn up(
         Arc::clone(&cell),
         Arc::clone(&conntrack),
         published,
-        lab.namespaces.clone(),
+        lab,
+        links,
         gens,
     ));
     let services_stop = Arc::new(AtomicBool::new(false));
@@ -228,7 +254,8 @@ pub fn up(
     }
     stop.raise();
     let (stats, failure) = join(handles);
-    let torn = lab.teardown();
+    let mut lab = router.lab.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let torn = lab.as_mut().map_or(Ok(()), |l| l.teardown());
     drop(lab);
     let mut out = io::stdout().lock();
     let _ = write!(out, "{}", summary(&stats, &cell.load(), "vpcd: stopped;"));

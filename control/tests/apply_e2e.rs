@@ -231,3 +231,40 @@ fn sighup_re_reads_the_lab_file() {
     let stopped = lab.stop();
     assert!(stopped.success);
 }
+
+#[test]
+fn an_apply_adds_and_removes_instances_with_their_namespaces() {
+    if !e2e("an_apply_adds_and_removes_instances_with_their_namespaces") {
+        return;
+    }
+    let file = LabFile::new("grow", DEFAULT);
+    let lab = LabRun::up(Some(file.path()), &unique_prefix("ag"), &[]);
+    // A new instance, written before app-1 (its port number must not shift app-1's).
+    file.write(&DEFAULT.replace(
+        "      - { id: app-1,",
+        "      - { id: app-2, subnet: private-a, private_ip: 10.0.2.20 }\n      - { id: app-1,",
+    ));
+    let o = vpcd(&lab, &["apply", file.path()]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(common::namespaces_with(&lab.prefix).len(), 4);
+    lab.ping("app-2", "10.0.2.10", &[]);
+    lab.ping("app-1", "10.0.2.20", &[]);
+    lab.ping("web-1", "10.0.2.10", &[]);
+    // Readdressing a running instance is refused, naming it.
+    file.write(&DEFAULT.replace("private_ip: 10.0.2.10,", "private_ip: 10.0.2.11,"));
+    let o = vpcd(&lab, &["apply", file.path()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).contains("app-1"), "{}", text(&o));
+    // Back to the original: app-2 and its namespace go; the rest goes on.
+    file.write(DEFAULT);
+    let o = vpcd(&lab, &["apply", file.path()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let left = common::namespaces_with(&lab.prefix);
+    assert_eq!(left.len(), 3, "{left:?}");
+    assert!(!left.iter().any(|n| n.ends_with("app-2")));
+    lab.ping("web-1", "10.0.2.10", &[]);
+    let prefix = lab.prefix.clone();
+    let stopped = lab.stop();
+    assert!(stopped.success, "{}", stopped.stderr);
+    assert!(common::namespaces_with(&prefix).is_empty());
+}

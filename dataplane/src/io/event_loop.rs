@@ -14,6 +14,8 @@ use crate::Timestamp;
 
 /// The epoll token of the stop event; port tokens are port ids.
 const STOP: u64 = u64::MAX;
+/// The epoll token of the queue-change wake-up.
+const CHANGES: u64 = u64::MAX - 1;
 
 /// Ready events taken per wait.
 const EVENTS: usize = 64;
@@ -43,6 +45,54 @@ impl StopSignal {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64, as eventfd requires.
         unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+}
+
+/// A change of a worker's queues at run time: a port added by a new configuration (its
+/// namespace and TUN device were just built), or removed (the queue is closed).
+pub enum QueueChange<Q> {
+    Add(PortId, Q),
+    Remove(PortId),
+}
+
+/// How the control thread reaches one worker between batches: a channel of
+/// [`QueueChange`]s, an eventfd that wakes the worker to read it, and a counter of the
+/// changes the worker has carried out (so the control thread can wait for them).
+pub struct WorkerControl<Q> {
+    pub changes: std::sync::mpsc::Receiver<QueueChange<Q>>,
+    pub wake: std::sync::Arc<Wakeup>,
+    pub done: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// An eventfd that wakes one worker; reading it clears it.
+#[derive(Debug)]
+pub struct Wakeup {
+    fd: OwnedFd,
+}
+
+impl Wakeup {
+    pub fn new() -> io::Result<Wakeup> {
+        // SAFETY: eventfd has no pointer arguments.
+        let raw = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh fd that nothing else owns.
+        Ok(Wakeup {
+            fd: unsafe { OwnedFd::from_raw_fd(raw) },
+        })
+    }
+
+    pub fn raise(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64, as eventfd requires.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+    }
+
+    fn clear(&self) {
+        let mut v: u64 = 0;
+        // SAFETY: reads 8 bytes into a live u64; non-blocking.
+        unsafe { libc::read(self.fd.as_raw_fd(), (&mut v as *mut u64).cast(), 8) };
     }
 }
 
@@ -130,14 +180,20 @@ pub const PUBLISH_EVERY_NS: u64 = 100_000_000;
 pub fn run<Q: Queue + AsRawFd>(
     worker: &mut Worker,
     cell: &SnapshotCell,
-    queues: &[Q],
+    queues: &mut Vec<Option<Q>>,
     stop: &StopSignal,
+    control: Option<&WorkerControl<Q>>,
     publish: &mut dyn FnMut(&crate::Stats),
 ) -> io::Result<()> {
     let epoll = Epoll::new()?;
     epoll.add(stop.fd.as_raw_fd(), STOP)?;
+    if let Some(c) = control {
+        epoll.add(c.wake.fd.as_raw_fd(), CHANGES)?;
+    }
     for (port, q) in queues.iter().enumerate() {
-        epoll.add(q.as_raw_fd(), port as u64)?;
+        if let Some(q) = q {
+            epoll.add(q.as_raw_fd(), port as u64)?;
+        }
     }
     let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
     let mut published = 0u64;
@@ -159,14 +215,50 @@ pub fn run<Q: Queue + AsRawFd>(
                 publish(&worker.pipeline.stats);
                 return Ok(());
             }
+            if token == CHANGES {
+                if let Some(c) = control {
+                    apply_changes(&epoll, queues, c);
+                }
+                continue;
+            }
             let port = PortId(token as u32);
             let failed = ev.events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0
                 || worker.drain(&snap, port, queues, now).is_err();
             if failed {
-                if let Some(q) = queues.get(port.ix()) {
+                if let Some(Some(q)) = queues.get(port.ix()) {
                     epoll.remove(q.as_raw_fd());
                 }
             }
         }
+    }
+}
+
+/// Takes the queue changes the control thread sent: off the packet path (between
+/// batches), so the queue table may grow here.
+fn apply_changes<Q: Queue + AsRawFd>(
+    epoll: &Epoll,
+    queues: &mut Vec<Option<Q>>,
+    c: &WorkerControl<Q>,
+) {
+    c.wake.clear();
+    while let Ok(change) = c.changes.try_recv() {
+        match change {
+            QueueChange::Add(port, q) => {
+                if queues.len() <= port.ix() {
+                    queues.resize_with(port.ix() + 1, || None);
+                }
+                // A failed registration leaves the port unread; its writes still work.
+                let _ = epoll.add(q.as_raw_fd(), u64::from(port.0));
+                queues[port.ix()] = Some(q);
+            }
+            QueueChange::Remove(port) => {
+                if let Some(slot) = queues.get_mut(port.ix()) {
+                    if let Some(q) = slot.take() {
+                        epoll.remove(q.as_raw_fd());
+                    }
+                }
+            }
+        }
+        c.done.fetch_add(1, std::sync::atomic::Ordering::Release);
     }
 }

@@ -38,6 +38,27 @@ pub trait Queue {
     fn send(&self, packet: &[u8]) -> io::Result<()>;
 }
 
+/// A port this worker has no queue for (a hole left by a removed instance, or a port a
+/// newer configuration added before the worker got its queue): reads find nothing, writes
+/// fail and are counted.
+impl<Q: Queue> Queue for Option<Q> {
+    #[inline]
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Some(q) => q.recv(buf),
+            None => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    #[inline]
+    fn send(&self, packet: &[u8]) -> io::Result<()> {
+        match self {
+            Some(q) => q.send(packet),
+            None => Err(io::ErrorKind::NotFound.into()),
+        }
+    }
+}
+
 /// One worker's state: its pipeline (counters, later flow state) and its packet buffer.
 pub struct Worker {
     pub pipeline: Pipeline,
