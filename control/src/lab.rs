@@ -461,10 +461,12 @@ pub fn describe(snap: &Snapshot, namespaces: &[Namespace]) -> String {
                 let public = eni
                     .public_v4
                     .map_or(String::new(), |a| format!("  public {a}"));
-                let what = if eni.port.is_none() {
-                    "  (NAT gateway, inside vpcd)"
-                } else {
-                    ""
+                let what = match eni.kind {
+                    dataplane::snapshot::EniKind::NatGateway(_) => "  (NAT gateway, inside vpcd)",
+                    dataplane::snapshot::EniKind::InterfaceEndpoint(_) => {
+                        "  (interface endpoint, inside vpcd)"
+                    }
+                    dataplane::snapshot::EniKind::Instance => "",
                 };
                 let _ = writeln!(
                     s,

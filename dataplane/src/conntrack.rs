@@ -595,6 +595,9 @@ impl Conntrack {
                     z if z == zone::NAT_OUT => out[1] += 1,
                     z if z == zone::NAT_IN => {}
                     z if z == zone::EIGW => out[2] += 1,
+                    // Interface endpoints' translations (`IFE_OUT`), counted with NAT's.
+                    0x70_0000 => out[1] += 1,
+                    0x80_0000 => {}
                     _ => out[0] += 1,
                 }
             }

@@ -42,6 +42,12 @@ pub(crate) fn from_outside<'s, O: Observer<'s>>(
             return to_host(cx, other);
         }
     }
+    // A service host answering a connection an interface endpoint carried (R-IFE-DNS).
+    if let HostKind::Service(_) = kind {
+        if let Some(v) = crate::interface_endpoint::reply(cx, pkt, buf) {
+            return v;
+        }
+    }
     // A service host answering a client that reached it through a gateway endpoint: the
     // client's private address is the destination (R-GWE-ROUTE).
     if let HostKind::Service(service) = kind {
@@ -252,6 +258,9 @@ pub(crate) fn to_internal_eni<'s, O: Observer<'s>>(
     match snap.eni(receiver).kind {
         // Replies of translated connections; anything else is refused (R-NAT-INBOUND).
         EniKind::NatGateway(nat) => crate::nat_gateway::ingress(cx, nat, pkt, buf),
+        EniKind::InterfaceEndpoint(ife) => {
+            crate::interface_endpoint::ingress(cx, ife, receiver, pkt, buf)
+        }
         // Every instance ENI has a port; one without is not part of the configuration.
         EniKind::Instance => cx.drop(
             DropReason::NoRoute,

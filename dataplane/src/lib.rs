@@ -10,6 +10,7 @@ pub mod conntrack;
 pub mod eni;
 pub mod gateways;
 pub mod icmp_error;
+pub mod interface_endpoint;
 pub mod io;
 pub mod nat;
 pub mod nat_gateway;

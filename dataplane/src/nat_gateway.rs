@@ -46,11 +46,11 @@ fn outbound_ports(pkt: &Packet) -> Option<(u16, u16)> {
     }
 }
 
-fn pack(addr: Ipv4Addr, port: u16) -> u64 {
+pub(crate) fn pack(addr: Ipv4Addr, port: u16) -> u64 {
     (u64::from(u32::from(addr)) << 16) | u64::from(port)
 }
 
-fn unpack(v: u64) -> (Ipv4Addr, u16) {
+pub(crate) fn unpack(v: u64) -> (Ipv4Addr, u16) {
     (Ipv4Addr::from((v >> 16) as u32), v as u16)
 }
 
@@ -134,43 +134,18 @@ pub(crate) fn egress<'s, O: Observer<'s>>(
                     return reset(cx, nat_ix, pkt, buf);
                 }
             }
-            let mut port = None;
-            let n = u32::from(cx.workers.max(1));
-            let w = u32::from(cx.worker) % n;
-            let mine = (PORTS - w).div_ceil(n);
-            let start = start_slot(private, sport, pkt.dst, dport) % mine;
-            for k in 0..mine {
-                let slot = (start + k) % mine;
-                let candidate = FIRST_PORT + (slot * n + w) as u16;
-                let in_key =
-                    FlowKey::new(zone_in, pkt.proto, nat_ip.into(), candidate, pkt.dst, dport);
-                if cx.ct.lookup(&in_key, cx.now).is_some() {
-                    continue;
-                }
-                let stored = cx
-                    .ct
-                    .insert_raw(&in_key, 0, expires, pack(private, sport), cx.now)
-                    .and_then(|_| {
-                        cx.ct
-                            .insert_raw(&out_key, 0, expires, u64::from(candidate), cx.now)
-                    });
-                if stored.is_err() {
-                    return cx.drop(
-                        DropReason::TableFull,
-                        "the flow table has no room for a new NAT translation",
-                    );
-                }
-                port = Some(candidate);
-                break;
-            }
-            match port {
-                Some(p) => p,
-                None => {
-                    return cx.drop(
-                        DropReason::NatPortExhausted,
-                        "every port of the NAT gateway to this destination is in use",
-                    )
-                }
+            let m = Mapping {
+                zone_in,
+                proto: pkt.proto,
+                own: nat_ip,
+                private,
+                private_port: sport,
+                remote: pkt.dst,
+                remote_port: dport,
+            };
+            match allocate(cx, &m, &out_key, expires) {
+                Ok(p) => p,
+                Err((reason, detail)) => return cx.drop(reason, detail),
             }
         }
     };
@@ -184,6 +159,66 @@ pub(crate) fn egress<'s, O: Observer<'s>>(
     // Leaving its subnet towards the IGW (or VGW, peering): its NACL outbound, then its
     // route table (R-NAT-PATH).
     forward(cx, nat_ix, &translated, buf)
+}
+
+/// A new translation's facts: who is translated to which own address, towards whom.
+pub(crate) struct Mapping {
+    pub zone_in: u32,
+    pub proto: u8,
+    /// The address the translated packets leave from.
+    pub own: Ipv4Addr,
+    pub private: Ipv4Addr,
+    pub private_port: u16,
+    pub remote: IpAddr,
+    pub remote_port: u16,
+}
+
+/// Finds a port of `own` free towards (remote, remote port, protocol) among this worker's
+/// share of the range and stores both halves of the mapping (R-NAT-LIMIT). Shared by the
+/// NAT gateway and interface endpoints.
+pub(crate) fn allocate<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    m: &Mapping,
+    out_key: &FlowKey,
+    expires: u32,
+) -> Result<u16, (DropReason, &'static str)> {
+    let n = u32::from(cx.workers.max(1));
+    let w = u32::from(cx.worker) % n;
+    let mine = (PORTS - w).div_ceil(n);
+    let start = start_slot(m.private, m.private_port, m.remote, m.remote_port) % mine;
+    for k in 0..mine {
+        let slot = (start + k) % mine;
+        let candidate = FIRST_PORT + (slot * n + w) as u16;
+        let in_key = FlowKey::new(
+            m.zone_in,
+            m.proto,
+            m.own.into(),
+            candidate,
+            m.remote,
+            m.remote_port,
+        );
+        if cx.ct.lookup(&in_key, cx.now).is_some() {
+            continue;
+        }
+        let stored = cx
+            .ct
+            .insert_raw(&in_key, 0, expires, pack(m.private, m.private_port), cx.now)
+            .and_then(|_| {
+                cx.ct
+                    .insert_raw(out_key, 0, expires, u64::from(candidate), cx.now)
+            });
+        if stored.is_err() {
+            return Err((
+                DropReason::TableFull,
+                "the flow table has no room for a new translation",
+            ));
+        }
+        return Ok(candidate);
+    }
+    Err((
+        DropReason::NatPortExhausted,
+        "every port to this destination is in use",
+    ))
 }
 
 /// Where a new translation starts looking for a free port: spread by the flow, so that

@@ -12,8 +12,8 @@ use crate::packet::Packet;
 use crate::reason::DropReason;
 use crate::route::Route;
 use crate::snapshot::{
-    EniIx, GatewayEndpointIx, HostIx, LocalService, NaclIx, NatGatewayIx, PeeringIx, PortId,
-    RouteTableIx, SgIx, SubnetIx, VpcIx,
+    EniIx, GatewayEndpointIx, HostIx, InterfaceEndpointIx, LocalService, NaclIx, NatGatewayIx,
+    PeeringIx, PortId, RouteTableIx, SgIx, SubnetIx, VpcIx,
 };
 
 /// Which way a packet crosses an ENI.
@@ -91,6 +91,13 @@ pub enum Step<'s> {
     /// Larger than the path MTU: answered with "fragmentation needed" / "packet too big"
     /// (R-IGW-MTU).
     PacketTooBig { mtu: u16 },
+    /// An interface endpoint carried a client's connection to a service host, as from its
+    /// own address (R-IFE-DNS).
+    InterfaceEndpoint {
+        endpoint: InterfaceEndpointIx,
+        client: (IpAddr, u16),
+        host: HostIx,
+    },
     /// The packet crossed an active peering connection (R-PCX-EDGE held).
     Peering { peering: PeeringIx, to_vpc: VpcIx },
     /// The packet went through a gateway endpoint to its service (R-GWE-ROUTE).

@@ -232,6 +232,33 @@ fn from_eni<'s, O: Observer<'s>>(
     route(cx, eni.subnet, receiver, pkt, buf)
 }
 
+/// Steps 3 to 6 for a packet that leaves an ENI living inside vpcd (an interface
+/// endpoint answering its client): its SGs (the flow is tracked), the same-subnet shortcut,
+/// its subnet's NACL, its route table.
+pub(crate) fn from_internal_eni<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    sender: EniIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+) -> Verdict {
+    let snap = cx.snap;
+    let eni = snap.eni(sender);
+    if let Err(v) = security_group::check(cx, sender, Direction::Egress, pkt) {
+        return v;
+    }
+    let receiver = snap.eni_by_addr(eni.vpc, pkt.dst);
+    if let Some(r) = receiver {
+        if snap.eni(r).subnet == eni.subnet {
+            cx.obs.step(Step::SameSubnet { subnet: eni.subnet });
+            return to_eni(cx, r, pkt, buf, Some(eni.subnet));
+        }
+    }
+    if let Err(v) = network_acl::check(cx, eni.subnet, Direction::Egress, pkt) {
+        return v;
+    }
+    route(cx, eni.subnet, receiver, pkt, buf)
+}
+
 /// Step 6 and 7: longest prefix match in `subnet`'s route table, then the target's rules.
 /// `receiver` is the ENI of the subnet's VPC that holds the destination, already looked up
 /// by the caller, so the local route does not look it up again.

@@ -46,6 +46,8 @@ index_type! {
     PeeringIx;
     /// A gateway endpoint.
     GatewayEndpointIx;
+    /// An interface endpoint.
+    InterfaceEndpointIx;
     /// A simulated outside host (internet, service, on-premises).
     HostIx;
     /// A service of `services[]`.
@@ -123,6 +125,20 @@ pub enum EniKind {
     Instance,
     /// The ENI of a NAT gateway (inside vpcd, no port).
     NatGateway(NatGatewayIx),
+    /// One ENI of an interface endpoint, in one of its subnets (inside vpcd, no port).
+    InterfaceEndpoint(InterfaceEndpointIx),
+}
+
+/// An interface endpoint (R-IFE-ENI): an ENI in each of its subnets, its own SGs, TCP
+/// to the service's hosts, which see the connection coming from the endpoint (R-IFE-DNS).
+#[derive(Clone, Debug)]
+pub struct InterfaceEndpoint {
+    pub id: Box<str>,
+    pub vpc: VpcIx,
+    pub service: ServiceIx,
+    pub enis: Vec<EniIx>,
+    /// The service's hosts with an IPv4 address, where connections are spread.
+    pub hosts: Vec<HostIx>,
 }
 
 /// A network interface (R-ADDR-SRCDST applies to it).
@@ -342,6 +358,7 @@ pub struct Topology {
     pub hosts: Vec<Host>,
     pub ports: Vec<Port>,
     pub security_groups: Vec<SecurityGroup>,
+    pub interface_endpoints: Vec<InterfaceEndpoint>,
     /// Network ACLs; `counter_base` is set by [`Snapshot::new`].
     pub network_acls: Vec<NetworkAcl>,
 }
@@ -364,6 +381,8 @@ pub struct Snapshot {
     vgw_vpc_by_addr: IpNetworkTable<VpcIx>,
     /// (group, private address) for every member ENI of every group (R-SG-REF).
     sg_members: FxHashSet<(SgIx, IpAddr)>,
+    /// Interface-endpoint ENIs by their address (addresses may repeat across VPCs).
+    endpoint_enis_by_v4: FxHashMap<Ipv4Addr, Vec<EniIx>>,
     /// How many per-rule NACL counters the ACLs use.
     pub nacl_counters: u32,
 }
@@ -397,6 +416,17 @@ impl Snapshot {
             .collect();
         for (eni, bits) in topo.enis.iter_mut().zip(untracked) {
             eni.untracked = bits;
+        }
+        let mut endpoint_enis_by_v4: FxHashMap<Ipv4Addr, Vec<EniIx>> = FxHashMap::default();
+        for (i, e) in topo.enis.iter().enumerate() {
+            if matches!(e.kind, EniKind::InterfaceEndpoint(_)) {
+                for a in &e.private_v4 {
+                    endpoint_enis_by_v4
+                        .entry(*a)
+                        .or_default()
+                        .push(EniIx(i as u32));
+                }
+            }
         }
         let mut eni_by_addr = FxHashMap::default();
         let mut eni_by_public_v4 = FxHashMap::default();
@@ -461,8 +491,22 @@ impl Snapshot {
             vpc_by_v6,
             vgw_vpc_by_addr,
             sg_members,
+            endpoint_enis_by_v4,
             nacl_counters,
         }
+    }
+
+    /// The interface-endpoint ENIs that hold `addr` (one per VPC at most).
+    #[inline]
+    pub fn endpoint_enis(&self, addr: Ipv4Addr) -> &[EniIx] {
+        self.endpoint_enis_by_v4
+            .get(&addr)
+            .map_or(&[], |v| v.as_slice())
+    }
+
+    #[inline]
+    pub fn interface_endpoint(&self, ix: InterfaceEndpointIx) -> &InterfaceEndpoint {
+        &self.topo.interface_endpoints[ix.ix()]
     }
 
     /// Whether `addr` is a private address of a member of `sg` (R-SG-REF).

@@ -9,8 +9,9 @@ use std::net::Ipv4Addr;
 use dataplane::route::{Route, RouteOrigin, RouteTableBuilder, Target};
 use dataplane::snapshot::{
     Attachment, Eni, EniIx, EniKind, GatewayEndpoint, GatewayEndpointIx, Host, HostKind,
-    NatGateway, NatGatewayIx, Peering, PeeringIx, PolicyRule, Port, PortId, PortRange,
-    RouteTableIx, Service, ServiceIx, Subnet, SubnetIx, Vpc, VpcIx,
+    InterfaceEndpoint, InterfaceEndpointIx, NatGateway, NatGatewayIx, Peering, PeeringIx,
+    PolicyRule, Port, PortId, PortRange, RouteTableIx, Service, ServiceIx, SgIx, Subnet, SubnetIx,
+    Vpc, VpcIx,
 };
 use dataplane::{Snapshot, Topology};
 use ip_network::IpNetwork;
@@ -267,6 +268,70 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
             });
         }
         for ep in &v.endpoints {
+            if let EndpointKind::Interface {
+                subnets,
+                security_groups,
+                ..
+            } = &ep.kind
+            {
+                let service = *n
+                    .service_by_name
+                    .get(&ep.service.v)
+                    .ok_or_else(|| missing("service", &ep.service.v))?;
+                let ife = InterfaceEndpointIx(t.interface_endpoints.len() as u32);
+                let groups: Vec<SgIx> = if security_groups.is_empty() {
+                    vec![acl_names.sg(vi, acl::DEFAULT)?]
+                } else {
+                    security_groups
+                        .iter()
+                        .map(|g| acl_names.sg(vi, &g.v))
+                        .collect::<Result<_, _>>()?
+                };
+                let mut enis = Vec::new();
+                for sn in subnets {
+                    let subnet = *n
+                        .subnet
+                        .get(&sn.v)
+                        .ok_or_else(|| missing("subnet", &sn.v))?;
+                    let cidr = t.subnets[subnet.ix()].cidr_v4;
+                    // R-IFE-ENI: a private IP in each subnet, the first free one.
+                    let ip = first_free(cidr, &taken).ok_or_else(|| {
+                        CompileError(format!("no free address for {} in {}", ep.id.v, sn.v))
+                    })?;
+                    taken.push(ip);
+                    let eni = EniIx(t.enis.len() as u32);
+                    t.enis.push(Eni {
+                        id: format!("{}-{}", ep.id.v, sn.v).into(),
+                        zone: eni.0,
+                        kind: EniKind::InterfaceEndpoint(ife),
+                        vpc,
+                        subnet,
+                        port: None,
+                        private_v4: vec![ip],
+                        ipv6: Vec::new(),
+                        public_v4: None,
+                        source_dest_check: true,
+                        security_groups: groups.clone(),
+                        timeouts: Default::default(),
+                        untracked: 0,
+                    });
+                    enis.push(eni);
+                }
+                let hosts = t
+                    .hosts
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, h)| h.kind == HostKind::Service(service) && h.ipv4.is_some())
+                    .map(|(i, _)| dataplane::snapshot::HostIx(i as u32))
+                    .collect();
+                t.interface_endpoints.push(InterfaceEndpoint {
+                    id: ep.id.v.as_str().into(),
+                    vpc,
+                    service,
+                    enis,
+                    hosts,
+                });
+            }
             if let EndpointKind::Gateway { policy, .. } = &ep.kind {
                 let service = *n
                     .service_by_name
