@@ -322,7 +322,7 @@ fn the_egress_only_gateway_admits_replies_only() {
     let out = tcp_syn("2001:db8:40:2::10", "2001:db8:ffff::10", 40000, 443);
     assert_eq!(
         l.expect_to("v6-1", out.clone(), "inet-1"),
-        out,
+        hop(out),
         "source unchanged"
     );
     l.expect_to(
@@ -520,4 +520,50 @@ fn map_public_ip_on_launch_assigns_from_the_pool() {
             .any(|d| d.message.contains("has no free address")),
         "{diags:?}"
     );
+}
+
+#[test]
+fn the_vpc_router_is_a_hop_on_the_way_out_and_answers_an_expired_ttl() {
+    // traceroute: TTL 1 towards the internet is answered by the subnet's router with
+    // "time exceeded" (sg-app admits type 11); web-1's group does not, so its probe is
+    // dropped as TTL_EXPIRED.
+    let mut l = gw_lab();
+    let app = l.port("app-1");
+    let mut probe = Vec::new();
+    PacketBuilder::ipv4([10, 0, 2, 10], [203, 0, 113, 10], 1)
+        .udp(45000, 33434)
+        .write(&mut probe, b"probe")
+        .unwrap();
+    let now = Timestamp::from_secs(1_700_000_000);
+    // Room after the packet, as a worker's buffer has: the error is longer than the probe.
+    let len = probe.len();
+    probe.resize(256, 0);
+    let v = l
+        .pipe
+        .process_in(&l.snap, app, &mut probe, len, now, &mut dataplane::NoObserver);
+    let Verdict::Reply { port, len } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(port, app);
+    let err = &probe[..usize::from(len)];
+    assert_eq!(src_of(err), ip("10.0.2.1"));
+    assert!(icmp_checksum_valid(err));
+    let mut probe = Vec::new();
+    PacketBuilder::ipv4([10, 0, 1, 10], [203, 0, 113, 10], 1)
+        .udp(45000, 33434)
+        .write(&mut probe, b"probe")
+        .unwrap();
+    assert_eq!(
+        l.send("web-1", probe).verdict,
+        Verdict::Drop(DropReason::TtlExpired)
+    );
+    // With TTL 2 the probe goes out with 1 left.
+    let mut probe = Vec::new();
+    PacketBuilder::ipv4([10, 0, 1, 10], [203, 0, 113, 10], 2)
+        .udp(45000, 33434)
+        .write(&mut probe, b"probe")
+        .unwrap();
+    let out = l.expect_to("web-1", probe, "inet-1");
+    assert_eq!(out[8], 1);
+    assert_checksums_valid(&out);
 }

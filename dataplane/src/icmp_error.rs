@@ -42,6 +42,15 @@ pub fn too_big(pkt: &Packet, mtu: u16) -> bool {
     pkt.len > u32::from(mtu)
 }
 
+/// Which error the router sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RouterError {
+    /// "Fragmentation needed" / "packet too big", with the path MTU.
+    TooBig(u16),
+    /// "Time exceeded in transit": the TTL / hop limit ran out at the router.
+    TimeExceeded,
+}
+
 /// Answers an oversized packet: "fragmentation needed" / "packet too big" from `from`,
 /// written over `buf`. IPv4 without DF would be fragmented by AWS; vpcd does not fragment,
 /// so it drops it as `MTU_EXCEEDED` and says so.
@@ -59,26 +68,54 @@ pub(crate) fn packet_too_big<'s, O: Observer<'s>>(
             "larger than the path MTU (1500); vpcd does not fragment",
         );
     }
+    router_error(cx, pkt, buf, RouterError::TooBig(mtu), from, sender)
+}
+
+/// The router's ICMP error about `pkt`, from `from`, written over `buf` and handed to the
+/// sender if its security groups admit it (R-SG-ICMP-ERR); else the packet is dropped with
+/// the error's reason (MTU_EXCEEDED, TTL_EXPIRED).
+pub(crate) fn router_error<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    pkt: &Packet,
+    buf: &mut [u8],
+    kind: RouterError,
+    from: IpAddr,
+    sender: Sender,
+) -> Verdict {
+    let (reason, what) = match kind {
+        RouterError::TooBig(_) => (DropReason::MtuExceeded, "larger than the path MTU"),
+        RouterError::TimeExceeded => (DropReason::TtlExpired, "the TTL ran out at the VPC router"),
+    };
     let quote_len = if pkt.is_ipv6() { QUOTE_V6 } else { QUOTE_V4 };
     let mut quote = [0u8; QUOTE_V6];
-    let q = quote_len.min(buf.len());
+    let q = quote_len.min(pkt.len as usize).min(buf.len());
     quote[..q].copy_from_slice(&buf[..q]);
     let written = match (from, pkt.src) {
         (IpAddr::V4(f), IpAddr::V4(to)) => {
-            let b = PacketBuilder::ipv4(f.octets(), to.octets(), 64).icmpv4(
-                Icmpv4Type::DestinationUnreachable(DestUnreachableHeader::FragmentationNeeded {
-                    next_hop_mtu: mtu,
-                }),
-            );
+            let t =
+                match kind {
+                    RouterError::TooBig(mtu) => Icmpv4Type::DestinationUnreachable(
+                        DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+                    ),
+                    RouterError::TimeExceeded => Icmpv4Type::TimeExceeded(
+                        etherparse::icmpv4::TimeExceededCode::TtlExceededInTransit,
+                    ),
+                };
+            let b = PacketBuilder::ipv4(f.octets(), to.octets(), 64).icmpv4(t);
             let len = b.size(q);
             let mut w = &mut buf[..];
             b.write(&mut w, &quote[..q]).ok().map(|_| len)
         }
         (IpAddr::V6(f), IpAddr::V6(to)) => {
-            let b =
-                PacketBuilder::ipv6(f.octets(), to.octets(), 64).icmpv6(Icmpv6Type::PacketTooBig {
+            let t = match kind {
+                RouterError::TooBig(mtu) => Icmpv6Type::PacketTooBig {
                     mtu: u32::from(mtu),
-                });
+                },
+                RouterError::TimeExceeded => {
+                    Icmpv6Type::TimeExceeded(etherparse::icmpv6::TimeExceededCode::HopLimitExceeded)
+                }
+            };
+            let b = PacketBuilder::ipv6(f.octets(), to.octets(), 64).icmpv6(t);
             let len = b.size(q);
             let mut w = &mut buf[..];
             b.write(&mut w, &quote[..q]).ok().map(|_| len)
@@ -86,12 +123,15 @@ pub(crate) fn packet_too_big<'s, O: Observer<'s>>(
         _ => None,
     };
     let Some(len) = written else {
-        return cx.drop(DropReason::MtuExceeded, "larger than the path MTU");
+        return cx.drop(reason, what);
     };
-    cx.obs.step(Step::PacketTooBig { mtu });
+    match kind {
+        RouterError::TooBig(mtu) => cx.obs.step(Step::PacketTooBig { mtu }),
+        RouterError::TimeExceeded => cx.obs.step(Step::TimeExceeded),
+    }
     if let Some(eni) = sender.eni {
         let Ok(error) = Packet::parse(&buf[..len]) else {
-            return cx.drop(DropReason::MtuExceeded, "larger than the path MTU");
+            return cx.drop(reason, what);
         };
         // Judged quietly: the packet being dropped is the oversized one, and its reason is
         // the MTU; the refused error only explains why the sender never hears of it.
@@ -106,8 +146,11 @@ pub(crate) fn packet_too_big<'s, O: Observer<'s>>(
         };
         if security_group::check(&mut quiet, eni, Direction::Ingress, &error).is_err() {
             return cx.drop(
-                DropReason::MtuExceeded,
-                "larger than the path MTU (1500), and the sender's security groups refuse the ICMP error (allow type 3 code 4)",
+                reason,
+                match kind {
+                    RouterError::TooBig(_) => "larger than the path MTU (1500), and the sender's security groups refuse the ICMP error (allow type 3 code 4)",
+                    RouterError::TimeExceeded => "the TTL ran out at the VPC router, and the sender's security groups refuse the ICMP error (allow type 11)",
+                },
             );
         }
     }

@@ -91,6 +91,10 @@ pub enum Step<'s> {
     /// Larger than the path MTU: answered with "fragmentation needed" / "packet too big"
     /// (R-IGW-MTU).
     PacketTooBig { mtu: u16 },
+    /// The TTL ran out at the VPC router: "time exceeded" to the sender.
+    TimeExceeded,
+    /// The VPC router forwarded the packet out of the VPC and decremented its TTL.
+    RouterHop { ttl: u8 },
     /// An interface endpoint carried a client's connection to a service host, as from its
     /// own address (R-IFE-DNS).
     InterfaceEndpoint {

@@ -28,8 +28,11 @@
 use std::sync::Arc;
 
 use crate::conntrack::Conntrack;
+use std::net::IpAddr;
+
 use crate::eni;
 use crate::gateways;
+use crate::icmp_error::{router_error, RouterError, Sender};
 use crate::nat_gateway;
 use crate::network_acl;
 use crate::observer::{Direction, Observer, Step};
@@ -134,6 +137,23 @@ impl Pipeline {
         now: Timestamp,
         obs: &mut O,
     ) -> Verdict {
+        let len = buf.len();
+        self.process_in(snap, ingress, buf, len, now, obs)
+    }
+
+    /// As [`Pipeline::process`], for a packet in `buf[..len]` of a larger buffer: the room
+    /// after it lets the router answer with a packet longer than the one it got (an ICMP
+    /// error about a small packet quotes its header and 8 bytes).
+    #[inline]
+    pub fn process_in<'s, O: Observer<'s>>(
+        &mut self,
+        snap: &'s Snapshot,
+        ingress: PortId,
+        buf: &mut [u8],
+        len: usize,
+        now: Timestamp,
+        obs: &mut O,
+    ) -> Verdict {
         // Grows only for the first packet after a snapshot with more objects is published
         // (one allocation per such swap), so counting never allocates in steady state and
         // no caller can forget to size the counters.
@@ -147,9 +167,10 @@ impl Pipeline {
             worker: self.worker,
             workers: self.workers,
         };
-        let verdict = judge(&mut cx, ingress, buf);
+        let len = len.min(buf.len());
+        let verdict = judge(&mut cx, ingress, buf, len);
         let cause = cx.cause;
-        self.stats.count(ingress, buf.len(), &verdict);
+        self.stats.count(ingress, len, &verdict);
         if let Verdict::Drop(_) = verdict {
             self.stats.count_cause(cause);
         }
@@ -168,8 +189,13 @@ pub(crate) fn drop<'s, O: Observer<'s>>(
     Verdict::Drop(reason)
 }
 
-fn judge<'s, O: Observer<'s>>(cx: &mut Ctx<'_, 's, O>, ingress: PortId, buf: &mut [u8]) -> Verdict {
-    let pkt = match Packet::parse(buf) {
+fn judge<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    ingress: PortId,
+    buf: &mut [u8],
+    len: usize,
+) -> Verdict {
+    let pkt = match Packet::parse(&buf[..len]) {
         Ok(p) => p,
         Err(reason) => return cx.drop(reason, "not a well-formed IPv4 or IPv6 packet"),
     };
@@ -283,6 +309,17 @@ pub(crate) fn route<'s, O: Observer<'s>>(
             "no route in the subnet's route table matches the destination",
         );
     };
+    if matches!(
+        route.target,
+        Target::InternetGateway(_)
+            | Target::EgressOnlyInternetGateway(_)
+            | Target::VirtualPrivateGateway(_)
+            | Target::NatGateway(_)
+    ) {
+        if let Some(v) = router_hop(cx, subnet, pkt, buf) {
+            return v;
+        }
+    }
     match route.target {
         Target::Local => match receiver {
             Some(r) => to_eni(cx, r, pkt, buf, Some(subnet)),
@@ -306,6 +343,56 @@ pub(crate) fn route<'s, O: Observer<'s>>(
         Target::Peering(pcx) => gateways::peering(cx, pcx, sn.vpc, pkt, buf),
         Target::GatewayEndpoint(gwe) => gateways::gateway_endpoint(cx, gwe, sn.vpc, pkt),
     }
+}
+
+/// The VPC router as a hop (issue: router services): a packet an instance sends out of the
+/// VPC through a gateway has its TTL (hop limit) decremented here, and one that arrives
+/// with 1 left is answered with "time exceeded" from the subnet's router address, so
+/// traceroute shows the router. semantics.md is silent; inside the VPC (local routes) the
+/// router stays invisible, as on AWS. Only an instance's own packet counts (a NAT
+/// gateway's translated packet passes the router once, already counted).
+fn router_hop<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    subnet: SubnetIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+) -> Option<Verdict> {
+    let snap = cx.snap;
+    let sn = snap.subnet(subnet);
+    let sender = snap.eni_by_addr(sn.vpc, pkt.src)?;
+    let eni = snap.eni(sender);
+    let port = eni.port.filter(|_| eni.subnet == subnet)?;
+    if pkt.ttl <= 1 {
+        let router: IpAddr = match pkt.src {
+            IpAddr::V4(_) => sn.router_v4().into(),
+            IpAddr::V6(_) => match sn.router_v6() {
+                Some(r) => r.into(),
+                None => return Some(cx.drop(DropReason::TtlExpired, "the TTL ran out")),
+            },
+        };
+        return Some(router_error(
+            cx,
+            pkt,
+            buf,
+            RouterError::TimeExceeded,
+            router,
+            Sender {
+                port,
+                eni: Some(sender),
+            },
+        ));
+    }
+    if pkt.is_ipv6() {
+        buf[7] = pkt.ttl - 1;
+    } else {
+        let old = u16::from_be_bytes([buf[8], buf[9]]);
+        buf[8] = pkt.ttl - 1;
+        let new = u16::from_be_bytes([buf[8], buf[9]]);
+        let c = u16::from_be_bytes([buf[10], buf[11]]);
+        buf[10..12].copy_from_slice(&crate::checksum::update16(c, old, new).to_be_bytes());
+    }
+    cx.obs.step(Step::RouterHop { ttl: pkt.ttl - 1 });
+    None
 }
 
 /// Local route: the ENI of `vpc` that holds the destination address receives it. The

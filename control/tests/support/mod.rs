@@ -189,3 +189,18 @@ pub fn assert_checksums_valid(bytes: &[u8]) {
 }
 
 // ---- Delivery -------------------------------------------------------------------------
+
+/// `pkt` as it looks after the VPC router forwarded it out of the VPC: TTL / hop limit one
+/// less (the IPv4 header checksum fixed).
+pub fn hop(mut pkt: Vec<u8>) -> Vec<u8> {
+    if pkt[0] >> 4 == 6 {
+        pkt[7] -= 1;
+    } else {
+        let old = u16::from_be_bytes([pkt[8], pkt[9]]);
+        pkt[8] -= 1;
+        let new = u16::from_be_bytes([pkt[8], pkt[9]]);
+        let c = u16::from_be_bytes([pkt[10], pkt[11]]);
+        pkt[10..12].copy_from_slice(&dataplane::checksum::update16(c, old, new).to_be_bytes());
+    }
+    pkt
+}

@@ -115,15 +115,13 @@ impl Worker {
                 }
             };
             read += 1;
-            let packet = &mut self.buf[..len];
-            let verdict = self
-                .pipeline
-                .process(snap, ingress, packet, now, &mut NoObserver);
+            // The whole buffer goes in, so the router may answer with more bytes than it got.
+            let verdict =
+                self.pipeline
+                    .process_in(snap, ingress, &mut self.buf, len, now, &mut NoObserver);
             let (out, bytes) = match verdict {
-                Verdict::Forward(out) => (out, &packet[..]),
-                Verdict::Reply { port, len } => {
-                    (port, &packet[..usize::from(len).min(packet.len())])
-                }
+                Verdict::Forward(out) => (out, &self.buf[..len]),
+                Verdict::Reply { port, len } => (port, &self.buf[..usize::from(len)]),
                 Verdict::Local(_) | Verdict::Drop(_) => continue,
             };
             let sent = match queues.get(out.ix()) {
