@@ -80,6 +80,10 @@ pub struct Namespace {
     /// Outside hosts sit on networks of 1500 bytes (the internet, a VPN; R-IGW-MTU): their
     /// TCP then offers an MSS of 1460, as real servers do, whatever the lab's MTU.
     pub mtu_cap: Option<u32>,
+    /// The resolver and search domain of an instance (the VPC's Amazon DNS, R-ADDR-DNS),
+    /// written to `/etc/netns/NAME/resolv.conf`, which `ip netns exec` shows as
+    /// `/etc/resolv.conf` inside the namespace.
+    pub resolver: Option<(Ipv4Addr, String)>,
 }
 
 impl Namespace {
@@ -129,6 +133,7 @@ pub fn plan(snap: &Snapshot, prefix: &str) -> Vec<Namespace> {
             let mut addrs = Vec::new();
             let mut gateway_v4 = None;
             let mut mtu_cap = None;
+            let mut resolver = None;
             match port.attachment {
                 Attachment::Eni(e) => {
                     let eni = snap.eni(e);
@@ -138,6 +143,15 @@ pub fn plan(snap: &Snapshot, prefix: &str) -> Vec<Namespace> {
                     let len6 = subnet.cidr_v6.map_or(128, |c| c.netmask());
                     addrs.extend(eni.ipv6.iter().map(|a| (IpAddr::V6(*a), len6)));
                     gateway_v4 = Some(subnet.router_v4());
+                    let vpc = snap.vpc(eni.vpc);
+                    if vpc.enable_dns_support {
+                        resolver = vpc.dns_v4().map(|d| {
+                            (
+                                d,
+                                dataplane::router_services::names::private_domain(&t.region),
+                            )
+                        });
+                    }
                 }
                 Attachment::Detached => {}
                 Attachment::Host(h) => {
@@ -154,6 +168,7 @@ pub fn plan(snap: &Snapshot, prefix: &str) -> Vec<Namespace> {
                 addrs,
                 gateway_v4,
                 mtu_cap,
+                resolver,
             }
         })
         .collect()
@@ -263,6 +278,14 @@ impl Lab {
                 &["-n", &ns.name, "-batch", "-"],
                 Some(&ns.config(self.opts.mtu)),
             )?;
+            if let Some((server, search)) = &ns.resolver {
+                netns::write_resolv_conf(&ns.name, *server, search).map_err(|source| {
+                    NetnsError::Inside {
+                        name: ns.name.clone(),
+                        source,
+                    }
+                })?;
+            }
         }
         probe(new, &by_port, Duration::from_secs(10))?;
         self.namespaces.extend(new.iter().cloned());

@@ -70,10 +70,35 @@ pub fn add(name: &str) -> Result<(), NetnsError> {
     ip(&["netns", "add", name], None)
 }
 
+/// Where `ip netns exec NAME` finds the files it shows in place of `/etc/...`.
+pub const ETC_NETNS: &str = "/etc/netns";
+
+/// Gives the namespace its own `resolv.conf` (the VPC resolver and search domain).
+pub fn write_resolv_conf(name: &str, server: std::net::Ipv4Addr, search: &str) -> io::Result<()> {
+    let dir = Path::new(ETC_NETNS).join(name);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("resolv.conf"),
+        format!("# written by vpcd: the VPC's Amazon DNS\nnameserver {server}\nsearch {search}\n"),
+    )
+}
+
+/// Removes the files vpcd wrote for a namespace (nothing if there are none).
+fn remove_etc(name: &str) {
+    let dir = Path::new(ETC_NETNS).join(name);
+    let _ = std::fs::remove_file(dir.join("resolv.conf"));
+    let _ = std::fs::remove_dir(&dir);
+    // `/etc/netns` itself goes too once empty (it fails, harmlessly, if anything is left).
+    let _ = std::fs::remove_dir(ETC_NETNS);
+}
+
 /// Deletes those of the named namespaces that exist; carries on past a failure and returns
 /// the last one. Processes still running inside a namespace keep it alive after its name is
 /// gone, as with `ip netns del`.
 pub fn delete(names: &[String]) -> Result<(), NetnsError> {
+    for n in names {
+        remove_etc(n);
+    }
     let batch: String = names
         .iter()
         .filter(|n| exists(n))

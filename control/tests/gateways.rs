@@ -538,9 +538,14 @@ fn the_vpc_router_is_a_hop_on_the_way_out_and_answers_an_expired_ttl() {
     // Room after the packet, as a worker's buffer has: the error is longer than the probe.
     let len = probe.len();
     probe.resize(256, 0);
-    let v = l
-        .pipe
-        .process_in(&l.snap, app, &mut probe, len, now, &mut dataplane::NoObserver);
+    let v = l.pipe.process_in(
+        &l.snap,
+        app,
+        &mut probe,
+        len,
+        now,
+        &mut dataplane::NoObserver,
+    );
     let Verdict::Reply { port, len } = v else {
         panic!("{v:?}")
     };

@@ -122,3 +122,70 @@ fn nat_igw_eigw_and_vgw_with_real_hosts() {
         );
     }
 }
+
+#[test]
+fn the_vpc_router_answers_ping_and_dns_and_shows_in_traceroute() {
+    if !e2e("the_vpc_router_answers_ping_and_dns_and_shows_in_traceroute") {
+        return;
+    }
+    let lab = LabRun::up(Some(LAB), &unique_prefix("rt"), &[]);
+    // R-ADDR-ROUTER: its own subnet's router answers, another subnet's does not.
+    lab.ping("web-1", "10.0.1.1", &[]);
+    lab.ping("app-1", "10.0.2.1", &[]);
+    lab.ping_fails("web-1", "10.0.2.1", &[]);
+    // R-ADDR-DNS through the instance's resolv.conf (ip netns exec shows
+    // /etc/netns/NAME/resolv.conf): names, reverse names, public names, no such name.
+    let getent = |args: &[&str]| {
+        let mut all = vec!["getent", "hosts"];
+        all.extend(args);
+        let o = lab.exec("web-1", &all);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    let (code, out) = getent(&["ip-10-0-2-10.ec2.internal"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("10.0.2.10"), "{out}");
+    let (_, out) = getent(&["10.0.2.10"]);
+    assert!(out.contains("ip-10-0-2-10.ec2.internal"), "{out}");
+    let (_, out) = getent(&["ec2-198-51-100-10.compute-1.amazonaws.com"]);
+    assert!(
+        out.starts_with("10.0.1.10"),
+        "public name inside the VPC: {out}"
+    );
+    let (code, _) = getent(&["no-such-host.example.com"]);
+    assert_eq!(code, Some(2), "NXDOMAIN, nothing forwarded");
+    // traceroute: the subnet's router is hop 1 (sg-app admits time exceeded).
+    let out = lab.exec(
+        "app-1",
+        &[
+            "traceroute",
+            "-n",
+            "-q",
+            "1",
+            "-w",
+            "2",
+            "-m",
+            "4",
+            "203.0.113.10",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let hops: Vec<&str> = text.lines().skip(1).collect();
+    assert!(
+        hops.first().is_some_and(|h| h.contains("10.0.2.1 ")),
+        "{text}"
+    );
+    assert!(
+        hops.last().is_some_and(|h| h.contains("203.0.113.10")),
+        "{text}"
+    );
+    let prefix = lab.prefix.clone();
+    let stopped = lab.stop();
+    assert!(stopped.success, "{}", stopped.stderr);
+    assert!(
+        !std::path::Path::new(&format!("/etc/netns/{prefix}web-1")).exists(),
+        "resolv.conf left behind"
+    );
+}

@@ -20,6 +20,7 @@ pub mod packet;
 pub mod pipeline;
 pub mod reason;
 pub mod route;
+pub mod router_services;
 pub mod security_group;
 pub mod snapshot;
 pub mod stats;

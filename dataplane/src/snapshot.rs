@@ -139,6 +139,8 @@ pub struct InterfaceEndpoint {
     pub enis: Vec<EniIx>,
     /// The service's hosts with an IPv4 address, where connections are spread.
     pub hosts: Vec<HostIx>,
+    /// `private_dns`: the service's public name resolves to the endpoint inside the VPC.
+    pub private_dns: bool,
 }
 
 /// A network interface (R-ADDR-SRCDST applies to it).
@@ -228,6 +230,9 @@ pub struct Peering {
     pub accepter: VpcIx,
     /// Only `active` connections carry traffic (R-PCX-ACTIVE).
     pub active: bool,
+    /// `allow_dns_resolution_from_remote_vpc`: the peer's public DNS names resolve to its
+    /// private addresses.
+    pub allow_dns: bool,
 }
 
 impl Peering {
@@ -283,6 +288,8 @@ pub struct GatewayEndpoint {
 pub struct Service {
     pub name: Box<str>,
     pub prefix_list: Box<str>,
+    /// Its public DNS name (R-IFE-DNS), if the lab gives one.
+    pub dns_name: Option<Box<str>>,
     pub cidrs: Vec<IpNetwork>,
 }
 

@@ -141,6 +141,16 @@ impl Stats {
         }
     }
 
+    /// Counts an answer of a router-local service sent back out of `port`.
+    #[inline]
+    pub fn count_answer(&mut self, port: PortId, len: usize) {
+        self.replies += 1;
+        if let Some(p) = self.ports.get_mut(port.ix()) {
+            p.tx_packets += 1;
+            p.tx_bytes += len as u64;
+        }
+    }
+
     /// Counts a forwarded packet that could not be written to its port.
     #[inline]
     pub fn tx_error(&mut self, out: PortId) {

@@ -64,6 +64,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
         t.services.push(Service {
             name: s.name.v.as_str().into(),
             prefix_list: s.prefix_list.v.as_str().into(),
+            dns_name: s.dns_name.as_ref().map(|d| d.v.as_str().into()),
             cidrs: s.cidr_blocks.iter().map(|c| c.v).collect(),
         });
     }
@@ -103,6 +104,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
             requester,
             accepter,
             active: p.status.v == "active",
+            allow_dns: p.allow_dns_resolution_from_remote_vpc,
         });
     }
 
@@ -271,7 +273,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
             if let EndpointKind::Interface {
                 subnets,
                 security_groups,
-                ..
+                private_dns,
             } = &ep.kind
             {
                 let service = *n
@@ -330,6 +332,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                     service,
                     enis,
                     hosts,
+                    private_dns: *private_dns,
                 });
             }
             if let EndpointKind::Gateway { policy, .. } = &ep.kind {

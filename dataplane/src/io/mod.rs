@@ -19,6 +19,7 @@ use std::io;
 
 use crate::observer::NoObserver;
 use crate::pipeline::{Pipeline, Verdict};
+use crate::router_services::RouterServices;
 use crate::snapshot::{PortId, Snapshot};
 use crate::Timestamp;
 
@@ -62,6 +63,8 @@ impl<Q: Queue> Queue for Option<Q> {
 /// One worker's state: its pipeline (counters, later flow state) and its packet buffer.
 pub struct Worker {
     pub pipeline: Pipeline,
+    /// The router's own services (ping of the subnet router, DNS), answered here.
+    pub services: RouterServices,
     buf: Box<[u8]>,
 }
 
@@ -81,6 +84,7 @@ impl Worker {
     pub fn with_pipeline(pipeline: Pipeline) -> Self {
         Worker {
             pipeline,
+            services: RouterServices::new(),
             buf: vec![0; BUFFER_SIZE].into_boxed_slice(),
         }
     }
@@ -90,8 +94,8 @@ impl Worker {
     /// indexed by port id. Returns how many packets were read, or the error of a queue
     /// that failed (its device is gone): the caller stops polling it.
     ///
-    /// A packet for a router-local service (the subnet router, DNS, metadata) is counted
-    /// as `local` and not answered: answering is the router-services issue's work.
+    /// A packet for a router-local service (the subnet router, DNS) is answered by
+    /// [`RouterServices`] into the same buffer and the answer goes back out of `ingress`.
     pub fn drain<Q: Queue>(
         &mut self,
         snap: &Snapshot,
@@ -122,7 +126,17 @@ impl Worker {
             let (out, bytes) = match verdict {
                 Verdict::Forward(out) => (out, &self.buf[..len]),
                 Verdict::Reply { port, len } => (port, &self.buf[..usize::from(len)]),
-                Verdict::Local(_) | Verdict::Drop(_) => continue,
+                Verdict::Local(service) => {
+                    let Some(n) =
+                        self.services
+                            .answer(snap, ingress, service, &mut self.buf, len, now)
+                    else {
+                        continue;
+                    };
+                    self.pipeline.stats.count_answer(ingress, n);
+                    (ingress, &self.buf[..n])
+                }
+                Verdict::Drop(_) => continue,
             };
             let sent = match queues.get(out.ix()) {
                 Some(q) => q.send(bytes).is_ok(),

@@ -1,0 +1,297 @@
+//! The VPC router's own services in process (semantics.md §1): ping of the subnet router,
+//! and the Amazon DNS resolver's answers built and read with hickory-proto.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use dataplane::router_services::RouterServices;
+use dataplane::{Snapshot, Timestamp, Verdict};
+use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use support::*;
+
+const NOW: Timestamp = Timestamp::from_secs(1_700_000_000);
+
+fn snap(text: &str) -> Snapshot {
+    control::load_text(text, 1).unwrap().1
+}
+
+fn port(s: &Snapshot, name: &str) -> dataplane::PortId {
+    dataplane::PortId(s.topo.ports.iter().position(|p| &*p.name == name).unwrap() as u32)
+}
+
+/// Runs a packet through the pipeline and, if it is for the router, through the router's
+/// services, as a worker does; returns the answer.
+fn ask(s: &Snapshot, rs: &mut RouterServices, from: &str, pkt: Vec<u8>) -> Option<Vec<u8>> {
+    let mut pipe = dataplane::Pipeline::new();
+    let len = pkt.len();
+    let mut buf = pkt;
+    buf.resize(4096, 0);
+    let p = port(s, from);
+    match pipe.process_in(s, p, &mut buf, len, NOW, &mut dataplane::NoObserver) {
+        Verdict::Local(service) => rs
+            .answer(s, p, service, &mut buf, len, NOW)
+            .map(|n| buf[..n].to_vec()),
+        v => panic!("not for the router: {v:?}"),
+    }
+}
+
+fn dns_query(src: [u8; 4], server: [u8; 4], name: &str, t: RecordType) -> Vec<u8> {
+    let mut m = Message::new(0x1234, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = true;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+    let mut out = Vec::new();
+    PacketBuilder::ipv4(src, server, 64)
+        .udp(40000, 53)
+        .write(&mut out, &m.to_vec().unwrap())
+        .unwrap();
+    out
+}
+
+fn dns_answer(bytes: &[u8]) -> Message {
+    let p = SlicedPacket::from_ip(bytes).unwrap();
+    let Some(TransportSlice::Udp(u)) = p.transport else {
+        panic!("not UDP")
+    };
+    assert_eq!(u.source_port(), 53);
+    assert_eq!(u.destination_port(), 40000);
+    Message::from_vec(u.payload()).unwrap()
+}
+
+fn addrs(m: &Message) -> Vec<IpAddr> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        })
+        .collect()
+}
+
+const DEFAULT: &str = include_str!("../../configs/default.yaml");
+const ENDPOINTS: &str = include_str!("labs/endpoints.yaml");
+const WEB: [u8; 4] = [10, 0, 1, 10];
+const DNS: [u8; 4] = [10, 0, 0, 2];
+
+#[test]
+fn the_subnet_router_answers_ping_from_its_own_subnet_only() {
+    // R-ADDR-ROUTER.
+    let s = snap(DEFAULT);
+    let mut rs = RouterServices::new();
+    let reply = ask(&s, &mut rs, "web-1", ping("10.0.1.10", "10.0.1.1")).expect("an echo reply");
+    assert_eq!(src_of(&reply), ip("10.0.1.1"));
+    assert_eq!(dst_of(&reply), ip("10.0.1.10"));
+    let p = SlicedPacket::from_ip(&reply).unwrap();
+    let Some(TransportSlice::Icmpv4(i)) = p.transport else {
+        panic!()
+    };
+    assert!(matches!(
+        i.icmp_type(),
+        etherparse::Icmpv4Type::EchoReply(_)
+    ));
+    assert_eq!(dataplane::checksum::checksum(i.slice()), 0);
+    assert!(ask(&s, &mut rs, "app-1", ping("10.0.2.10", "10.0.1.1")).is_none());
+    let reply6 = ask(
+        &s,
+        &mut rs,
+        "web-1",
+        ping("2001:db8:10:1::10", "2001:db8:10:1::1"),
+    );
+    assert!(reply6.is_some(), "the IPv6 router address answers too");
+}
+
+#[test]
+fn instance_names_resolve_both_ways_in_aws_schemes() {
+    let s = snap(DEFAULT);
+    let mut rs = RouterServices::new();
+    let q = |rs: &mut RouterServices, name: &str, t| {
+        dns_answer(&ask(&s, rs, "web-1", dns_query(WEB, DNS, name, t)).unwrap())
+    };
+    let m = q(&mut rs, "ip-10-0-2-10.ec2.internal.", RecordType::A);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(m.metadata.id, 0x1234);
+    assert_eq!(addrs(&m), [IpAddr::V4(Ipv4Addr::new(10, 0, 2, 10))]);
+    let m = q(&mut rs, "10.2.0.10.in-addr.arpa.", RecordType::PTR);
+    let ptr: Vec<String> = m
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::PTR(p) => Some(p.0.to_ascii()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ptr, ["ip-10-0-2-10.ec2.internal."]);
+    // The public name resolves to the private address inside the VPC.
+    let m = q(
+        &mut rs,
+        "ec2-198-51-100-10.compute-1.amazonaws.com.",
+        RecordType::A,
+    );
+    assert_eq!(addrs(&m), [IpAddr::V4(Ipv4Addr::new(10, 0, 1, 10))]);
+    // No AAAA for an IPv4 name: the name exists, no data.
+    let m = q(&mut rs, "ip-10-0-2-10.ec2.internal.", RecordType::AAAA);
+    assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+    assert!(m.answers.is_empty());
+    // Unknown names do not exist; nothing is asked outside the lab.
+    for name in [
+        "ip-10-0-9-9.ec2.internal.",
+        "example.com.",
+        "www.amazon.com.",
+    ] {
+        let m = q(&mut rs, name, RecordType::A);
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain, "{name}");
+    }
+    // Also at 169.254.169.253.
+    let m = dns_answer(
+        &ask(
+            &s,
+            &mut rs,
+            "web-1",
+            dns_query(
+                WEB,
+                [169, 254, 169, 253],
+                "ip-10-0-1-10.ec2.internal.",
+                RecordType::A,
+            ),
+        )
+        .unwrap(),
+    );
+    assert_eq!(addrs(&m), [IpAddr::V4(Ipv4Addr::new(10, 0, 1, 10))]);
+}
+
+#[test]
+fn service_and_endpoint_names_and_private_dns() {
+    // R-IFE-DNS: inside vpc-b (private DNS on) the queue service's name is the endpoint;
+    // from vpc-a it is the public host.
+    let s = snap(ENDPOINTS);
+    let mut rs = RouterServices::new();
+    let from_b = |rs: &mut RouterServices, name: &str| {
+        dns_answer(
+            &ask(
+                &s,
+                rs,
+                "b-1",
+                dns_query([10, 2, 1, 10], [10, 2, 0, 2], name, RecordType::A),
+            )
+            .unwrap(),
+        )
+    };
+    let m = from_b(&mut rs, "queue.us-east-1.amazonaws.com.");
+    assert_eq!(addrs(&m), [IpAddr::V4(Ipv4Addr::new(10, 2, 1, 4))]);
+    let m = dns_answer(
+        &ask(
+            &s,
+            &mut rs,
+            "a-1",
+            dns_query(
+                [10, 1, 1, 10],
+                [10, 1, 0, 2],
+                "queue.us-east-1.amazonaws.com.",
+                RecordType::A,
+            ),
+        )
+        .unwrap(),
+    );
+    assert_eq!(addrs(&m), [IpAddr::V4(Ipv4Addr::new(198, 18, 1, 10))]);
+    // Regional and zonal endpoint names.
+    let m = from_b(&mut rs, "vpce-queue.queue.us-east-1.vpce.amazonaws.com.");
+    assert_eq!(addrs(&m), [IpAddr::V4(Ipv4Addr::new(10, 2, 1, 4))]);
+    let m = from_b(
+        &mut rs,
+        "vpce-queue-us-east-1a.queue.us-east-1.vpce.amazonaws.com.",
+    );
+    assert_eq!(addrs(&m), [IpAddr::V4(Ipv4Addr::new(10, 2, 1, 4))]);
+    let m = from_b(
+        &mut rs,
+        "vpce-queue-us-east-1b.queue.us-east-1.vpce.amazonaws.com.",
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    // A service without an endpoint: its hosts.
+    let m = from_b(&mut rs, "s3.us-east-1.amazonaws.com.");
+    assert_eq!(addrs(&m).len(), 2);
+    // A peer's private names resolve from A (active peering); D's (pending) do not.
+    let m = dns_answer(
+        &ask(
+            &s,
+            &mut rs,
+            "a-1",
+            dns_query(
+                [10, 1, 1, 10],
+                [10, 1, 0, 2],
+                "ip-10-2-1-10.ec2.internal.",
+                RecordType::A,
+            ),
+        )
+        .unwrap(),
+    );
+    assert_eq!(addrs(&m), [IpAddr::V4(Ipv4Addr::new(10, 2, 1, 10))]);
+    let m = dns_answer(
+        &ask(
+            &s,
+            &mut rs,
+            "a-1",
+            dns_query(
+                [10, 1, 1, 10],
+                [10, 1, 0, 2],
+                "ip-10-4-1-10.ec2.internal.",
+                RecordType::A,
+            ),
+        )
+        .unwrap(),
+    );
+    assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+}
+
+#[test]
+fn malformed_queries_get_formerr_or_nothing_and_never_a_panic() {
+    let s = snap(DEFAULT);
+    let mut rs = RouterServices::new();
+    let raw = |payload: &[u8]| {
+        let mut out = Vec::new();
+        PacketBuilder::ipv4(WEB, DNS, 64)
+            .udp(40000, 53)
+            .write(&mut out, payload)
+            .unwrap();
+        out
+    };
+    // An id and garbage: FORMERR with that id.
+    let a = ask(&s, &mut rs, "web-1", raw(&[0xab, 0xcd, 0xff, 0xff, 0xff])).expect("an answer");
+    let m = dns_answer(&a);
+    assert_eq!(m.metadata.id, 0xabcd);
+    assert_eq!(m.metadata.response_code, ResponseCode::FormErr);
+    // Too short to carry an id: nothing.
+    assert!(ask(&s, &mut rs, "web-1", raw(&[1])).is_none());
+    assert!(ask(&s, &mut rs, "web-1", raw(&[])).is_none());
+    // Every byte pattern of a short query, and random-ish longer ones: no panic.
+    for i in 0..2000u32 {
+        let len = (i % 64) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|k| (i.wrapping_mul(2654435761) >> (k % 24)) as u8)
+            .collect();
+        let _ = ask(&s, &mut rs, "web-1", raw(&bytes));
+    }
+}
+
+#[test]
+fn a_query_flood_is_bounded_per_interface() {
+    let s = snap(DEFAULT);
+    let mut rs = RouterServices::new();
+    let mut answered = 0;
+    for _ in 0..1500 {
+        if ask(
+            &s,
+            &mut rs,
+            "web-1",
+            dns_query(WEB, DNS, "ip-10-0-1-10.ec2.internal.", RecordType::A),
+        )
+        .is_some()
+        {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, dataplane::router_services::DNS_PACKETS_PER_SECOND);
+    assert_eq!(rs.dns_throttled, 1500 - 1024);
+}
