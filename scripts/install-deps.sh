@@ -11,6 +11,7 @@ have ping    || need+=(iputils-ping)
 have iperf3  || need+=(iperf3)
 have tcpdump || need+=(tcpdump)
 have traceroute || need+=(traceroute)
+have curl || need+=(curl)
 have nft     || need+=(nftables)
 
 if [ ${#need[@]} -eq 0 ]; then

@@ -198,6 +198,8 @@ pub struct Instance {
     pub security_groups: Vec<S<String>>,
     pub source_dest_check: bool,
     pub connection_tracking: Option<ConnectionTracking>,
+    /// Metadata answers without a token (IMDSv1): `http_tokens: optional`.
+    pub imds_v1: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -779,6 +781,7 @@ fn instance(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Instance> {
         "security_groups",
         "source_dest_check",
         "connection_tracking",
+        "http_tokens",
     ];
     let m = d.map(node, path, "an instance", &known)?;
     let id = d.req(&m, "id", "web-1", val::id);
@@ -791,6 +794,11 @@ fn instance(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Instance> {
     let source_dest_check = d
         .opt(&m, "source_dest_check", val::boolean)
         .is_none_or(|b| b.v);
+    // vpcd extension, AWS's MetadataOptions.HttpTokens: `optional` (the default) allows
+    // IMDSv1, `required` only IMDSv2.
+    let imds_v1 = d
+        .opt(&m, "http_tokens", val::one_of(&["optional", "required"]))
+        .is_none_or(|t| t.v == "optional");
     let connection_tracking = d.node(&m, "connection_tracking").and_then(|n| {
         let known = [
             "tcp_established_timeout",
@@ -820,6 +828,7 @@ fn instance(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Instance> {
         security_groups,
         source_dest_check,
         connection_tracking,
+        imds_v1,
     })
 }
 

@@ -19,6 +19,7 @@ use dataplane::conntrack::Conntrack;
 use dataplane::io::event_loop::{self, StopSignal, Wakeup, WorkerControl};
 use dataplane::io::tun::TunQueue;
 use dataplane::io::Worker;
+use dataplane::router_services::metadata::MetadataService;
 use dataplane::{Pipeline, Snapshot, SnapshotCell, Stats};
 
 use crate::control_socket;
@@ -84,11 +85,14 @@ fn spawn_workers(
     let mut handles = Vec::new();
     let mut links = Vec::new();
     let n = queues.len();
+    // One metadata service for all workers: a connection's packets may reach any of them.
+    let metadata = Arc::new(std::sync::Mutex::new(MetadataService::new()));
     for (w, queues) in queues.into_iter().enumerate() {
         let cell = Arc::clone(cell);
         let stop = Arc::clone(stop);
         let conntrack = Arc::clone(conntrack);
         let out = Arc::clone(&published[w]);
+        let metadata = Arc::clone(&metadata);
         let (tx, rx) = std::sync::mpsc::channel();
         let wake = Arc::new(Wakeup::new().map_err(|source| RunError::Spawn { worker: w, source })?);
         let done = Arc::new(AtomicU64::new(0));
@@ -109,6 +113,7 @@ fn spawn_workers(
                 };
                 let mut worker =
                     Worker::with_pipeline(Pipeline::with_shared(conntrack, w as u16, n as u16));
+                worker.services.metadata = Some(metadata);
                 // A copy every 100 ms (an allocation off the packet path), for readers.
                 let mut publish = |s: &Stats| out.store(Arc::new(s.clone()));
                 event_loop::run(

@@ -181,6 +181,63 @@ fn the_vpc_router_answers_ping_and_dns_and_shows_in_traceroute() {
         hops.last().is_some_and(|h| h.contains("203.0.113.10")),
         "{text}"
     );
+    // R-ADDR-IMDS with an IMDSv2 token: each instance gets its own facts; an outside
+    // host cannot reach the service at all.
+    let curl = |id: &str, args: &[&str]| {
+        let mut all = vec!["curl", "-s", "-m", "3"];
+        all.extend(args);
+        let o = lab.exec(id, &all);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let token = curl(
+        "web-1",
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "X-aws-ec2-metadata-token-ttl-seconds: 60",
+            "http://169.254.169.254/latest/api/token",
+        ],
+    );
+    assert_eq!(token.len(), 32, "{token:?}");
+    let header = format!("X-aws-ec2-metadata-token: {token}");
+    let md = |id: &str, path: &str, h: &str| {
+        curl(
+            id,
+            &[
+                "-H",
+                h,
+                &format!("http://169.254.169.254/latest/meta-data/{path}"),
+            ],
+        )
+    };
+    assert_eq!(md("web-1", "instance-id", &header), "web-1");
+    assert_eq!(md("web-1", "local-ipv4", &header), "10.0.1.10");
+    assert_eq!(md("web-1", "public-ipv4", &header), "198.51.100.10");
+    let mac = md("web-1", "mac", &header);
+    assert_eq!(
+        md(
+            "web-1",
+            &format!("network/interfaces/macs/{mac}/subnet-id"),
+            &header
+        ),
+        "public-a"
+    );
+    assert_eq!(md("app-1", "instance-id", "X-Nothing: 1"), "app-1");
+    let o = lab.exec(
+        "inet-1",
+        &[
+            "curl",
+            "-s",
+            "-m",
+            "2",
+            "http://169.254.169.254/latest/meta-data/instance-id",
+        ],
+    );
+    assert!(
+        !o.status.success(),
+        "an outside host reached the metadata service"
+    );
     let prefix = lab.prefix.clone();
     let stopped = lab.stop();
     assert!(stopped.success, "{}", stopped.stderr);

@@ -31,9 +31,13 @@ fn ask(s: &Snapshot, rs: &mut RouterServices, from: &str, pkt: Vec<u8>) -> Optio
     buf.resize(4096, 0);
     let p = port(s, from);
     match pipe.process_in(s, p, &mut buf, len, NOW, &mut dataplane::NoObserver) {
-        Verdict::Local(service) => rs
-            .answer(s, p, service, &mut buf, len, NOW)
-            .map(|n| buf[..n].to_vec()),
+        Verdict::Local(service) => {
+            let mut answers = Vec::new();
+            rs.answer(s, p, service, &mut buf, len, NOW, &mut |a: &[u8]| {
+                answers.push(a.to_vec())
+            });
+            answers.pop()
+        }
         v => panic!("not for the router: {v:?}"),
     }
 }
@@ -294,4 +298,171 @@ fn a_query_flood_is_bounded_per_interface() {
     }
     assert_eq!(answered, dataplane::router_services::DNS_PACKETS_PER_SECOND);
     assert_eq!(rs.dns_throttled, 1500 - 1024);
+}
+
+/// A minimal TCP client for the metadata service: handshake, one request, the whole
+/// answer (the service closes after it).
+fn http_exchange(
+    s: &Snapshot,
+    rs: &mut RouterServices,
+    from: &str,
+    src: [u8; 4],
+    request: &str,
+) -> String {
+    let p = port(s, from);
+    let dst = [169, 254, 169, 254];
+    // A new client port for each exchange, as a real client picks.
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(40000);
+    let sport = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut send = |rs: &mut RouterServices, pkt: Vec<u8>| -> Vec<Vec<u8>> {
+        let len = pkt.len();
+        let mut buf = pkt;
+        buf.resize(4096, 0);
+        let mut out = Vec::new();
+        rs.answer(
+            s,
+            p,
+            dataplane::snapshot::LocalService::Metadata,
+            &mut buf,
+            len,
+            NOW,
+            &mut |a: &[u8]| out.push(a.to_vec()),
+        );
+        out
+    };
+    let seg = |seq: u32, ack: Option<u32>, syn: bool, payload: &[u8]| {
+        let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, 80, seq, 64000);
+        if syn {
+            b = b.syn();
+        }
+        if let Some(a) = ack {
+            b = b.ack(a);
+        }
+        let mut out = Vec::new();
+        b.write(&mut out, payload).unwrap();
+        out
+    };
+    let synack = send(rs, seg(1000, None, true, &[]));
+    let first = synack.first().expect("a SYN-ACK");
+    let p0 = SlicedPacket::from_ip(first).unwrap();
+    let Some(TransportSlice::Tcp(t)) = p0.transport else {
+        panic!()
+    };
+    assert!(t.syn() && t.ack());
+    let server_seq = t.sequence_number();
+    let replies = send(
+        rs,
+        seg(1001, Some(server_seq + 1), false, request.as_bytes()),
+    );
+    let mut body = Vec::new();
+    for r in &replies {
+        let p = SlicedPacket::from_ip(r).unwrap();
+        assert_eq!(
+            p.net.as_ref().map(|n| match n {
+                etherparse::NetSlice::Ipv4(i) => i.header().ttl(),
+                _ => 0,
+            }),
+            Some(1),
+            "metadata answers leave with hop limit 1"
+        );
+        if let Some(TransportSlice::Tcp(t)) = p.transport {
+            body.extend_from_slice(t.payload());
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[test]
+fn instance_metadata_over_imdsv2_answers_each_instance_its_own_facts() {
+    // R-ADDR-IMDS.
+    let s = snap(&DEFAULT.replace(
+        "      - { id: app-1, subnet: private-a, private_ip: 10.0.2.10, ipv6_address: \"2001:db8:10:2::10\" }",
+        "      - { id: app-1, subnet: private-a, private_ip: 10.0.2.10, ipv6_address: \"2001:db8:10:2::10\", http_tokens: required }",
+    ));
+    let mut rs = RouterServices::new();
+    rs.metadata = Some(std::sync::Arc::new(std::sync::Mutex::new(
+        dataplane::router_services::metadata::MetadataService::new(),
+    )));
+    let put = "PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n";
+    let answer = http_exchange(&s, &mut rs, "web-1", WEB, put);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let token = answer.rsplit("\r\n\r\n").next().unwrap().to_string();
+    assert_eq!(token.len(), 32);
+    let get = |path: &str, token: Option<&str>| {
+        let t = token.map_or(String::new(), |t| {
+            format!("X-aws-ec2-metadata-token: {t}\r\n")
+        });
+        format!("GET {path} HTTP/1.1\r\nHost: 169.254.169.254\r\n{t}\r\n")
+    };
+    let a = http_exchange(
+        &s,
+        &mut rs,
+        "web-1",
+        WEB,
+        &get("/latest/meta-data/instance-id", Some(&token)),
+    );
+    assert!(a.ends_with("\r\n\r\nweb-1"), "{a}");
+    let a = http_exchange(
+        &s,
+        &mut rs,
+        "web-1",
+        WEB,
+        &get("/latest/meta-data/public-ipv4", Some(&token)),
+    );
+    assert!(a.ends_with("198.51.100.10"), "{a}");
+    let a = http_exchange(
+        &s,
+        &mut rs,
+        "web-1",
+        WEB,
+        &get("/latest/meta-data/placement/availability-zone", None),
+    );
+    assert!(a.ends_with("us-east-1a"), "IMDSv1 allowed on web-1: {a}");
+    // app-1 requires tokens, and web-1's token is not its own.
+    let app = [10, 0, 2, 10];
+    let a = http_exchange(
+        &s,
+        &mut rs,
+        "app-1",
+        app,
+        &get("/latest/meta-data/instance-id", None),
+    );
+    assert!(a.starts_with("HTTP/1.1 401"), "{a}");
+    let a = http_exchange(
+        &s,
+        &mut rs,
+        "app-1",
+        app,
+        &get("/latest/meta-data/instance-id", Some(&token)),
+    );
+    assert!(a.starts_with("HTTP/1.1 401"), "{a}");
+    let a = http_exchange(
+        &s,
+        &mut rs,
+        "app-1",
+        app,
+        &get("/latest/meta-data/public-ipv4", None),
+    );
+    assert!(a.starts_with("HTTP/1.1 401"), "{a}");
+    // Unknown paths, bad methods, garbage: errors, never a panic.
+    let a = http_exchange(
+        &s,
+        &mut rs,
+        "web-1",
+        WEB,
+        &get("/latest/meta-data/nothing", Some(&token)),
+    );
+    assert!(a.starts_with("HTTP/1.1 404"), "{a}");
+    let a = http_exchange(&s, &mut rs, "web-1", WEB, "DELETE / HTTP/1.1\r\n\r\n");
+    assert!(a.starts_with("HTTP/1.1 405"), "{a}");
+    let a = http_exchange(&s, &mut rs, "web-1", WEB, "\x00\x01garbage\r\n\r\n");
+    assert!(a.starts_with("HTTP/1.1 400"), "{a}");
+    let a = http_exchange(
+        &s,
+        &mut rs,
+        "web-1",
+        WEB,
+        "PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 99999\r\n\r\n",
+    );
+    assert!(a.starts_with("HTTP/1.1 400"), "{a}");
 }

@@ -169,6 +169,8 @@ pub struct Eni {
     /// Which flows its groups leave untracked (R-SG-UNTRACKED): [`Untracked`] bits,
     /// computed by [`Snapshot::new`].
     pub untracked: u8,
+    /// Instance metadata answers without a token (IMDSv1).
+    pub imds_v1: bool,
 }
 
 /// Bits of [`Eni::untracked`]: TCP or UDP, IPv4 or IPv6, allowed by all-traffic rules for

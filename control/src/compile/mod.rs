@@ -157,6 +157,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 },
                 timeouts: acl::timeouts(inst.connection_tracking.as_ref()),
                 untracked: 0,
+                imds_v1: inst.imds_v1,
             });
         }
     }
@@ -258,6 +259,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 security_groups: Vec::new(),
                 timeouts: Default::default(),
                 untracked: 0,
+                imds_v1: false,
             });
             t.nat_gateways.push(NatGateway {
                 id: nat.id.v.as_str().into(),
@@ -316,6 +318,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                         security_groups: groups.clone(),
                         timeouts: Default::default(),
                         untracked: 0,
+                        imds_v1: false,
                     });
                     enis.push(eni);
                 }

@@ -127,14 +127,22 @@ impl Worker {
                 Verdict::Forward(out) => (out, &self.buf[..len]),
                 Verdict::Reply { port, len } => (port, &self.buf[..usize::from(len)]),
                 Verdict::Local(service) => {
-                    let Some(n) =
-                        self.services
-                            .answer(snap, ingress, service, &mut self.buf, len, now)
-                    else {
-                        continue;
-                    };
-                    self.pipeline.stats.count_answer(ingress, n);
-                    (ingress, &self.buf[..n])
+                    let q = queues.get(ingress.ix());
+                    let stats = &mut self.pipeline.stats;
+                    self.services.answer(
+                        snap,
+                        ingress,
+                        service,
+                        &mut self.buf,
+                        len,
+                        now,
+                        &mut |p: &[u8]| {
+                            if q.is_some_and(|q| q.send(p).is_ok()) {
+                                stats.count_answer(ingress, p.len());
+                            }
+                        },
+                    );
+                    continue;
                 }
                 Verdict::Drop(_) => continue,
             };

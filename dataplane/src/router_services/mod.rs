@@ -5,11 +5,17 @@
 //! [`RouterServices::answer`] with its whole buffer, so an answer may be longer than the
 //! question. Sans-IO like the pipeline: bytes and the time in, an answer in the buffer out.
 //!
-//! Instance metadata (R-ADDR-IMDS) is HTTP over TCP and needs a TCP stack in the router;
-//! it is not answered yet (the packets are counted as "to the router").
+//! Instance metadata (R-ADDR-IMDS) is HTTP over TCP, served by [`metadata`] with smoltcp
+//! as the router's TCP stack, shared by the workers behind a mutex (its packets are not on
+//! the forwarding path).
 
 pub mod dns;
+pub mod metadata;
 pub mod names;
+
+use std::sync::{Arc, Mutex};
+
+use metadata::MetadataService;
 
 use crate::packet::{proto, Packet, Transport};
 use crate::snapshot::{Attachment, EniIx, LocalService, PortId, Snapshot};
@@ -19,13 +25,15 @@ use crate::Timestamp;
 /// queries are dropped (a flood stays bounded).
 pub const DNS_PACKETS_PER_SECOND: u32 = 1024;
 
-/// One worker's router-service state: the DNS budget per port.
+/// One worker's router-service state: the DNS budget per port, and the metadata service
+/// shared by all workers.
 #[derive(Default)]
 pub struct RouterServices {
     /// Per port: (the second, queries answered in it).
     dns_budget: Vec<(u64, u32)>,
     /// Queries refused by the budget.
     pub dns_throttled: u64,
+    pub metadata: Option<Arc<Mutex<MetadataService>>>,
 }
 
 impl RouterServices {
@@ -33,9 +41,11 @@ impl RouterServices {
         RouterServices::default()
     }
 
-    /// Answers a packet for `service` that arrived on `ingress` in `buf[..len]`, writing
-    /// the answer over `buf`; returns its length, or `None` when there is nothing to say
-    /// (not a question this service answers, or a throttled query).
+    /// Answers a packet for `service` that arrived on `ingress` in `buf[..len]`: each
+    /// answer packet goes to `out` (bound for `ingress`). Returns how many were sent; 0
+    /// when there is nothing to say (not a question this service answers, a throttled
+    /// query, no metadata service).
+    #[allow(clippy::too_many_arguments)]
     pub fn answer(
         &mut self,
         snap: &Snapshot,
@@ -44,27 +54,51 @@ impl RouterServices {
         buf: &mut [u8],
         len: usize,
         now: Timestamp,
-    ) -> Option<usize> {
-        let pkt = Packet::parse(buf.get(..len)?).ok()?;
-        let Attachment::Eni(eni) = snap.port(ingress)?.attachment else {
-            return None;
+        out: &mut dyn FnMut(&[u8]),
+    ) -> usize {
+        let Some(pkt) = buf.get(..len).and_then(|b| Packet::parse(b).ok()) else {
+            return 0;
         };
-        match service {
+        let Some(eni) = sender(snap, ingress) else {
+            return 0;
+        };
+        let single = match service {
             LocalService::Router(subnet) => {
                 // R-ADDR-ROUTER: answers ping from its own subnet.
                 if snap.eni(eni).subnet != subnet {
-                    return None;
+                    return 0;
                 }
                 echo_reply(&pkt, buf)
             }
             LocalService::Dns => {
                 if !self.within_budget(ingress, now) {
                     self.dns_throttled += 1;
-                    return None;
+                    return 0;
                 }
                 dns::answer_udp(snap, eni, &pkt, buf)
             }
-            LocalService::Metadata | LocalService::TimeSync => None,
+            LocalService::Metadata => {
+                let Some(m) = &self.metadata else { return 0 };
+                if !matches!(pkt.transport, Transport::Tcp { dst_port: 80, .. }) {
+                    return 0;
+                }
+                let packets =
+                    m.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .handle(snap, eni, &buf[..len], now);
+                for p in &packets {
+                    out(p);
+                }
+                return packets.len();
+            }
+            LocalService::TimeSync => None,
+        };
+        match single {
+            Some(n) => {
+                out(&buf[..n]);
+                1
+            }
+            None => 0,
         }
     }
 
