@@ -314,7 +314,7 @@ fn http_exchange(
     // A new client port for each exchange, as a real client picks.
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(40000);
     let sport = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut send = |rs: &mut RouterServices, pkt: Vec<u8>| -> Vec<Vec<u8>> {
+    let send = |rs: &mut RouterServices, pkt: Vec<u8>| -> Vec<Vec<u8>> {
         let len = pkt.len();
         let mut buf = pkt;
         buf.resize(4096, 0);
