@@ -238,6 +238,27 @@ impl Lab {
         if let Some(ns) = new.iter().find(|n| netns::exists(&n.name)) {
             return Err(LabError::Exists(ns.name.clone()));
         }
+        let before = self.created.clone();
+        let added = self.try_add(new);
+        if added.is_err() {
+            // Undo this call: its namespaces go, the record is as before (a failed apply
+            // must leave the lab as it was, and the same instance addable again).
+            let ours: Vec<String> = self
+                .created
+                .iter()
+                .filter(|c| !before.contains(c))
+                .cloned()
+                .collect();
+            let _ = netns::delete(&ours);
+            self.created = before;
+            if let Some(lease) = self.lease.as_mut() {
+                let _ = lease.record(&self.created);
+            }
+        }
+        added
+    }
+
+    fn try_add(&mut self, new: &[Namespace]) -> Result<Vec<(PortId, Vec<TunQueue>)>, LabError> {
         let mut names: Vec<String> = self.created.clone();
         names.extend(new.iter().map(|n| n.name.clone()));
         if let Some(lease) = self.lease.as_mut() {

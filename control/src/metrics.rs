@@ -54,6 +54,8 @@ pub fn serve(
                 };
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                // A reader that stops reading must not hold the router at stop.
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
                 let mut buf = [0u8; 2048];
                 let _ = stream.read(&mut buf);
                 let body = render(&router);

@@ -167,11 +167,18 @@ impl Router {
             }
             wait_for_workers(&mut links);
             let ids: Vec<String> = removed.iter().map(|n| n.id.clone()).collect();
-            if let Some(lab) = lock(&self.lab).as_mut() {
-                if let Err(e) = lab.remove(&ids) {
-                    eprintln!("vpcd: apply: removing namespaces: {e}");
-                }
+            let removal = match lock(&self.lab).as_mut() {
+                Some(lab) => lab.remove(&ids).map_err(|e| e.to_string()),
+                None => Ok(()),
+            };
+            *lock(&self.namespaces) = plan;
+            if let Err(e) = removal {
+                return Err(format!(
+                    "{file}: applied as generation {}, but removing namespaces failed: {e}",
+                    gens.generation()
+                ));
             }
+            return Ok(gens.generation());
         }
         *lock(&self.namespaces) = plan;
         Ok(gens.generation())

@@ -340,6 +340,10 @@ fn egress_only_state<'s, O: Observer<'s>>(
 ) -> bool {
     let zone = zone::EIGW | cx.snap.vpc(vpc).zone;
     if let Some(inner) = crate::nat::embedded(buf, pkt) {
+        // The error must be about a packet the receiver itself sent.
+        if inner.src != pkt.dst {
+            return false;
+        }
         let key = FlowKey::new(
             zone,
             inner.proto,

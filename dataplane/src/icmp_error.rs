@@ -86,6 +86,10 @@ pub(crate) fn router_error<'s, O: Observer<'s>>(
         RouterError::TooBig(_) => (DropReason::MtuExceeded, "larger than the path MTU"),
         RouterError::TimeExceeded => (DropReason::TtlExpired, "the TTL ran out at the VPC router"),
     };
+    // RFC 1122 / RFC 4443: never an error about an ICMP error or a later fragment.
+    if pkt.is_icmp_error() || pkt.fragment == crate::packet::Fragment::Later {
+        return cx.drop(reason, what);
+    }
     let quote_len = if pkt.is_ipv6() { QUOTE_V6 } else { QUOTE_V4 };
     let mut quote = [0u8; QUOTE_V6];
     let q = quote_len.min(pkt.len as usize).min(buf.len());

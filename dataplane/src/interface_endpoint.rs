@@ -67,7 +67,7 @@ pub(crate) fn ingress<'s, O: Observer<'s>>(
     let tport = match cx.ct.lookup(&out_key, cx.now) {
         Some(hit) => {
             cx.ct.touch(hit, expires);
-            let tport = hit.value() as u16;
+            let tport = unpack(hit.value()).1;
             let in_key = FlowKey::new(
                 zone_in,
                 pkt.proto,

@@ -43,7 +43,7 @@ pub fn rewrite_v4(buf: &mut [u8], pkt: &Packet, field: Field, new: Ipv4Addr) -> 
             proto::UDP => Some(l4 + 6),
             _ => None,
         };
-        if let Some(c) = check_at.filter(|c| c + 2 <= buf.len()) {
+        if let Some(c) = check_at.filter(|c| c + 2 <= (pkt.len as usize).min(buf.len())) {
             let old_check = u16::from_be_bytes([buf[c], buf[c + 1]]);
             // UDP checksum 0 means "none" over IPv4 and stays 0 (RFC 768).
             if !(pkt.proto == proto::UDP && old_check == 0) {
@@ -75,7 +75,8 @@ pub fn rewrite_port(buf: &mut [u8], pkt: &Packet, field: Field, new: u16) -> Pac
         (Transport::Icmp { .. }, _) => (l4 + 4, l4 + 2),
         (Transport::Other, _) => return *pkt,
     };
-    if check_at + 2 > buf.len() || at + 2 > buf.len() {
+    let end = (pkt.len as usize).min(buf.len());
+    if check_at + 2 > end || at + 2 > end {
         return *pkt;
     }
     let old = u16::from_be_bytes([buf[at], buf[at + 1]]);
@@ -150,6 +151,8 @@ pub fn embedded(buf: &[u8], pkt: &Packet) -> Option<Embedded> {
     if !pkt.is_icmp_error() {
         return None;
     }
+    // Only the packet's own bytes: the buffer may hold leftovers of a longer one.
+    let buf = buf.get(..pkt.len as usize)?;
     let ip = usize::from(pkt.l4_offset) + 8;
     let (proto_, src, dst, l4) = if pkt.is_ipv6() {
         let h = buf.get(ip..ip + 40)?;
@@ -230,7 +233,8 @@ pub fn rewrite_quote_v4(
         return;
     };
     let (ip, l4) = (inner.ip_offset, inner.l4_offset);
-    if l4 + 8 > buf.len() {
+    let end = (pkt.len as usize).min(buf.len());
+    if l4 + 8 > end {
         return;
     }
     let (old, new) = (u32::from(old_addr), u32::from(addr));
@@ -253,10 +257,13 @@ pub fn rewrite_quote_v4(
             } else {
                 l4 + 6
             };
-            if qc + 2 <= buf.len() {
+            if qc + 2 <= end {
                 let old_check = u16::from_be_bytes([buf[qc], buf[qc + 1]]);
                 if !(inner.proto == proto::UDP && old_check == 0) {
-                    let nc = update16(update32(old_check, old, new), old_port, port);
+                    let mut nc = update16(update32(old_check, old, new), old_port, port);
+                    if inner.proto == proto::UDP && nc == 0 {
+                        nc = 0xffff;
+                    }
                     buf[qc..qc + 2].copy_from_slice(&nc.to_be_bytes());
                 }
             }

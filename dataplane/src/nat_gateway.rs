@@ -27,6 +27,11 @@ use crate::snapshot::{NatGatewayIx, SubnetIx};
 
 /// R-NAT-IDLE: a connection idle this long expires.
 pub const IDLE_TIMEOUT: u32 = 350;
+/// How many ports a new translation tries before it gives up as exhausted: bounded, so a
+/// flood of new flows to one full destination costs each packet a few microseconds, not a
+/// scan of the whole range (which would stall the worker).
+pub const MAX_PROBES: u32 = 512;
+
 /// The first translated port (R-NAT-SNAT: 1024-65535).
 pub const FIRST_PORT: u16 = 1024;
 /// Ports per destination: AWS's limit of simultaneous connections to one (IP, port,
@@ -117,10 +122,15 @@ pub(crate) fn egress<'s, O: Observer<'s>>(
     let zone_in = zone::NAT_IN | nat.zone;
     let out_key = FlowKey::new(zone_out, pkt.proto, pkt.src, sport, pkt.dst, dport);
     let expires = secs(cx.now).saturating_add(IDLE_TIMEOUT);
-    let tport = match cx.ct.lookup(&out_key, cx.now) {
+    // A mapping made for another address of the gateway (an apply changed it) is stale.
+    let known = cx
+        .ct
+        .lookup(&out_key, cx.now)
+        .filter(|hit| unpack(hit.value()).0 == nat_ip);
+    let tport = match known {
         Some(hit) => {
             cx.ct.touch(hit, expires);
-            let tport = hit.value() as u16;
+            let tport = unpack(hit.value()).1;
             let in_key = FlowKey::new(zone_in, pkt.proto, nat_ip.into(), tport, pkt.dst, dport);
             if let Some(h) = cx.ct.lookup(&in_key, cx.now) {
                 cx.ct.touch(h, expires);
@@ -186,8 +196,11 @@ pub(crate) fn allocate<'s, O: Observer<'s>>(
     let w = u32::from(cx.worker) % n;
     let mine = (PORTS - w).div_ceil(n);
     let start = start_slot(m.private, m.private_port, m.remote, m.remote_port) % mine;
-    for k in 0..mine {
-        let slot = (start + k) % mine;
+    // Probes spread over the share (a stride coprime with it), not consecutive ports:
+    // an almost full range still finds a free port within the bound.
+    let stride = coprime_stride(mine);
+    for k in 0..mine.min(MAX_PROBES) {
+        let slot = ((u64::from(start) + u64::from(k) * u64::from(stride)) % u64::from(mine)) as u32;
         let candidate = FIRST_PORT + (slot * n + w) as u16;
         let in_key = FlowKey::new(
             m.zone_in,
@@ -205,7 +218,7 @@ pub(crate) fn allocate<'s, O: Observer<'s>>(
             .insert_raw(&in_key, 0, expires, pack(m.private, m.private_port), cx.now)
             .and_then(|_| {
                 cx.ct
-                    .insert_raw(out_key, 0, expires, u64::from(candidate), cx.now)
+                    .insert_raw(out_key, 0, expires, pack(m.own, candidate), cx.now)
             });
         if stored.is_err() {
             return Err((
@@ -219,6 +232,21 @@ pub(crate) fn allocate<'s, O: Observer<'s>>(
         DropReason::NatPortExhausted,
         "every port to this destination is in use",
     ))
+}
+
+/// A step through `n` slots that visits every one of them.
+fn coprime_stride(n: u32) -> u32 {
+    let gcd = |mut a: u32, mut b: u32| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let mut s = (n / 2).max(1) | 1;
+    while gcd(s, n) != 1 {
+        s += 2;
+    }
+    s
 }
 
 /// Where a new translation starts looking for a free port: spread by the flow, so that
@@ -263,6 +291,12 @@ pub(crate) fn ingress<'s, O: Observer<'s>>(
     let nat = cx.snap.nat_gateway(nat_ix);
     let nat_ip: IpAddr = nat.private_ip.into();
     let zone_in = zone::NAT_IN | nat.zone;
+    if pkt.fragment != Fragment::None {
+        return cx.drop(
+            DropReason::Fragment,
+            "the NAT gateway drops IP fragments (UDP reassembly is not built)",
+        );
+    }
     let expires = secs(cx.now).saturating_add(IDLE_TIMEOUT);
     if let Some(inner) = embedded(buf, pkt) {
         // An ICMP error about a packet the gateway sent: the quote is that packet.
