@@ -19,7 +19,7 @@ use dataplane::conntrack::Conntrack;
 use dataplane::io::event_loop::{self, StopSignal, Wakeup, WorkerControl};
 use dataplane::io::tun::TunQueue;
 use dataplane::io::Worker;
-use dataplane::router_services::metadata::MetadataService;
+use dataplane::router_services::tcp_services::TcpServices;
 use dataplane::{Pipeline, Snapshot, SnapshotCell, Stats};
 
 use crate::control_socket;
@@ -86,7 +86,7 @@ fn spawn_workers(
     let mut links = Vec::new();
     let n = queues.len();
     // One metadata service for all workers: a connection's packets may reach any of them.
-    let metadata = Arc::new(std::sync::Mutex::new(MetadataService::new()));
+    let metadata = Arc::new(std::sync::Mutex::new(TcpServices::new()));
     for (w, queues) in queues.into_iter().enumerate() {
         let cell = Arc::clone(cell);
         let stop = Arc::clone(stop);

@@ -309,8 +309,29 @@ fn http_exchange(
     src: [u8; 4],
     request: &str,
 ) -> String {
+    let body = tcp_exchange(
+        s,
+        rs,
+        from,
+        src,
+        ([169, 254, 169, 254], 80),
+        dataplane::snapshot::LocalService::Metadata,
+        request.as_bytes(),
+    );
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+/// Handshake, one request, everything the service sends back.
+fn tcp_exchange(
+    s: &Snapshot,
+    rs: &mut RouterServices,
+    from: &str,
+    src: [u8; 4],
+    (dst, dport): ([u8; 4], u16),
+    service: dataplane::snapshot::LocalService,
+    request: &[u8],
+) -> Vec<u8> {
     let p = port(s, from);
-    let dst = [169, 254, 169, 254];
     // A new client port for each exchange, as a real client picks.
     static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(40000);
     let sport = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -319,19 +340,13 @@ fn http_exchange(
         let mut buf = pkt;
         buf.resize(4096, 0);
         let mut out = Vec::new();
-        rs.answer(
-            s,
-            p,
-            dataplane::snapshot::LocalService::Metadata,
-            &mut buf,
-            len,
-            NOW,
-            &mut |a: &[u8]| out.push(a.to_vec()),
-        );
+        rs.answer(s, p, service, &mut buf, len, NOW, &mut |a: &[u8]| {
+            out.push(a.to_vec())
+        });
         out
     };
     let seg = |seq: u32, ack: Option<u32>, syn: bool, payload: &[u8]| {
-        let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, 80, seq, 64000);
+        let mut b = PacketBuilder::ipv4(src, dst, 64).tcp(sport, dport, seq, 64000);
         if syn {
             b = b.syn();
         }
@@ -350,26 +365,25 @@ fn http_exchange(
     };
     assert!(t.syn() && t.ack());
     let server_seq = t.sequence_number();
-    let replies = send(
-        rs,
-        seg(1001, Some(server_seq + 1), false, request.as_bytes()),
-    );
+    let replies = send(rs, seg(1001, Some(server_seq + 1), false, request));
     let mut body = Vec::new();
     for r in &replies {
         let p = SlicedPacket::from_ip(r).unwrap();
-        assert_eq!(
-            p.net.as_ref().map(|n| match n {
-                etherparse::NetSlice::Ipv4(i) => i.header().ttl(),
-                _ => 0,
-            }),
-            Some(1),
-            "metadata answers leave with hop limit 1"
-        );
+        if dport == 80 {
+            assert_eq!(
+                p.net.as_ref().map(|n| match n {
+                    etherparse::NetSlice::Ipv4(i) => i.header().ttl(),
+                    _ => 0,
+                }),
+                Some(1),
+                "metadata answers leave with hop limit 1"
+            );
+        }
         if let Some(TransportSlice::Tcp(t)) = p.transport {
             body.extend_from_slice(t.payload());
         }
     }
-    String::from_utf8_lossy(&body).into_owned()
+    body
 }
 
 #[test]
@@ -381,7 +395,7 @@ fn instance_metadata_over_imdsv2_answers_each_instance_its_own_facts() {
     ));
     let mut rs = RouterServices::new();
     rs.metadata = Some(std::sync::Arc::new(std::sync::Mutex::new(
-        dataplane::router_services::metadata::MetadataService::new(),
+        dataplane::router_services::tcp_services::TcpServices::new(),
     )));
     let put = "PUT /latest/api/token HTTP/1.1\r\nHost: 169.254.169.254\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n\r\n";
     let answer = http_exchange(&s, &mut rs, "web-1", WEB, put);
@@ -465,4 +479,34 @@ fn instance_metadata_over_imdsv2_answers_each_instance_its_own_facts() {
         "PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 99999\r\n\r\n",
     );
     assert!(a.starts_with("HTTP/1.1 400"), "{a}");
+}
+
+#[test]
+fn dns_answers_over_tcp_too() {
+    let s = snap(DEFAULT);
+    let mut rs = RouterServices::new();
+    rs.metadata = Some(std::sync::Arc::new(std::sync::Mutex::new(
+        dataplane::router_services::tcp_services::TcpServices::new(),
+    )));
+    let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(
+        Name::from_ascii("ip-10-0-2-10.ec2.internal.").unwrap(),
+        RecordType::A,
+    ));
+    let q = m.to_vec().unwrap();
+    let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&q);
+    let answer = tcp_exchange(
+        &s,
+        &mut rs,
+        "web-1",
+        WEB,
+        (DNS, 53),
+        dataplane::snapshot::LocalService::Dns,
+        &framed,
+    );
+    let len = usize::from(u16::from_be_bytes([answer[0], answer[1]]));
+    let m = Message::from_vec(&answer[2..2 + len]).unwrap();
+    assert_eq!(m.metadata.id, 0x4242);
+    assert_eq!(addrs(&m), [IpAddr::V4(Ipv4Addr::new(10, 0, 2, 10))]);
 }

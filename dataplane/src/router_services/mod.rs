@@ -10,12 +10,12 @@
 //! the forwarding path).
 
 pub mod dns;
-pub mod metadata;
 pub mod names;
+pub mod tcp_services;
 
 use std::sync::{Arc, Mutex};
 
-use metadata::MetadataService;
+use tcp_services::TcpServices;
 
 use crate::packet::{proto, Packet, Transport};
 use crate::snapshot::{Attachment, EniIx, LocalService, PortId, Snapshot};
@@ -33,7 +33,7 @@ pub struct RouterServices {
     dns_budget: Vec<(u64, u32)>,
     /// Queries refused by the budget.
     pub dns_throttled: u64,
-    pub metadata: Option<Arc<Mutex<MetadataService>>>,
+    pub metadata: Option<Arc<Mutex<TcpServices>>>,
 }
 
 impl RouterServices {
@@ -70,6 +70,9 @@ impl RouterServices {
                 }
                 echo_reply(&pkt, buf)
             }
+            LocalService::Dns if matches!(pkt.transport, Transport::Tcp { .. }) => {
+                return self.over_tcp(snap, eni, &pkt, &buf[..len], 53, now, out);
+            }
             LocalService::Dns => {
                 if !self.within_budget(ingress, now) {
                     self.dns_throttled += 1;
@@ -78,18 +81,7 @@ impl RouterServices {
                 dns::answer_udp(snap, eni, &pkt, buf)
             }
             LocalService::Metadata => {
-                let Some(m) = &self.metadata else { return 0 };
-                if !matches!(pkt.transport, Transport::Tcp { dst_port: 80, .. }) {
-                    return 0;
-                }
-                let packets =
-                    m.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .handle(snap, eni, &buf[..len], now);
-                for p in &packets {
-                    out(p);
-                }
-                return packets.len();
+                return self.over_tcp(snap, eni, &pkt, &buf[..len], 80, now, out);
             }
             LocalService::TimeSync => None,
         };
@@ -102,6 +94,34 @@ impl RouterServices {
         }
     }
 
+    /// A TCP segment for one of the router's TCP services on `port`.
+    #[allow(clippy::too_many_arguments)]
+    fn over_tcp(
+        &mut self,
+        snap: &Snapshot,
+        eni: EniIx,
+        pkt: &Packet,
+        bytes: &[u8],
+        port: u16,
+        now: Timestamp,
+        out: &mut dyn FnMut(&[u8]),
+    ) -> usize {
+        let Some(m) = &self.metadata else { return 0 };
+        if !matches!(pkt.transport, Transport::Tcp { dst_port, .. } if dst_port == port) {
+            return 0;
+        }
+        let packets = m
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .handle(snap, eni, bytes, now);
+        for p in &packets {
+            out(p);
+        }
+        packets.len()
+    }
+}
+
+impl RouterServices {
     fn within_budget(&mut self, port: PortId, now: Timestamp) -> bool {
         if self.dns_budget.len() <= port.ix() {
             self.dns_budget.resize(port.ix() + 1, (0, 0));

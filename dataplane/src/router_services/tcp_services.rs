@@ -1,7 +1,13 @@
-//! Instance metadata at 169.254.169.254 / fd00:ec2::254 (R-ADDR-IMDS): HTTP over TCP,
-//! served by smoltcp as the router's own small TCP/IP stack, one stack per instance, so an
-//! instance only ever talks to its own metadata (and overlapping addresses of two VPCs
-//! cannot meet).
+//! The router's TCP services, served by smoltcp as the router's own small TCP/IP stack, one
+//! stack per instance, so an instance only ever talks to its own (and overlapping addresses
+//! of two VPCs cannot meet):
+//!
+//! - instance metadata at 169.254.169.254 / fd00:ec2::254 port 80 (R-ADDR-IMDS);
+//! - the Amazon DNS resolver over TCP at the VPC's base+2, 169.254.169.253 and
+//!   fd00:ec2::253 port 53 (two-byte length, then the message; answered like UDP queries,
+//!   without the 512-byte limit), for answers too long for UDP.
+//!
+//! Instance metadata:
 //!
 //! IMDSv2: `PUT /latest/api/token` with `X-aws-ec2-metadata-token-ttl-seconds` (1-21600)
 //! returns a token; `GET` with `X-aws-ec2-metadata-token` returns the facts. IMDSv1 (GET
@@ -22,7 +28,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
-use crate::snapshot::{EniIx, Snapshot, METADATA_V4, METADATA_V6};
+use crate::snapshot::{EniIx, Snapshot, DNS_LINK_LOCAL, DNS_V6, METADATA_V4, METADATA_V6};
 use crate::Timestamp;
 
 /// Concurrent connections per instance.
@@ -83,21 +89,41 @@ struct Endpoint {
     iface: Interface,
     wire: Wire,
     sockets: SocketSet<'static>,
-    handles: Vec<(SocketHandle, Vec<u8>)>,
+    /// Each socket, the port it listens on, and the bytes of its request so far.
+    handles: Vec<(SocketHandle, u16, Vec<u8>)>,
 }
 
-fn listening_socket() -> tcp::Socket<'static> {
+/// The metadata port, and DNS.
+const HTTP: u16 = 80;
+const DNS: u16 = 53;
+
+fn listening_socket(port: u16) -> tcp::Socket<'static> {
     let mut s = tcp::Socket::new(
         tcp::SocketBuffer::new(vec![0; 16384]),
         tcp::SocketBuffer::new(vec![0; 16384]),
     );
-    s.set_hop_limit(Some(1));
-    let _ = s.listen(80);
+    // Metadata answers go no further than the instance (AWS's hop limit 1); DNS answers
+    // travel like any.
+    if port == HTTP {
+        s.set_hop_limit(Some(1));
+    }
+    let _ = s.listen(port);
     s
 }
 
+/// A complete request in `pending`: an HTTP head, or a length-prefixed DNS message.
+fn complete(port: u16, pending: &[u8]) -> bool {
+    match port {
+        DNS => {
+            pending.len() >= 2
+                && pending.len() >= 2 + usize::from(u16::from_be_bytes([pending[0], pending[1]]))
+        }
+        _ => pending.len() > MAX_REQUEST || pending.windows(4).any(|w| w == b"\r\n\r\n"),
+    }
+}
+
 impl Endpoint {
-    fn new(now: Instant, seed: u64) -> Endpoint {
+    fn new(now: Instant, seed: u64, dns: Option<Ipv4Addr>) -> Endpoint {
         let mut wire = Wire::default();
         let mut cfg = Config::new(HardwareAddress::Ip);
         cfg.random_seed = seed;
@@ -105,6 +131,11 @@ impl Endpoint {
         iface.update_ip_addrs(|a| {
             let _ = a.push(IpCidr::new(IpAddress::from(METADATA_V4), 32));
             let _ = a.push(IpCidr::new(IpAddress::from(METADATA_V6), 128));
+            if let Some(d) = dns {
+                let _ = a.push(IpCidr::new(IpAddress::from(d), 32));
+                let _ = a.push(IpCidr::new(IpAddress::from(DNS_LINK_LOCAL), 32));
+                let _ = a.push(IpCidr::new(IpAddress::from(DNS_V6), 128));
+            }
         });
         // Replies go back to the instance, whatever its address: the device is its port.
         let _ = iface
@@ -114,8 +145,10 @@ impl Endpoint {
             .routes_mut()
             .add_default_ipv6_route(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 1));
         let mut sockets = SocketSet::new(Vec::new());
-        let handles = (0..SOCKETS)
-            .map(|_| (sockets.add(listening_socket()), Vec::new()))
+        let handles = [HTTP, DNS]
+            .into_iter()
+            .flat_map(|port| std::iter::repeat_n(port, SOCKETS))
+            .map(|port| (sockets.add(listening_socket(port)), port, Vec::new()))
             .collect();
         Endpoint {
             iface,
@@ -128,7 +161,7 @@ impl Endpoint {
 
 /// The metadata service of every instance of the lab.
 #[derive(Default)]
-pub struct MetadataService {
+pub struct TcpServices {
     /// By the ENI's flow zone (stable across applies).
     endpoints: HashMap<u32, Endpoint>,
     /// Token → (ENI zone, expiry in seconds).
@@ -140,9 +173,9 @@ fn instant(now: Timestamp) -> Instant {
     Instant::from_micros((now.0 / 1000) as i64)
 }
 
-impl MetadataService {
+impl TcpServices {
     pub fn new() -> Self {
-        MetadataService::default()
+        TcpServices::default()
     }
 
     /// Takes a packet instance `eni` sent to the metadata address; returns the packets to
@@ -158,15 +191,17 @@ impl MetadataService {
         self.counter += 1;
         let seed = self.counter ^ now.0;
         let t = instant(now);
+        let vpc = snap.vpc(snap.eni(eni).vpc);
+        let dns = vpc.enable_dns_support.then(|| vpc.dns_v4()).flatten();
         let ep = self
             .endpoints
             .entry(zone)
-            .or_insert_with(|| Endpoint::new(t, seed));
+            .or_insert_with(|| Endpoint::new(t, seed, dns));
         ep.wire.rx.push_back(packet.to_vec());
         ep.iface.poll(t, &mut ep.wire, &mut ep.sockets);
 
         let mut requests = Vec::new();
-        for (h, pending) in ep.handles.iter_mut() {
+        for (h, port, pending) in ep.handles.iter_mut() {
             let s = ep.sockets.get_mut::<tcp::Socket>(*h);
             if s.can_recv() {
                 let mut chunk = [0u8; 2048];
@@ -176,13 +211,17 @@ impl MetadataService {
                     }
                     pending.extend_from_slice(&chunk[..n]);
                 }
-                if pending.len() > MAX_REQUEST || pending.windows(4).any(|w| w == b"\r\n\r\n") {
-                    requests.push((*h, std::mem::take(pending)));
+                if complete(*port, pending) {
+                    requests.push((*h, *port, std::mem::take(pending)));
                 }
             }
         }
-        for (h, request) in requests {
-            let response = self.respond(snap, eni, zone, &request, now);
+        for (h, port, request) in requests {
+            let response = if port == DNS {
+                dns_over_tcp(snap, eni, &request)
+            } else {
+                self.respond(snap, eni, zone, &request, now)
+            };
             let ep = self.endpoints.get_mut(&zone).expect("just used");
             let s = ep.sockets.get_mut::<tcp::Socket>(h);
             let _ = s.send_slice(&response);
@@ -191,11 +230,11 @@ impl MetadataService {
         let ep = self.endpoints.get_mut(&zone).expect("just used");
         ep.iface.poll(t, &mut ep.wire, &mut ep.sockets);
         // Sockets whose connection ended listen again.
-        for (h, pending) in ep.handles.iter_mut() {
+        for (h, port, pending) in ep.handles.iter_mut() {
             let s = ep.sockets.get_mut::<tcp::Socket>(*h);
             if !s.is_open() {
                 pending.clear();
-                *s = listening_socket();
+                *s = listening_socket(*port);
             }
         }
         std::mem::take(&mut ep.wire.tx)
@@ -276,6 +315,20 @@ impl MetadataService {
             _ => http(405, "Method Not Allowed", ""),
         }
     }
+}
+
+/// One DNS query over TCP: the answer, length-prefixed (empty when the query is not DNS).
+fn dns_over_tcp(snap: &Snapshot, eni: EniIx, request: &[u8]) -> Vec<u8> {
+    let Some(message) = request.get(2..) else {
+        return Vec::new();
+    };
+    let Some(answer) = super::dns::respond(snap, snap.eni(eni).vpc, message, usize::from(u16::MAX))
+    else {
+        return Vec::new();
+    };
+    let mut out = (answer.len() as u16).to_be_bytes().to_vec();
+    out.extend_from_slice(&answer);
+    out
 }
 
 fn http(code: u16, reason: &str, body: &str) -> Vec<u8> {
