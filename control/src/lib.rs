@@ -4,6 +4,8 @@
 pub mod compile;
 pub mod control_socket;
 pub mod diag;
+pub mod flow_log_reader;
+pub mod flow_log_writer;
 pub mod generations;
 pub mod lab;
 pub mod metrics;

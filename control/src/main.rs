@@ -61,6 +61,23 @@ enum Command {
         /// The lab file.
         lab: PathBuf,
     },
+    /// Read a flow-log file (default format): matching records and a table per flow.
+    Flowlogs {
+        /// The flow-log file.
+        file: PathBuf,
+        /// Only records with this source or destination address.
+        #[arg(long)]
+        addr: Option<String>,
+        /// Only records with this source or destination port.
+        #[arg(long)]
+        port: Option<u16>,
+        /// Only ACCEPT or REJECT records.
+        #[arg(long)]
+        action: Option<String>,
+        /// Only records of this interface (eni-ID or the instance id).
+        #[arg(long)]
+        eni: Option<String>,
+    },
     /// The running router: lab, generation, namespaces, flow table.
     Status,
     /// The running router's counters: packets and bytes per port, drops by reason and
@@ -100,6 +117,25 @@ fn main() -> ExitCode {
                 Err(code) => code,
             }
         }
+        Command::Flowlogs {
+            file,
+            addr,
+            port,
+            action,
+            eni,
+        } => match read(file) {
+            Ok(text) => {
+                let filter = control::flow_log_reader::Filter {
+                    addr: addr.clone(),
+                    port: *port,
+                    action: action.clone(),
+                    eni: eni.clone(),
+                };
+                print!("{}", control::flow_log_reader::report(&text, &filter));
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
         Command::Status => remote(&cli, "status", ""),
         Command::Stats => remote(&cli, "stats", ""),
     }

@@ -23,10 +23,16 @@ use dataplane::router_services::tcp_services::TcpServices;
 use dataplane::{Pipeline, Snapshot, SnapshotCell, Stats};
 
 use crate::control_socket;
+use crate::flow_log_writer;
 use crate::generations::Generations;
 use crate::lab::{self, Lab, LabError};
 use crate::metrics;
 use crate::router::{summary, PublishedStats, Router, WorkerLink};
+use dataplane::flow_log::Line;
+
+/// Flow-log lines the writer could not take in time (counted, reported at stop).
+static FLOW_LINES_LOST: std::sync::LazyLock<Arc<AtomicU64>> =
+    std::sync::LazyLock::new(|| Arc::new(AtomicU64::new(0)));
 use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +86,7 @@ fn spawn_workers(
     stop: &Arc<StopSignal>,
     conntrack: &Arc<Conntrack>,
     published: &[PublishedStats],
+    lines: &std::sync::mpsc::SyncSender<Line>,
     queues: lab::WorkerQueues,
 ) -> Result<Spawned, RunError> {
     let mut handles = Vec::new();
@@ -93,6 +100,8 @@ fn spawn_workers(
         let conntrack = Arc::clone(conntrack);
         let out = Arc::clone(&published[w]);
         let metadata = Arc::clone(&metadata);
+        let lines = lines.clone();
+        let lost = Arc::clone(&FLOW_LINES_LOST);
         let (tx, rx) = std::sync::mpsc::channel();
         let wake = Arc::new(Wakeup::new().map_err(|source| RunError::Spawn { worker: w, source })?);
         let done = Arc::new(AtomicU64::new(0));
@@ -116,6 +125,13 @@ fn spawn_workers(
                 worker.services.metadata = Some(metadata);
                 // A copy every 100 ms (an allocation off the packet path), for readers.
                 let mut publish = |s: &Stats| out.store(Arc::new(s.clone()));
+                // A full channel (the writer fell behind) loses the line, counted, never
+                // blocking the worker (R-FL-WRITE).
+                let mut send_line = |l: Line| {
+                    if lines.try_send(l).is_err() {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                    }
+                };
                 event_loop::run(
                     &mut worker,
                     &cell,
@@ -123,6 +139,7 @@ fn spawn_workers(
                     &stop,
                     Some(&control),
                     &mut publish,
+                    &mut send_line,
                 )?;
                 Ok(worker.pipeline.stats)
             })
@@ -197,7 +214,9 @@ pub fn up(
     let published: Vec<PublishedStats> = (0..queues.len())
         .map(|_| Arc::new(ArcSwap::from_pointee(Stats::default())))
         .collect();
-    let (handles, links) = match spawn_workers(&cell, &stop, &conntrack, &published, queues) {
+    let (lines, writer) = flow_log_writer::start(opts.path.as_deref());
+    let (handles, links) = match spawn_workers(&cell, &stop, &conntrack, &published, &lines, queues)
+    {
         Ok(h) => h,
         Err(e) => {
             stop.raise();
@@ -259,11 +278,21 @@ pub fn up(
     }
     stop.raise();
     let (stats, failure) = join(handles);
+    // The workers flushed their windows; the writer finishes and closes the files.
+    drop(lines);
+    let _ = writer.join();
     let mut lab = router.lab.lock().unwrap_or_else(|e| e.into_inner()).take();
     let torn = lab.as_mut().map_or(Ok(()), |l| l.teardown());
     drop(lab);
     let mut out = io::stdout().lock();
     let _ = write!(out, "{}", summary(&stats, &cell.load(), "vpcd: stopped;"));
+    let lost = FLOW_LINES_LOST.load(Ordering::Relaxed);
+    if lost > 0 {
+        let _ = writeln!(
+            out,
+            "  flow-log lines lost (the writer fell behind): {lost}"
+        );
+    }
     let _ = out.flush();
     if let Some(e) = failure {
         return Err(e);

@@ -147,6 +147,7 @@ pub(crate) fn router_error<'s, O: Observer<'s>>(
             cause: cx.cause,
             worker: cx.worker,
             workers: cx.workers,
+            fl: cx.fl,
         };
         if security_group::check(&mut quiet, eni, Direction::Ingress, &error).is_err() {
             return cx.drop(

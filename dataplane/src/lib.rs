@@ -8,6 +8,7 @@ pub mod acl;
 pub mod checksum;
 pub mod conntrack;
 pub mod eni;
+pub mod flow_log;
 pub mod gateways;
 pub mod icmp_error;
 pub mod interface_endpoint;

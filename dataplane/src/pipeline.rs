@@ -67,6 +67,8 @@ pub const TEST_CONNTRACK_CAPACITY: usize = 1 << 16;
 /// snapshot.
 pub struct Pipeline {
     pub stats: Stats,
+    /// This worker's flow-log aggregates.
+    pub flow_logs: crate::flow_log::FlowLogAccumulator,
     conntrack: Arc<Conntrack>,
     /// This worker's index and the number of workers: the NAT gateway hands each worker
     /// its own share of ports.
@@ -90,9 +92,18 @@ pub(crate) struct Ctx<'c, 's, O> {
     pub cause: Cause,
     pub worker: u16,
     pub workers: u16,
+    pub fl: &'c mut crate::flow_log::FlowLogAccumulator,
 }
 
 impl<'s, O: Observer<'s>> Ctx<'_, 's, O> {
+    /// A flow-log record of `pkt` at `eni` (R-FL-ACTION), if a flow log covers it.
+    #[inline]
+    pub fn log(&mut self, eni: EniIx, dir: Direction, pkt: &Packet, accept: bool) {
+        if self.snap.eni(eni).flow_log_interval != 0 {
+            self.fl.record(eni, dir, pkt, accept, self.now.secs());
+        }
+    }
+
     /// Drops with `reason`, telling the observer where.
     #[inline]
     pub fn drop(&mut self, reason: DropReason, detail: &'static str) -> Verdict {
@@ -116,6 +127,7 @@ impl Pipeline {
     pub fn with_shared(conntrack: Arc<Conntrack>, worker: u16, workers: u16) -> Self {
         Pipeline {
             stats: Stats::default(),
+            flow_logs: Default::default(),
             conntrack,
             worker,
             workers: workers.max(1),
@@ -166,6 +178,7 @@ impl Pipeline {
             cause: Cause::None,
             worker: self.worker,
             workers: self.workers,
+            fl: &mut self.flow_logs,
         };
         let len = len.min(buf.len());
         let verdict = judge(&mut cx, ingress, buf, len);
@@ -238,8 +251,22 @@ fn from_eni<'s, O: Observer<'s>>(
     if let Err(v) = eni::source_check(eni, sender, pkt, cx.obs) {
         return v;
     }
+    leave_eni(cx, sender, pkt, buf)
+}
+
+/// Steps 3 to 6 for a packet leaving `sender`, logged at it (R-FL-ACTION): its SGs, the
+/// same-subnet shortcut, its subnet's NACL, the route table.
+fn leave_eni<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    sender: EniIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+) -> Verdict {
+    let snap = cx.snap;
+    let eni = snap.eni(sender);
     // Step 3: the sender's SG egress, or the flow's tracked state (R-SG-BOTHGATES).
     if let Err(v) = security_group::check(cx, sender, Direction::Egress, pkt) {
+        cx.log(sender, Direction::Egress, pkt, false);
         return v;
     }
     // Step 4: R-RT-SAMESUBNET. Two ENIs of one subnet talk directly: no route table, no NACL.
@@ -247,13 +274,16 @@ fn from_eni<'s, O: Observer<'s>>(
     if let Some(r) = receiver {
         if snap.eni(r).subnet == eni.subnet {
             cx.obs.step(Step::SameSubnet { subnet: eni.subnet });
+            cx.log(sender, Direction::Egress, pkt, true);
             return to_eni(cx, r, pkt, buf, Some(eni.subnet));
         }
     }
     // Step 5: the sending subnet's NACL, outbound (R-NACL-DIR).
     if let Err(v) = network_acl::check(cx, eni.subnet, Direction::Egress, pkt) {
+        cx.log(sender, Direction::Egress, pkt, false);
         return v;
     }
+    cx.log(sender, Direction::Egress, pkt, true);
     // Step 6: the route table of the subnet the packet leaves from (R-RT-SUBNET).
     route(cx, eni.subnet, receiver, pkt, buf)
 }
@@ -267,22 +297,7 @@ pub(crate) fn from_internal_eni<'s, O: Observer<'s>>(
     pkt: &Packet,
     buf: &mut [u8],
 ) -> Verdict {
-    let snap = cx.snap;
-    let eni = snap.eni(sender);
-    if let Err(v) = security_group::check(cx, sender, Direction::Egress, pkt) {
-        return v;
-    }
-    let receiver = snap.eni_by_addr(eni.vpc, pkt.dst);
-    if let Some(r) = receiver {
-        if snap.eni(r).subnet == eni.subnet {
-            cx.obs.step(Step::SameSubnet { subnet: eni.subnet });
-            return to_eni(cx, r, pkt, buf, Some(eni.subnet));
-        }
-    }
-    if let Err(v) = network_acl::check(cx, eni.subnet, Direction::Egress, pkt) {
-        return v;
-    }
-    route(cx, eni.subnet, receiver, pkt, buf)
+    leave_eni(cx, sender, pkt, buf)
 }
 
 /// Step 6 and 7: longest prefix match in `subnet`'s route table, then the target's rules.
@@ -432,12 +447,15 @@ pub(crate) fn to_eni<'s, O: Observer<'s>>(
     let eni = cx.snap.eni(receiver);
     if from_subnet != Some(eni.subnet) {
         if let Err(v) = network_acl::check(cx, eni.subnet, Direction::Ingress, pkt) {
+            cx.log(receiver, Direction::Ingress, pkt, false);
             return v;
         }
     }
     if let Err(v) = security_group::check(cx, receiver, Direction::Ingress, pkt) {
+        cx.log(receiver, Direction::Ingress, pkt, false);
         return v;
     }
+    cx.log(receiver, Direction::Ingress, pkt, true);
     if let Err(v) = eni::destination_check(eni, receiver, pkt, cx.obs) {
         return v;
     }

@@ -171,6 +171,9 @@ pub struct Eni {
     pub untracked: u8,
     /// Instance metadata answers without a token (IMDSv1).
     pub imds_v1: bool,
+    /// The shortest aggregation interval of the flow logs covering it, in seconds; 0 when
+    /// none does (the packet path's one test). Set by [`Snapshot::new`].
+    pub flow_log_interval: u32,
 }
 
 /// Bits of [`Eni::untracked`]: TCP or UDP, IPv4 or IPv6, allowed by all-traffic rules for
@@ -368,6 +371,7 @@ pub struct Topology {
     pub ports: Vec<Port>,
     pub security_groups: Vec<SecurityGroup>,
     pub interface_endpoints: Vec<InterfaceEndpoint>,
+    pub flow_logs: Vec<crate::flow_log::FlowLog>,
     /// Network ACLs; `counter_base` is set by [`Snapshot::new`].
     pub network_acls: Vec<NetworkAcl>,
 }
@@ -425,6 +429,19 @@ impl Snapshot {
             .collect();
         for (eni, bits) in topo.enis.iter_mut().zip(untracked) {
             eni.untracked = bits;
+        }
+        let intervals: Vec<u32> = (0..topo.enis.len())
+            .map(|i| {
+                topo.flow_logs
+                    .iter()
+                    .filter(|l| covers(&topo, l, EniIx(i as u32)))
+                    .map(|l| l.interval.max(1))
+                    .min()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for (eni, i) in topo.enis.iter_mut().zip(intervals) {
+            eni.flow_log_interval = i;
         }
         let mut endpoint_enis_by_v4: FxHashMap<Ipv4Addr, Vec<EniIx>> = FxHashMap::default();
         for (i, e) in topo.enis.iter().enumerate() {
@@ -503,6 +520,14 @@ impl Snapshot {
             endpoint_enis_by_v4,
             nacl_counters,
         }
+    }
+
+    /// The flow logs that cover an ENI (R-FL-SCOPE).
+    pub fn flow_logs_of(&self, eni: EniIx) -> impl Iterator<Item = &crate::flow_log::FlowLog> {
+        self.topo
+            .flow_logs
+            .iter()
+            .filter(move |l| covers(&self.topo, l, eni))
     }
 
     /// The interface-endpoint ENIs that hold `addr` (one per VPC at most).
@@ -624,6 +649,17 @@ impl Snapshot {
             _ => None,
         };
         fixed.or_else(|| self.local_by_addr.get(&(vpc, dst)).copied())
+    }
+}
+
+/// Whether flow log `l` covers ENI `eni` (R-FL-SCOPE).
+fn covers(topo: &Topology, l: &crate::flow_log::FlowLog, eni: EniIx) -> bool {
+    use crate::flow_log::Scope;
+    let e = &topo.enis[eni.ix()];
+    match l.scope {
+        Scope::Vpc(v) => e.vpc == v,
+        Scope::Subnet(s) => e.subnet == s,
+        Scope::Eni(x) => x == eni,
     }
 }
 

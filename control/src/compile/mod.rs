@@ -17,6 +17,7 @@ use dataplane::{Snapshot, Topology};
 use ip_network::IpNetwork;
 
 use crate::model::{self, Destination, EndpointKind, Lab};
+use dataplane::flow_log::{Scope as FlowScope, TrafficType};
 
 mod acl;
 pub use acl::proto_match;
@@ -158,6 +159,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 timeouts: acl::timeouts(inst.connection_tracking.as_ref()),
                 untracked: 0,
                 imds_v1: inst.imds_v1,
+                flow_log_interval: 0,
             });
         }
     }
@@ -260,6 +262,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 timeouts: Default::default(),
                 untracked: 0,
                 imds_v1: false,
+                flow_log_interval: 0,
             });
             t.nat_gateways.push(NatGateway {
                 id: nat.id.v.as_str().into(),
@@ -319,6 +322,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                         timeouts: Default::default(),
                         untracked: 0,
                         imds_v1: false,
+                        flow_log_interval: 0,
                     });
                     enis.push(eni);
                 }
@@ -365,6 +369,43 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                     policy,
                 });
             }
+        }
+        for fl in &v.flow_logs {
+            let r = fl.resource.v.as_str();
+            let scope = if r == v.id.v {
+                FlowScope::Vpc(vpc)
+            } else if let Some(sn) = n.subnet.get(r) {
+                FlowScope::Subnet(*sn)
+            } else if let Some(e) = n.eni.get(r) {
+                FlowScope::Eni(*e)
+            } else {
+                return Err(missing("flow log resource", r));
+            };
+            let format: Vec<Box<str>> = if fl.log_format.v == "default" {
+                dataplane::flow_log::DEFAULT_FORMAT
+                    .iter()
+                    .map(|f| (*f).into())
+                    .collect()
+            } else {
+                fl.log_format
+                    .v
+                    .split("${")
+                    .skip(1)
+                    .filter_map(|p| p.split_once('}').map(|(name, _)| name.into()))
+                    .collect()
+            };
+            t.flow_logs.push(dataplane::flow_log::FlowLog {
+                id: fl.id.v.as_str().into(),
+                scope,
+                traffic_type: match fl.traffic_type.v.as_str() {
+                    "ACCEPT" => TrafficType::Accept,
+                    "REJECT" => TrafficType::Reject,
+                    _ => TrafficType::All,
+                },
+                interval: fl.max_aggregation_interval.v.min(u32::MAX as u64) as u32,
+                format,
+                destination: fl.destination.v.as_str().into(),
+            });
         }
         // Route tables: the explicit ones in order, then the implicit main one if no table
         // is marked main.

@@ -184,6 +184,7 @@ pub fn run<Q: Queue + AsRawFd>(
     stop: &StopSignal,
     control: Option<&WorkerControl<Q>>,
     publish: &mut dyn FnMut(&crate::Stats),
+    flow_lines: &mut dyn FnMut(crate::flow_log::Line),
 ) -> io::Result<()> {
     let epoll = Epoll::new()?;
     epoll.add(stop.fd.as_raw_fd(), STOP)?;
@@ -203,6 +204,11 @@ pub fn run<Q: Queue + AsRawFd>(
         let now = now();
         if now.0.saturating_sub(published) >= PUBLISH_EVERY_NS {
             publish(&worker.pipeline.stats);
+            // Flow-log windows that are over: formatted here, between batches.
+            worker
+                .pipeline
+                .flow_logs
+                .flush(&cell.load(), now.secs(), false, flow_lines);
             published = now.0;
         }
         if n == 0 {
@@ -213,6 +219,11 @@ pub fn run<Q: Queue + AsRawFd>(
             let token = ev.u64;
             if token == STOP {
                 publish(&worker.pipeline.stats);
+                // R-FL-WRITE: every open window is written at shutdown.
+                worker
+                    .pipeline
+                    .flow_logs
+                    .flush(&snap, now.secs(), true, flow_lines);
                 return Ok(());
             }
             if token == CHANGES {
