@@ -82,13 +82,14 @@ fn proto_name(p: &str) -> String {
     }
 }
 
+/// A flow of the table: interface, source, source port, destination, destination port,
+/// protocol, action.
+type FlowId = (String, String, String, String, String, String, String);
+
 /// The report: matching lines, then the per-flow table.
 pub fn report(text: &str, filter: &Filter) -> String {
     let mut out = String::new();
-    let mut flows: BTreeMap<
-        (String, String, String, String, String, String, String),
-        (u64, u64, usize),
-    > = BTreeMap::new();
+    let mut flows: BTreeMap<FlowId, (u64, u64, usize)> = BTreeMap::new();
     let mut shown = 0;
     for line in text.lines() {
         let Some(r) = parse(line) else { continue };
