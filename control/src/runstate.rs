@@ -255,6 +255,14 @@ pub fn down(prefix: &str, wait: Duration) -> Result<Down, StateError> {
         source: io::Error::other(e.to_string()),
     })?;
     out.removed = left;
+    // The control socket a killed run left (only a socket, never another file).
+    let ctl = crate::control_socket::default_path(prefix);
+    if fs::symlink_metadata(&ctl).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_socket()
+    }) {
+        let _ = fs::remove_file(&ctl);
+    }
     let _ = fs::remove_file(&path);
     drop(file);
     Ok(out)

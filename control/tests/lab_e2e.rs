@@ -13,11 +13,12 @@ pub fn assert_clean(prefix: &str) {
         Vec::<String>::new(),
         "namespaces left"
     );
-    let state = format!("/run/vpcd/up-{prefix}.state");
-    assert!(
-        !std::path::Path::new(&state).exists(),
-        "{state} left behind"
-    );
+    for left in [
+        format!("/run/vpcd/up-{prefix}.state"),
+        format!("/run/vpcd/ctl-{prefix}.sock"),
+    ] {
+        assert!(!std::path::Path::new(&left).exists(), "{left} left behind");
+    }
 }
 
 /// Everything about the namespace the tests (and vpcd) run in that vpcd must not change.
