@@ -1,0 +1,434 @@
+//! The end-to-end performance harness (performance.md): the references and vpcd's own
+//! paths measured side by side in one run, on this machine, with the same tools.
+//!
+//! - `kernel_router`: namespaces A – R – B over veth, R forwarding (`ip_forward=1`);
+//! - `kernel_ct_nat`: the same with an nftables ruleset in R: conntrack
+//!   `ct state established,related accept`, a few filter rules, masquerade;
+//! - `tun_floor`: two namespaces whose `eth0` are TUN devices opened with vpcd's flags,
+//!   joined by this program's minimal copy loop (read → write, no parsing);
+//! - `vpcd`: the default lab, web-1 → app-1 across subnets (SGs, NACLs, conntrack and a
+//!   flow log on), and app-1 → inet-1 through the NAT gateway and the IGW.
+//!
+//! Each path runs iperf3 TCP 1 and 4 streams, UDP 64-byte datagrams at full rate, and 200
+//! pings 10 ms apart (latency as an hdrhistogram). One table with ratios to `tun_floor`
+//! is printed and saved under `perf/results/`. Namespaces are named `vh<pid>-…`, removed
+//! on exit and on failure; only processes this program started are stopped.
+//!
+//! Needs root: `sudo target/release/harness` (or `scripts/perf.sh`).
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use control::netns;
+use dataplane::io::tun::TunQueue;
+use dataplane::io::Queue;
+use hdrhistogram::Histogram;
+
+/// Seconds per iperf3 run.
+const SECS: &str = "5";
+
+/// Namespaces made by this run; removed on drop.
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn add(&mut self, name: &str) {
+        netns::add(name).unwrap_or_else(|e| panic!("{e}"));
+        self.0.push(name.to_string());
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        let _ = netns::delete(&self.0);
+    }
+}
+
+/// A process this run started; stopped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // SAFETY: a signal to a child this program started and has not reaped.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn ip_batch(ns: &str, cmds: &str) {
+    netns::ip(&["-n", ns, "-batch", "-"], Some(cmds)).unwrap_or_else(|e| panic!("{ns}: {e}"));
+}
+
+fn exec(ns: &str, args: &[&str]) -> String {
+    let o = Command::new("ip")
+        .args(["netns", "exec", ns])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ip netns exec");
+    String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr)
+}
+
+fn spawn(ns: &str, args: &[&str]) -> Proc {
+    Proc(
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn in a namespace"),
+    )
+}
+
+/// What one path measured.
+#[derive(Default, Clone)]
+struct Figures {
+    tcp1: f64,
+    tcp4: f64,
+    udp_pps: f64,
+    udp_loss: f64,
+    ping: Option<(f64, f64, f64)>,
+}
+
+/// Bits per second of the iperf3 receiver line (TCP), or (pps, loss %) for UDP.
+fn receiver(report: &str) -> Option<(f64, Option<(f64, f64)>)> {
+    let line = report.lines().rev().find(|l| l.contains("receiver"))?;
+    let w: Vec<&str> = line.split_whitespace().collect();
+    let i = w.iter().position(|x| x.ends_with("bits/sec"))?;
+    let mult = match w[i] {
+        "Gbits/sec" => 1e9,
+        "Mbits/sec" => 1e6,
+        "Kbits/sec" => 1e3,
+        _ => 1.0,
+    };
+    let bps = w[i - 1].parse::<f64>().ok()? * mult;
+    // UDP: ".. 0.011 ms  847817/1377400 (62%)  receiver"
+    let udp = w
+        .iter()
+        .find(|x| x.contains('/') && !x.contains("sec"))
+        .and_then(|x| {
+            let (lost, total) = x.split_once('/')?;
+            let (lost, total): (f64, f64) = (lost.parse().ok()?, total.parse().ok()?);
+            let secs: f64 = SECS.parse().ok()?;
+            Some((
+                (total - lost) / secs,
+                if total > 0.0 {
+                    100.0 * lost / total
+                } else {
+                    0.0
+                },
+            ))
+        });
+    Some((bps, udp))
+}
+
+/// Runs the tests from `client` to `server_ns` at `addr`.
+fn measure(name: &str, client: &str, server_ns: &str, addr: &str) -> Figures {
+    let _server = spawn(server_ns, &["iperf3", "-s"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "iperf3",
+            "-c",
+            addr,
+            "-t",
+            SECS,
+            "--connect-timeout",
+            "3000",
+        ];
+        args.extend(extra);
+        exec(client, &args)
+    };
+    let mut f = Figures::default();
+    let r = run(&[]);
+    f.tcp1 = receiver(&r).map_or(0.0, |x| x.0);
+    let r = run(&["-P", "4"]);
+    f.tcp4 = receiver(&r).map_or(0.0, |x| x.0);
+    let r = run(&["-u", "-l", "64", "-b", "0"]);
+    if let Some((_, Some((pps, loss)))) = receiver(&r) {
+        f.udp_pps = pps;
+        f.udp_loss = loss;
+    }
+    let p = exec(
+        client,
+        &["ping", "-c", "200", "-i", "0.01", "-q", "-W", "1", addr],
+    );
+    let p_full = exec(
+        client,
+        &["ping", "-c", "200", "-i", "0.01", "-W", "1", addr],
+    );
+    let _ = p;
+    let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram");
+    for line in p_full.lines() {
+        if let Some(t) = line.split("time=").nth(1) {
+            if let Ok(ms) = t.split_whitespace().next().unwrap_or("").parse::<f64>() {
+                let _ = h.record((ms * 1000.0) as u64);
+            }
+        }
+    }
+    if !h.is_empty() {
+        f.ping = Some((
+            h.mean() / 1000.0,
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+        ));
+    }
+    eprintln!("harness: {name} measured");
+    f
+}
+
+/// A – R – B over veth, R forwarding; with `nat`, an nftables conntrack + masquerade
+/// ruleset in R.
+fn kernel(ns: &mut Namespaces, tag: &str, nat: bool) -> (String, String) {
+    let (a, r, b) = (format!("{tag}-a"), format!("{tag}-r"), format!("{tag}-b"));
+    for n in [&a, &r, &b] {
+        ns.add(n);
+    }
+    ip_batch(
+        &a,
+        &format!("link set lo up\nlink add eth0 type veth peer name ra netns {r}\n"),
+    );
+    ip_batch(
+        &b,
+        &format!("link set lo up\nlink add eth0 type veth peer name rb netns {r}\n"),
+    );
+    ip_batch(
+        &a,
+        "addr add 10.97.1.2/24 dev eth0\nlink set eth0 up\nroute add default via 10.97.1.1\n",
+    );
+    ip_batch(
+        &b,
+        "addr add 10.97.2.2/24 dev eth0\nlink set eth0 up\nroute add default via 10.97.2.1\n",
+    );
+    ip_batch(
+        &r,
+        "link set lo up\naddr add 10.97.1.1/24 dev ra\naddr add 10.97.2.1/24 dev rb\nlink set ra up\nlink set rb up\n",
+    );
+    exec(&r, &["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    if nat {
+        let rules = "table inet vh {
+ chain forwarding {
+  type filter hook forward priority 0; policy drop;
+  ct state established,related accept
+  ip protocol icmp accept
+  tcp dport 5201 accept
+  udp dport 5201 accept
+ }
+ chain masq {
+  type nat hook postrouting priority 100;
+  oifname \"rb\" masquerade
+ }
+}
+";
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &r, "nft", "-f", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("nft");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(rules.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft ruleset");
+    }
+    (a, b)
+}
+
+/// Two namespaces joined through TUN devices by a copy loop (vpcd's TUN flags).
+fn tun_floor(
+    ns: &mut Namespaces,
+    tag: &str,
+    stop: &Arc<AtomicBool>,
+) -> (String, String, Vec<std::thread::JoinHandle<()>>) {
+    let (a, b) = (format!("{tag}-a"), format!("{tag}-b"));
+    ns.add(&a);
+    ns.add(&b);
+    let qa = netns::run_in(&a, || TunQueue::open("eth0")).expect("tun a");
+    let qb = netns::run_in(&b, || TunQueue::open("eth0")).expect("tun b");
+    ip_batch(&a, "link set lo up\nlink set eth0 mtu 1500 up\naddr add 10.96.0.1/32 dev eth0\nroute add 10.96.0.2/32 dev eth0\n");
+    ip_batch(&b, "link set lo up\nlink set eth0 mtu 1500 up\naddr add 10.96.0.2/32 dev eth0\nroute add 10.96.0.1/32 dev eth0\n");
+    let (qa, qb) = (Arc::new(qa), Arc::new(qb));
+    let mut threads = Vec::new();
+    for (from, to) in [(Arc::clone(&qa), Arc::clone(&qb)), (qb, qa)] {
+        let stop = Arc::clone(stop);
+        threads.push(std::thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            let mut pfd = libc::pollfd {
+                fd: from.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: one valid pollfd for the call.
+                if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+                    continue;
+                }
+                while let Ok(n) = from.recv(&mut buf) {
+                    let _ = to.send(&buf[..n]);
+                }
+            }
+        }));
+    }
+    (a, b, threads)
+}
+
+fn main() {
+    // SAFETY: geteuid has no arguments.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!(
+            "harness: needs root (network namespaces): sudo {}",
+            std::env::args().next().unwrap_or_default()
+        );
+        std::process::exit(2);
+    }
+    let tag = format!("vh{}", std::process::id());
+    let vpcd = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "target/release/vpcd".to_string());
+    let mut results: Vec<(&str, Figures)> = Vec::new();
+
+    {
+        let mut ns = Namespaces(Vec::new());
+        let (a, b) = kernel(&mut ns, &format!("{tag}k"), false);
+        results.push((
+            "kernel_router",
+            measure("kernel_router", &a, &b, "10.97.2.2"),
+        ));
+    }
+    {
+        let mut ns = Namespaces(Vec::new());
+        let (a, b) = kernel(&mut ns, &format!("{tag}n"), true);
+        results.push((
+            "kernel_ct_nat",
+            measure("kernel_ct_nat", &a, &b, "10.97.2.2"),
+        ));
+    }
+    {
+        let mut ns = Namespaces(Vec::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, b, threads) = tun_floor(&mut ns, &format!("{tag}t"), &stop);
+        results.push(("tun_floor", measure("tun_floor", &a, &b, "10.96.0.2")));
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+    {
+        // The default lab with a VPC-wide flow log, at MTU 1500 like the references.
+        let dir = std::env::temp_dir().join(format!("{tag}-lab"));
+        let _ = std::fs::create_dir_all(&dir);
+        let lab = dir.join("lab.yaml");
+        let text = control::DEFAULT_LAB.replace(
+            "    instances:\n",
+            "    flow_logs:\n      - { id: fl, resource: vpc-lab, traffic_type: ALL, max_aggregation_interval: 60, destination: flow.log }\n    instances:\n",
+        );
+        std::fs::write(&lab, text).expect("write the lab");
+        let prefix = format!("{tag}v-");
+        let mut child = Command::new(&vpcd)
+            .args([
+                "up",
+                "--prefix",
+                &prefix,
+                "--mtu",
+                "1500",
+                lab.to_str().unwrap(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {vpcd}: {e} (build it: cargo build --release)"));
+        let mut out = child.stdout.take().unwrap();
+        let router = Proc(child);
+        let mut seen = String::new();
+        let mut buf = [0u8; 4096];
+        while !seen.contains("\nready") {
+            let n = out.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                panic!("vpcd exited before ready:\n{seen}");
+            }
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        let (web, app, inet) = (
+            format!("{prefix}web-1"),
+            format!("{prefix}app-1"),
+            format!("{prefix}inet-1"),
+        );
+        results.push((
+            "vpcd instance→instance",
+            measure("vpcd local", &web, &app, "10.0.2.10"),
+        ));
+        results.push((
+            "vpcd NAT→IGW→internet",
+            measure("vpcd nat", &app, &inet, "203.0.113.10"),
+        ));
+        drop(router);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    let floor = results
+        .iter()
+        .find(|(n, _)| *n == "tun_floor")
+        .map(|(_, f)| f.clone())
+        .unwrap_or_default();
+    let mut table = String::new();
+    let kernel = String::from_utf8_lossy(
+        &Command::new("uname")
+            .arg("-r")
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default(),
+    )
+    .trim()
+    .to_string();
+    let _ = writeln!(
+        table,
+        "# vpcd perf harness: {} cores, kernel {kernel}, MTU 1500, {SECS} s runs; ratios to tun_floor",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    let _ = writeln!(
+        table,
+        "path\ttcp1_gbps\ttcp1_ratio\ttcp4_gbps\ttcp4_ratio\tudp64_kpps\tudp64_loss_pct\tudp64_ratio\tping_avg_ms\tping_p50_ms\tping_p99_ms"
+    );
+    for (name, f) in &results {
+        let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
+        let (avg, p50, p99) = f.ping.unwrap_or((0.0, 0.0, 0.0));
+        let _ = writeln!(
+            table,
+            "{name}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{:.0}\t{:.1}\t{:.2}\t{avg:.3}\t{p50:.3}\t{p99:.3}",
+            f.tcp1 / 1e9,
+            ratio(f.tcp1, floor.tcp1),
+            f.tcp4 / 1e9,
+            ratio(f.tcp4, floor.tcp4),
+            f.udp_pps / 1e3,
+            f.udp_loss,
+            ratio(f.udp_pps, floor.udp_pps),
+        );
+    }
+    print!("{table}");
+    let dir = std::path::Path::new("perf/results");
+    let _ = std::fs::create_dir_all(dir);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let path = dir.join(format!("harness-{stamp}.tsv"));
+    if std::fs::write(&path, &table).is_ok() {
+        eprintln!("harness: saved {}", path.display());
+    }
+}
