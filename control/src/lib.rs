@@ -15,6 +15,7 @@ pub mod public_ips;
 pub mod router;
 pub mod runstate;
 pub mod runtime;
+pub mod trace;
 pub mod validate;
 pub mod values;
 pub mod yaml;

@@ -78,6 +78,30 @@ enum Command {
         #[arg(long)]
         eni: Option<String>,
     },
+    /// Explain, without root or packets, what the VPC does to a packet and its reply, hop
+    /// by hop, with the same pipeline the router runs. Exit 0 reachable, 1 not, 2 bad input.
+    Trace {
+        /// The lab file.
+        lab: PathBuf,
+        /// The instance or outside host that sends.
+        #[arg(long)]
+        from: String,
+        /// The destination: an address, or an instance / host id.
+        #[arg(long)]
+        to: String,
+        /// tcp, udp, icmp, icmpv6 or a protocol number.
+        #[arg(long, default_value = "icmp")]
+        proto: String,
+        /// Destination port (tcp, udp).
+        #[arg(long, default_value_t = 443)]
+        port: u16,
+        /// Source port (tcp, udp): an ephemeral one by default.
+        #[arg(long, default_value_t = 40000)]
+        src_port: u16,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// The running router: lab, generation, namespaces, flow table.
     Status,
     /// The running router's counters: packets and bytes per port, drops by reason and
@@ -136,6 +160,15 @@ fn main() -> ExitCode {
             }
             Err(code) => code,
         },
+        Command::Trace {
+            lab,
+            from,
+            to,
+            proto,
+            port,
+            src_port,
+            json,
+        } => trace(lab, from, to, proto, *port, *src_port, *json),
         Command::Status => remote(&cli, "status", ""),
         Command::Stats => remote(&cli, "stats", ""),
     }
@@ -186,6 +219,51 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+fn trace(
+    path: &Path,
+    from: &str,
+    to: &str,
+    proto: &str,
+    port: u16,
+    src_port: u16,
+    json: bool,
+) -> ExitCode {
+    let file = path.display().to_string();
+    let text = match read(path) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let snap = match load(&text, &file) {
+        Ok((_, snap)) => snap,
+        Err(_) => return ExitCode::from(2),
+    };
+    let probe = control::trace::Probe {
+        from: from.to_string(),
+        to: to.to_string(),
+        proto: proto.to_string(),
+        port,
+        src_port,
+    };
+    match control::trace::trace(&snap, &probe) {
+        Ok(t) => {
+            if json {
+                println!("{}", control::trace::to_json(&t));
+            } else {
+                print!("{}", control::trace::to_text(&t));
+            }
+            if t.reachable() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("vpcd trace: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -1,0 +1,535 @@
+//! `vpcd trace` (lab.md): explains, without a packet on any wire or root, what the VPC
+//! does to a packet, hop by hop, and to its reply. It builds the packet the source would
+//! send, runs it through the compiled snapshot and the very pipeline the workers run, with
+//! a recording observer, and prints the steps with the lab's names: so the explanation
+//! cannot disagree with the dataplane.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use dataplane::acl::{ProtoMatch, SgPeer};
+use dataplane::observer::{Direction, SgDecision, Step};
+use dataplane::snapshot::{Attachment, PortId};
+use dataplane::{DropReason, Pipeline, Recorder, Snapshot, Timestamp, Verdict};
+use etherparse::PacketBuilder;
+
+/// What to trace.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    /// An instance or outside host id.
+    pub from: String,
+    /// An address, or an instance / host id.
+    pub to: String,
+    /// `tcp`, `udp`, `icmp`, `icmpv6` or a protocol number.
+    pub proto: String,
+    pub port: u16,
+    pub src_port: u16,
+}
+
+/// One direction's story.
+#[derive(Clone, Debug)]
+pub struct Leg {
+    pub lines: Vec<String>,
+    pub delivered_to: Option<String>,
+    pub reason: Option<DropReason>,
+    /// What to change, for a drop.
+    pub fix: Option<String>,
+}
+
+/// Both directions.
+#[derive(Clone, Debug)]
+pub struct Trace {
+    pub forward: Leg,
+    pub reply: Option<Leg>,
+}
+
+impl Trace {
+    pub fn reachable(&self) -> bool {
+        self.forward.delivered_to.is_some()
+            && self
+                .reply
+                .as_ref()
+                .is_some_and(|r| r.delivered_to.is_some())
+    }
+}
+
+fn port_of(snap: &Snapshot, id: &str) -> Option<PortId> {
+    snap.topo
+        .ports
+        .iter()
+        .position(|p| &*p.name == id)
+        .map(|i| PortId(i as u32))
+}
+
+/// The address `id` sends from (its primary private IPv4, or IPv6 when `v6`).
+fn address_of(snap: &Snapshot, port: PortId, v6: bool) -> Option<IpAddr> {
+    match snap.topo.ports[port.ix()].attachment {
+        Attachment::Eni(e) => {
+            let eni = snap.eni(e);
+            if v6 {
+                eni.ipv6.first().map(|a| IpAddr::V6(*a))
+            } else {
+                eni.private_v4.first().map(|a| IpAddr::V4(*a))
+            }
+        }
+        Attachment::Host(h) => {
+            let host = snap.host(h);
+            if v6 {
+                host.ipv6.map(IpAddr::V6)
+            } else {
+                host.ipv4.map(IpAddr::V4)
+            }
+        }
+        Attachment::Detached => None,
+    }
+}
+
+fn protocol(name: &str) -> Result<u8, String> {
+    match name.to_ascii_lowercase().as_str() {
+        "tcp" => Ok(6),
+        "udp" => Ok(17),
+        "icmp" => Ok(1),
+        "icmpv6" => Ok(58),
+        n => n
+            .parse()
+            .map_err(|_| format!("--proto {name}: use tcp, udp, icmp, icmpv6 or a number")),
+    }
+}
+
+/// Builds the packet, TCP with SYN (the start of a connection) unless told otherwise.
+fn build(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    reply: bool,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let base = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
+        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
+        _ => return Err("the source and the destination are of different IP families".into()),
+    };
+    let r = match proto {
+        6 => {
+            let t = base.tcp(sport, dport, 1, 64240).syn();
+            let t = if reply { t.ack(2) } else { t };
+            t.write(&mut out, &[])
+        }
+        17 => base.udp(sport, dport).write(&mut out, b"vpcd trace"),
+        1 if reply => base
+            .icmpv4_echo_reply(0x7472, 1)
+            .write(&mut out, b"vpcd trace"),
+        1 => base
+            .icmpv4_echo_request(0x7472, 1)
+            .write(&mut out, b"vpcd trace"),
+        58 if reply => base
+            .icmpv6_echo_reply(0x7472, 1)
+            .write(&mut out, b"vpcd trace"),
+        58 => base
+            .icmpv6_echo_request(0x7472, 1)
+            .write(&mut out, b"vpcd trace"),
+        n => base.write(&mut out, etherparse::IpNumber(n), b"vpcd trace"),
+    };
+    r.map_err(|e| e.to_string())?;
+    Ok(out)
+}
+
+fn proto_text(m: &ProtoMatch) -> String {
+    match m {
+        ProtoMatch::All => "all traffic".into(),
+        ProtoMatch::Tcp(r) | ProtoMatch::Udp(r) => {
+            let p = if matches!(m, ProtoMatch::Tcp(_)) {
+                "tcp"
+            } else {
+                "udp"
+            };
+            if r.is_all() {
+                format!("{p} all ports")
+            } else if r.from == r.to {
+                format!("{p} {}", r.from)
+            } else {
+                format!("{p} {}-{}", r.from, r.to)
+            }
+        }
+        ProtoMatch::Icmp { v6, ty, code } => {
+            let p = if *v6 { "icmpv6" } else { "icmp" };
+            match (ty, code) {
+                (None, _) => format!("{p} all"),
+                (Some(t), None) => format!("{p} type {t}"),
+                (Some(t), Some(c)) => format!("{p} type {t} code {c}"),
+            }
+        }
+        ProtoMatch::Number(n) => format!("protocol {n}"),
+    }
+}
+
+fn peer_text(snap: &Snapshot, p: &SgPeer) -> String {
+    match p {
+        SgPeer::Cidr(c) => c.to_string(),
+        SgPeer::Group(g) => format!("members of {}", snap.security_group(*g).id),
+        SgPeer::PrefixList(s) => snap.topo.services[s.ix()].prefix_list.to_string(),
+    }
+}
+
+fn dir_text(d: Direction) -> (&'static str, &'static str) {
+    match d {
+        Direction::Ingress => ("inbound", "from"),
+        Direction::Egress => ("outbound", "to"),
+    }
+}
+
+/// Runs one packet and tells its story.
+fn leg(
+    snap: &Snapshot,
+    pipe: &mut Pipeline,
+    port: PortId,
+    mut bytes: Vec<u8>,
+) -> (Leg, Option<(PortId, Vec<u8>)>) {
+    let mut rec = Recorder::new();
+    let now = Timestamp::from_secs(1_700_000_000);
+    let len = bytes.len();
+    bytes.resize(len.max(2048), 0);
+    let verdict = pipe.process_in(snap, port, &mut bytes, len, now, &mut rec);
+    let mut lines = Vec::new();
+    let mut last_packet = None;
+    let mut fix = None;
+    let name_eni = |e: dataplane::snapshot::EniIx| snap.eni(e).id.to_string();
+    for step in &rec.steps {
+        let line = match step {
+            Step::Received { port, packet } => {
+                last_packet = Some(*packet);
+                let ports = packet
+                    .ports()
+                    .map_or(String::new(), |(s, d)| format!(" {s} → {d}"));
+                format!(
+                    "{} sends {} → {} {}{ports}",
+                    snap.topo.ports[port.ix()].name,
+                    packet.src,
+                    packet.dst,
+                    dataplane::packet::proto_name(packet.proto)
+                )
+            }
+            Step::LocalService { service } => format!(
+                "answered by the VPC router ({service:?}); exempt from SGs, NACLs and flow logs"
+            ),
+            Step::SourceDestCheck { eni, direction } => format!(
+                "{}: source/destination check passes ({})",
+                name_eni(*eni),
+                dir_text(*direction).0
+            ),
+            Step::SecurityGroup {
+                eni,
+                direction,
+                decision,
+            } => {
+                let (d, word) = dir_text(*direction);
+                match decision {
+                    SgDecision::Tracked => format!(
+                        "{} security groups {d}: passes as part of a tracked connection (no rule needed)",
+                        name_eni(*eni)
+                    ),
+                    SgDecision::Rule { group, rule, tracked } => {
+                        let sg = snap.security_group(*group);
+                        let r = &sg.rules(*direction)[*rule as usize];
+                        format!(
+                            "{} security groups {d}: allowed by {} {d} rule #{} ({} {word} {}){}",
+                            name_eni(*eni),
+                            sg.id,
+                            rule + 1,
+                            proto_text(&r.proto),
+                            peer_text(snap, &r.peer),
+                            if *tracked { "; the connection is tracked" } else { "; untracked (all-traffic rules both ways)" }
+                        )
+                    }
+                    SgDecision::Denied => {
+                        let eni_ref = snap.eni(*eni);
+                        let groups: Vec<&str> = eni_ref
+                            .security_groups
+                            .iter()
+                            .map(|g| &*snap.security_group(*g).id)
+                            .collect();
+                        if let Some(p) = last_packet {
+                            let (peer, port) = match direction {
+                                Direction::Ingress => (p.src, p.ports().map(|x| x.1)),
+                                Direction::Egress => (p.dst, p.ports().map(|x| x.1)),
+                            };
+                            fix = Some(format!(
+                                "add an {d} rule to {} allowing {}{} {word} {peer}",
+                                groups.first().copied().unwrap_or("its security group"),
+                                dataplane::packet::proto_name(p.proto),
+                                port.map_or(String::new(), |x| format!(" {x}")),
+                            ));
+                        }
+                        format!(
+                            "{} security groups {d} ({}): no rule allows it",
+                            name_eni(*eni),
+                            groups.join(", ")
+                        )
+                    }
+                }
+            }
+            Step::NetworkAcl {
+                acl,
+                direction,
+                rule,
+                allow,
+            } => {
+                let a = snap.network_acl(*acl);
+                let (d, word) = dir_text(*direction);
+                match (rule, allow) {
+                    (Some(n), true) => format!("NACL {} {d}: rule {n} allows", a.id),
+                    (Some(n), false) => {
+                        fix = Some(format!(
+                            "rule {n} of {} {d} denies it: remove it, or add a lower-numbered allow rule",
+                            a.id
+                        ));
+                        format!("NACL {} {d}: rule {n} denies", a.id)
+                    }
+                    (None, _) => {
+                        if let Some(p) = last_packet {
+                            let (peer, port) = match direction {
+                                Direction::Ingress => (p.src, p.ports().map(|x| x.1)),
+                                Direction::Egress => (p.dst, p.ports().map(|x| x.1)),
+                            };
+                            fix = Some(format!(
+                                "NACL {} {d}: no rule allows {}{} {word} {peer}; the final * rule denies. Add an allow rule{}",
+                                a.id,
+                                dataplane::packet::proto_name(p.proto),
+                                port.map_or(String::new(), |x| format!(" {x}")),
+                                if port.is_some_and(|x| x >= 1024) {
+                                    " (replies go to ephemeral ports: Linux 32768-60999, NAT gateways 1024-65535)"
+                                } else {
+                                    ""
+                                }
+                            ));
+                        }
+                        format!(
+                            "NACL {} {d}: no rule matches; the final * rule denies",
+                            a.id
+                        )
+                    }
+                }
+            }
+            Step::SameSubnet { subnet } => format!(
+                "same subnet {}: delivered directly (no route table, no NACL)",
+                snap.subnet(*subnet).id
+            ),
+            Step::Route { table, matched } => {
+                let t = snap.route_table(*table);
+                match matched {
+                    Some((net, r)) if *r.destination == *net.to_string() => {
+                        format!(
+                            "route table {}: {} → {}",
+                            t.id, r.destination, r.target_name
+                        )
+                    }
+                    Some((net, r)) => format!(
+                        "route table {}: {} (entry {}) → {}",
+                        t.id, r.destination, net, r.target_name
+                    ),
+                    None => {
+                        fix = Some(format!("add a route for this destination to {}", t.id));
+                        format!("route table {}: no route matches", t.id)
+                    }
+                }
+            }
+            Step::RouterHop { ttl } => {
+                format!("VPC router: forwards out of the VPC (TTL now {ttl})")
+            }
+            Step::InternetGateway { vpc, from, to } => {
+                let igw = snap
+                    .vpc(*vpc)
+                    .internet_gateway
+                    .as_deref()
+                    .unwrap_or("the gateway");
+                if from == to {
+                    format!("internet gateway {igw}: {from} unchanged")
+                } else {
+                    format!("internet gateway {igw}: {from} ↔ {to} (1:1 NAT)")
+                }
+            }
+            Step::NatGateway { nat, from, to } => format!(
+                "NAT gateway {}: {}:{} → {}:{}",
+                snap.nat_gateway(*nat).id,
+                from.0,
+                from.1,
+                to.0,
+                to.1
+            ),
+            Step::NatReset { nat } => format!(
+                "NAT gateway {}: connection unknown, answered with RST",
+                snap.nat_gateway(*nat).id
+            ),
+            Step::PacketTooBig { mtu } => format!("path MTU {mtu}: fragmentation needed sent back"),
+            Step::TimeExceeded => "TTL exhausted: time exceeded sent back".into(),
+            Step::InterfaceEndpoint {
+                endpoint,
+                client,
+                host,
+            } => format!(
+                "interface endpoint {}: carries {}:{} to {} as from the endpoint",
+                snap.interface_endpoint(*endpoint).id,
+                client.0,
+                client.1,
+                snap.host(*host).id
+            ),
+            Step::Peering { peering, to_vpc } => format!(
+                "peering {} (active) into {}",
+                snap.peering(*peering).id,
+                snap.vpc(*to_vpc).id
+            ),
+            Step::GatewayEndpoint { endpoint } => {
+                format!("gateway endpoint {}", snap.gateway_endpoint(*endpoint).id)
+            }
+            Step::VirtualPrivateGateway { vpc } => format!(
+                "virtual private gateway {}",
+                snap.vpc(*vpc)
+                    .virtual_private_gateway
+                    .as_deref()
+                    .unwrap_or("-")
+            ),
+            Step::ToHost { host } => format!("delivered to {}", snap.host(*host).id),
+            Step::ToEni { eni } => format!("delivered to {}", name_eni(*eni)),
+            Step::Dropped { reason, detail } => format!("DROPPED {reason}: {detail}"),
+        };
+        lines.push(line);
+    }
+    let (delivered_to, next) = match verdict {
+        Verdict::Forward(p) => (
+            Some(snap.topo.ports[p.ix()].name.to_string()),
+            Some((p, bytes[..len].to_vec())),
+        ),
+        Verdict::Reply { port, .. } => (None, Some((port, Vec::new()))),
+        Verdict::Local(_) => (Some("the VPC router".into()), None),
+        Verdict::Drop(_) => (None, None),
+    };
+    let reason = rec.drop_reason();
+    let leg = Leg {
+        lines,
+        delivered_to,
+        reason,
+        fix: if reason.is_some() { fix } else { None },
+    };
+    (leg, next)
+}
+
+/// Traces `probe` through `snap`.
+pub fn trace(snap: &Snapshot, probe: &Probe) -> Result<Trace, String> {
+    let from = port_of(snap, &probe.from).ok_or_else(|| {
+        format!(
+            "--from {}: no instance or outside host has this id",
+            probe.from
+        )
+    })?;
+    let proto = protocol(&probe.proto)?;
+    let to: IpAddr = match probe.to.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            let p = port_of(snap, &probe.to).ok_or_else(|| {
+                format!("--to {}: neither an address nor an id of the lab", probe.to)
+            })?;
+            // From outside, an instance is reached at its public IP.
+            let outside = matches!(snap.topo.ports[from.ix()].attachment, Attachment::Host(_));
+            match snap.topo.ports[p.ix()].attachment {
+                Attachment::Eni(e) if outside && snap.eni(e).public_v4.is_some() => {
+                    IpAddr::V4(snap.eni(e).public_v4.expect("checked"))
+                }
+                _ => address_of(snap, p, proto == 58).ok_or("the destination has no address")?,
+            }
+        }
+    };
+    let src = address_of(snap, from, to.is_ipv6()).ok_or_else(|| {
+        format!(
+            "{} has no {} address",
+            probe.from,
+            if to.is_ipv6() { "IPv6" } else { "IPv4" }
+        )
+    })?;
+    let mut pipe = Pipeline::new();
+    let packet = build(src, to, proto, probe.src_port, probe.port, false)?;
+    let (forward, delivered) = leg(snap, &mut pipe, from, packet);
+    let reply = match (delivered, forward.delivered_to.as_deref()) {
+        (Some((port, bytes)), Some(_)) if !bytes.is_empty() => {
+            let p = dataplane::Packet::parse(&bytes).map_err(|r| r.to_string())?;
+            let (sport, dport) = p.ports().unwrap_or((0, 0));
+            let back = build(p.dst, p.src, proto, dport, sport, true)?;
+            Some(leg(snap, &mut pipe, port, back).0)
+        }
+        _ => None,
+    };
+    Ok(Trace { forward, reply })
+}
+
+fn json_str(s: &str) -> String {
+    let mut o = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => o.push_str("\\\""),
+            '\\' => o.push_str("\\\\"),
+            '\n' => o.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(o, "\\u{:04x}", c as u32);
+            }
+            c => o.push(c),
+        }
+    }
+    o.push('"');
+    o
+}
+
+fn leg_json(l: &Leg) -> String {
+    let steps: Vec<String> = l.lines.iter().map(|s| json_str(s)).collect();
+    format!(
+        "{{\"steps\":[{}],\"delivered_to\":{},\"reason\":{},\"fix\":{}}}",
+        steps.join(","),
+        l.delivered_to.as_deref().map_or("null".into(), json_str),
+        l.reason.map_or("null".into(), |r| json_str(r.as_str())),
+        l.fix.as_deref().map_or("null".into(), json_str)
+    )
+}
+
+/// The JSON form (schema: `{"reachable": bool, "forward": LEG, "reply": LEG|null}`, LEG =
+/// `{"steps": [string], "delivered_to": string|null, "reason": string|null, "fix":
+/// string|null}`).
+pub fn to_json(t: &Trace) -> String {
+    format!(
+        "{{\"reachable\":{},\"forward\":{},\"reply\":{}}}",
+        t.reachable(),
+        leg_json(&t.forward),
+        t.reply.as_ref().map_or("null".into(), leg_json)
+    )
+}
+
+/// The text form.
+pub fn to_text(t: &Trace) -> String {
+    let mut s = String::new();
+    let mut leg_text = |title: &str, l: &Leg| {
+        let _ = writeln!(s, "{title}:");
+        for (i, line) in l.lines.iter().enumerate() {
+            let _ = writeln!(s, "  {:>2}. {line}", i + 1);
+        }
+        if let Some(f) = &l.fix {
+            let _ = writeln!(s, "  fix: {f}");
+        }
+    };
+    leg_text("forward", &t.forward);
+    if let Some(r) = &t.reply {
+        leg_text("reply", r);
+    }
+    let _ = writeln!(
+        s,
+        "verdict: {}",
+        if t.reachable() {
+            "reachable".to_string()
+        } else if let Some(r) = t.forward.reason {
+            format!("not reachable ({r})")
+        } else if let Some(r) = t.reply.as_ref().and_then(|r| r.reason) {
+            format!("not reachable: the reply is dropped ({r})")
+        } else {
+            "not reachable".to_string()
+        }
+    );
+    s
+}

@@ -1,0 +1,131 @@
+//! `vpcd trace`: the explanation comes from the pipeline itself, names the place of a drop
+//! and its fix, follows the reply, and has a stable JSON form and exit codes.
+
+use std::process::Command;
+
+use control::trace::{to_json, to_text, trace, Probe};
+use dataplane::DropReason;
+
+fn lab(path: &str) -> dataplane::Snapshot {
+    let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    control::load_text(&text, 1).unwrap().1
+}
+
+fn probe(from: &str, to: &str, proto: &str, port: u16, src_port: u16) -> Probe {
+    Probe {
+        from: from.into(),
+        to: to.into(),
+        proto: proto.into(),
+        port,
+        src_port,
+    }
+}
+
+#[test]
+fn a_reachable_path_shows_every_hop_and_the_reply() {
+    let s = lab("../configs/default.yaml");
+    let t = trace(&s, &probe("web-1", "inet-1", "tcp", 443, 40000)).unwrap();
+    assert!(t.reachable());
+    let text = to_text(&t);
+    for want in [
+        "web-1 security groups outbound: allowed by sg-web outbound rule #1",
+        "route table rtb-public: 0.0.0.0/0 → igw-lab",
+        "internet gateway igw-lab: 10.0.1.10 ↔ 198.51.100.10",
+        "delivered to inet-1",
+        "passes as part of a tracked connection",
+        "delivered to web-1",
+        "verdict: reachable",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+}
+
+#[test]
+fn a_drop_names_its_place_and_the_fix() {
+    let s = lab("../configs/default.yaml");
+    let t = trace(&s, &probe("inet-1", "web-1", "tcp", 22, 40000)).unwrap();
+    assert!(!t.reachable());
+    assert_eq!(t.forward.reason, Some(DropReason::SgIngress));
+    assert_eq!(
+        t.forward.fix.as_deref(),
+        Some("add an inbound rule to sg-web allowing tcp 22 from 203.0.113.10")
+    );
+}
+
+#[test]
+fn the_classic_ephemeral_port_mistake_is_shown_on_the_reply() {
+    // acl-web admits replies to 32768-60999 only: a client port of 1000 gets its SYN out
+    // and its reply refused by the final * rule.
+    let s = lab("tests/labs/security.yaml");
+    let t = trace(&s, &probe("web-2", "203.0.113.10", "tcp", 443, 1000)).unwrap();
+    assert!(t.forward.delivered_to.is_some());
+    let reply = t.reply.as_ref().unwrap();
+    assert_eq!(reply.reason, Some(DropReason::NaclIngress));
+    assert!(reply
+        .fix
+        .as_deref()
+        .unwrap()
+        .contains("NACL acl-web inbound: no rule allows tcp 1000"));
+    assert!(to_text(&t).contains("not reachable: the reply is dropped (NACL_INGRESS)"));
+    // From an ephemeral port it works.
+    assert!(
+        trace(&s, &probe("web-2", "203.0.113.10", "tcp", 443, 40000))
+            .unwrap()
+            .reachable()
+    );
+}
+
+#[test]
+fn every_gateway_shows_up_by_name() {
+    let s = lab("tests/labs/gateways.yaml");
+    let t = trace(&s, &probe("app-1", "203.0.113.10", "udp", 53, 40000)).unwrap();
+    let text = to_text(&t);
+    assert!(
+        text.contains("NAT gateway nat-a: 10.0.2.10:40000 → 10.0.1.5:"),
+        "{text}"
+    );
+    assert!(t.reachable(), "{text}");
+    let s = lab("tests/labs/endpoints.yaml");
+    let t = trace(&s, &probe("a-1", "c-1", "icmp", 0, 0)).unwrap();
+    assert_eq!(t.forward.reason, Some(DropReason::PcxNotTransitive));
+    let t = trace(&s, &probe("b-1", "10.2.1.4", "tcp", 5201, 40000)).unwrap();
+    assert!(to_text(&t).contains("interface endpoint vpce-queue"));
+    assert!(t.reachable());
+}
+
+#[test]
+fn json_has_a_stable_shape_and_exit_codes_say_reachable_or_not() {
+    let s = lab("../configs/default.yaml");
+    let t = trace(&s, &probe("inet-1", "web-1", "tcp", 22, 40000)).unwrap();
+    let j = to_json(&t);
+    assert!(
+        j.starts_with("{\"reachable\":false,\"forward\":{\"steps\":["),
+        "{j}"
+    );
+    assert!(j.contains("\"reason\":\"SG_INGRESS\""), "{j}");
+    assert!(j.ends_with("\"reply\":null}"), "{j}");
+    let vpcd = env!("CARGO_BIN_EXE_vpcd");
+    let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/default.yaml");
+    let run = |args: &[&str]| {
+        Command::new(vpcd)
+            .arg("trace")
+            .arg(cfg)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert_eq!(
+        run(&["--from", "web-1", "--to", "app-1"]).status.code(),
+        Some(0)
+    );
+    assert_eq!(
+        run(&["--from", "inet-1", "--to", "web-1", "--proto", "tcp", "--port", "22"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        run(&["--from", "nobody", "--to", "web-1"]).status.code(),
+        Some(2)
+    );
+}
