@@ -129,3 +129,134 @@ fn json_has_a_stable_shape_and_exit_codes_say_reachable_or_not() {
         Some(2)
     );
 }
+
+#[test]
+fn trace_names_each_reason_a_lab_can_show() {
+    // (lab, from, to, proto, port, reason of the forward leg)
+    let cases: &[(&str, &str, &str, &str, u16, DropReason)] = &[
+        (
+            "../configs/default.yaml",
+            "inet-1",
+            "web-1",
+            "tcp",
+            22,
+            DropReason::SgIngress,
+        ),
+        (
+            "tests/labs/security.yaml",
+            "db-1",
+            "10.5.1.10",
+            "tcp",
+            22,
+            DropReason::SgEgress,
+        ),
+        (
+            "tests/labs/security.yaml",
+            "bad-1",
+            "198.51.100.50",
+            "tcp",
+            5201,
+            DropReason::NaclIngress,
+        ),
+        (
+            "../configs/default.yaml",
+            "inet-1",
+            "10.0.2.10",
+            "icmp",
+            0,
+            DropReason::IgwNoPublicIp,
+        ),
+        (
+            "../configs/default.yaml",
+            "inet-1",
+            "198.51.100.5",
+            "tcp",
+            22,
+            DropReason::NatInbound,
+        ),
+        (
+            "../configs/default.yaml",
+            "web-1",
+            "10.0.2.99",
+            "icmp",
+            0,
+            DropReason::UnassignedAddress,
+        ),
+        (
+            "../configs/public-private-nat.yaml",
+            "app-1",
+            "203.0.113.66",
+            "icmp",
+            0,
+            DropReason::RouteBlackhole,
+        ),
+        (
+            "tests/labs/gateways.yaml",
+            "inet-1",
+            "2001:db8:40:2::10",
+            "tcp",
+            22,
+            DropReason::EigwInbound,
+        ),
+        (
+            "tests/labs/gateways.yaml",
+            "app-1",
+            "203.0.113.10",
+            "47",
+            0,
+            DropReason::NatUnsupportedProtocol,
+        ),
+        (
+            "tests/labs/endpoints.yaml",
+            "a-1",
+            "10.3.1.10",
+            "icmp",
+            0,
+            DropReason::PcxNotTransitive,
+        ),
+        (
+            "tests/labs/endpoints.yaml",
+            "a-1",
+            "10.4.1.10",
+            "icmp",
+            0,
+            DropReason::PcxInactive,
+        ),
+        (
+            "tests/labs/endpoints.yaml",
+            "a-1",
+            "198.18.0.20",
+            "tcp",
+            5201,
+            DropReason::EndpointPolicy,
+        ),
+        (
+            "tests/labs/endpoints.yaml",
+            "b-1",
+            "10.2.1.4",
+            "udp",
+            5201,
+            DropReason::EndpointProtocol,
+        ),
+        (
+            "tests/labs/endpoints.yaml",
+            "c-1",
+            "203.0.113.10",
+            "icmp",
+            0,
+            DropReason::NoRoute,
+        ),
+    ];
+    for (path, from, to, proto, port, reason) in cases {
+        let s = lab(path);
+        let t = trace(&s, &probe(from, to, proto, *port, 40000))
+            .unwrap_or_else(|e| panic!("{path} {from} → {to}: {e}"));
+        assert_eq!(
+            t.forward.reason,
+            Some(*reason),
+            "{path} {from} → {to}:\n{}",
+            to_text(&t)
+        );
+        assert!(to_text(&t).contains(&format!("DROPPED {reason}")));
+    }
+}
