@@ -81,8 +81,12 @@ enum Command {
     /// Explain, without root or packets, what the VPC does to a packet and its reply, hop
     /// by hop, with the same pipeline the router runs. Exit 0 reachable, 1 not, 2 bad input.
     Trace {
-        /// The lab file.
-        lab: PathBuf,
+        /// The lab file (not with --live).
+        lab: Option<PathBuf>,
+        /// Ask the running router (same --prefix): its live configuration, and whether its
+        /// connection tracking holds this flow.
+        #[arg(long)]
+        live: bool,
         /// The instance or outside host that sends.
         #[arg(long)]
         from: String,
@@ -162,13 +166,28 @@ fn main() -> ExitCode {
         },
         Command::Trace {
             lab,
+            live,
             from,
             to,
             proto,
             port,
             src_port,
             json,
-        } => trace(lab, from, to, proto, *port, *src_port, *json),
+        } => match (lab, live) {
+            (_, true) => remote(
+                &cli,
+                &format!(
+                    "trace {from} {to} {proto} {port} {src_port}{}",
+                    if *json { " json" } else { "" }
+                ),
+                "",
+            ),
+            (Some(lab), false) => trace(lab, from, to, proto, *port, *src_port, *json),
+            (None, false) => {
+                eprintln!("vpcd trace: give a lab file, or --live to ask the running router");
+                ExitCode::from(2)
+            }
+        },
         Command::Status => remote(&cli, "status", ""),
         Command::Stats => remote(&cli, "stats", ""),
     }

@@ -326,6 +326,33 @@ impl Handler for Router {
                 self.apply(body, file)
                     .map(|g| format!("{file}: applied, generation {g}\n"))
             }
+            "trace" => {
+                // trace FROM TO PROTO PORT SRC_PORT [json]
+                let args: Vec<&str> = words.next().unwrap_or("").split_whitespace().collect();
+                let [from, to, proto, port, src_port, rest @ ..] = args.as_slice() else {
+                    return Err("trace needs FROM TO PROTO PORT SRC_PORT".into());
+                };
+                let probe = crate::trace::Probe {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    proto: proto.to_string(),
+                    port: port.parse().map_err(|_| "bad port".to_string())?,
+                    src_port: src_port.parse().map_err(|_| "bad port".to_string())?,
+                };
+                let snap = self.cell.load();
+                let t = crate::trace::trace_live(&snap, &probe, Some(&self.conntrack))?;
+                let text = if rest.first() == Some(&"json") {
+                    crate::trace::to_json(&t) + "\n"
+                } else {
+                    crate::trace::to_text(&t)
+                };
+                // The reachability rides on the status line: ok = reachable.
+                if t.reachable() {
+                    Ok(text)
+                } else {
+                    Err(text)
+                }
+            }
             other => Err(format!("unknown command `{other}`")),
         }
     }

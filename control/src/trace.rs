@@ -41,6 +41,8 @@ pub struct Leg {
 pub struct Trace {
     pub forward: Leg,
     pub reply: Option<Leg>,
+    /// With `--live`: what the running router's connection tracking holds for this flow.
+    pub live: Vec<String>,
 }
 
 impl Trace {
@@ -417,6 +419,18 @@ fn leg(
 
 /// Traces `probe` through `snap`.
 pub fn trace(snap: &Snapshot, probe: &Probe) -> Result<Trace, String> {
+    trace_live(snap, probe, None)
+}
+
+/// Traces `probe` through `snap` (the live snapshot of a running router) and, with `live`,
+/// reports what the router's connection tracking holds for the flow at the ENIs it crosses
+/// (looked up only: tracing never changes the router's state; the trace itself runs on a
+/// scratch table, as a new connection would).
+pub fn trace_live(
+    snap: &Snapshot,
+    probe: &Probe,
+    live: Option<&dataplane::conntrack::Conntrack>,
+) -> Result<Trace, String> {
     let from = port_of(snap, &probe.from).ok_or_else(|| {
         format!(
             "--from {}: no instance or outside host has this id",
@@ -449,6 +463,34 @@ pub fn trace(snap: &Snapshot, probe: &Probe) -> Result<Trace, String> {
     })?;
     let mut pipe = Pipeline::new();
     let packet = build(src, to, proto, probe.src_port, probe.port, false)?;
+    let mut live_lines = Vec::new();
+    if let Some(ct) = live {
+        let p = dataplane::Packet::parse(&packet).map_err(|r| r.to_string())?;
+        let now = dataplane::io::event_loop::now();
+        for (i, e) in snap.topo.enis.iter().enumerate() {
+            for dir in [Direction::Egress, Direction::Ingress] {
+                let owns = match dir {
+                    Direction::Egress => e.owns(p.src),
+                    Direction::Ingress => e.owns(p.dst),
+                };
+                if !owns || e.security_groups.is_empty() {
+                    continue;
+                }
+                let key = dataplane::conntrack::FlowKey::at_eni(e.zone, dir, &p);
+                let line = match ct.lookup(&key, now) {
+                    Some(hit) => format!(
+                        "{}: a tracked connection exists ({:?}, opened {}): replies pass its groups without a rule",
+                        e.id,
+                        hit.state(),
+                        dir_text(hit.initiator()).0
+                    ),
+                    None => format!("{}: no tracked connection for this flow", e.id),
+                };
+                let _ = i;
+                live_lines.push(line);
+            }
+        }
+    }
     let (forward, delivered) = leg(snap, &mut pipe, from, packet);
     let reply = match (delivered, forward.delivered_to.as_deref()) {
         (Some((port, bytes)), Some(_)) if !bytes.is_empty() => {
@@ -459,7 +501,11 @@ pub fn trace(snap: &Snapshot, probe: &Probe) -> Result<Trace, String> {
         }
         _ => None,
     };
-    Ok(Trace { forward, reply })
+    Ok(Trace {
+        forward,
+        reply,
+        live: live_lines,
+    })
 }
 
 fn json_str(s: &str) -> String {
@@ -494,11 +540,13 @@ fn leg_json(l: &Leg) -> String {
 /// `{"steps": [string], "delivered_to": string|null, "reason": string|null, "fix":
 /// string|null}`).
 pub fn to_json(t: &Trace) -> String {
+    let live: Vec<String> = t.live.iter().map(|l| json_str(l)).collect();
     format!(
-        "{{\"reachable\":{},\"forward\":{},\"reply\":{}}}",
+        "{{\"reachable\":{},\"forward\":{},\"reply\":{},\"live\":[{}]}}",
         t.reachable(),
         leg_json(&t.forward),
-        t.reply.as_ref().map_or("null".into(), leg_json)
+        t.reply.as_ref().map_or("null".into(), leg_json),
+        live.join(",")
     )
 }
 
@@ -517,6 +565,12 @@ pub fn to_text(t: &Trace) -> String {
     leg_text("forward", &t.forward);
     if let Some(r) = &t.reply {
         leg_text("reply", r);
+    }
+    if !t.live.is_empty() {
+        let _ = writeln!(s, "live state:");
+        for l in &t.live {
+            let _ = writeln!(s, "  {l}");
+        }
     }
     let _ = writeln!(
         s,

@@ -268,3 +268,46 @@ fn an_apply_adds_and_removes_instances_with_their_namespaces() {
     assert!(stopped.success, "{}", stopped.stderr);
     assert!(common::namespaces_with(&prefix).is_empty());
 }
+
+#[test]
+fn trace_live_sees_the_running_routers_tracked_connections() {
+    if !e2e("trace_live_sees_the_running_routers_tracked_connections") {
+        return;
+    }
+    let lab = LabRun::up(None, &unique_prefix("tl"), &[]);
+    let _server = lab.spawn("app-1", &["iperf3", "-s"]);
+    let _ = iperf(&lab, "web-1", "10.0.2.10", &["-t", "1"]);
+    let stream = lab.spawn(
+        "web-1",
+        &["iperf3", "-c", "10.0.2.10", "-t", "3", "--cport", "41000"],
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let args = [
+        "trace",
+        "--live",
+        "--from",
+        "web-1",
+        "--to",
+        "app-1",
+        "--proto",
+        "tcp",
+        "--port",
+        "5201",
+        "--src-port",
+        "41000",
+    ];
+    let o = vpcd(&lab, &args);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("web-1: a tracked connection exists"), "{t}");
+    assert!(t.contains("app-1: a tracked connection exists"), "{t}");
+    let mut other = args;
+    other[11] = "41999";
+    let t = text(&vpcd(&lab, &other));
+    assert!(
+        t.contains("web-1: no tracked connection for this flow"),
+        "{t}"
+    );
+    let _ = stream.output(10);
+    assert!(lab.stop().success);
+}

@@ -103,7 +103,7 @@ fn json_has_a_stable_shape_and_exit_codes_say_reachable_or_not() {
         "{j}"
     );
     assert!(j.contains("\"reason\":\"SG_INGRESS\""), "{j}");
-    assert!(j.ends_with("\"reply\":null}"), "{j}");
+    assert!(j.ends_with("\"reply\":null,\"live\":[]}"), "{j}");
     let vpcd = env!("CARGO_BIN_EXE_vpcd");
     let cfg = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/default.yaml");
     let run = |args: &[&str]| {
