@@ -102,6 +102,12 @@ enum Command {
         /// Source port (tcp, udp): an ephemeral one by default.
         #[arg(long, default_value_t = 40000)]
         src_port: u16,
+        /// The packet's size in bytes (path MTU questions).
+        #[arg(long, default_value_t = 0)]
+        size: u16,
+        /// The TTL it starts with (1: does the router answer as a traceroute hop?).
+        #[arg(long, default_value_t = 64)]
+        ttl: u8,
         /// JSON output.
         #[arg(long)]
         json: bool,
@@ -172,17 +178,30 @@ fn main() -> ExitCode {
             proto,
             port,
             src_port,
+            size,
+            ttl,
             json,
         } => match (lab, live) {
             (_, true) => remote(
                 &cli,
                 &format!(
-                    "trace {from} {to} {proto} {port} {src_port}{}",
+                    "trace {from} {to} {proto} {port} {src_port} {size} {ttl}{}",
                     if *json { " json" } else { "" }
                 ),
                 "",
             ),
-            (Some(lab), false) => trace(lab, from, to, proto, *port, *src_port, *json),
+            (Some(lab), false) => {
+                let probe = control::trace::Probe {
+                    from: from.clone(),
+                    to: to.clone(),
+                    proto: proto.clone(),
+                    port: *port,
+                    src_port: *src_port,
+                    size: *size,
+                    ttl: *ttl,
+                };
+                trace(lab, &probe, *json)
+            }
             (None, false) => {
                 eprintln!("vpcd trace: give a lab file, or --live to ask the running router");
                 ExitCode::from(2)
@@ -241,15 +260,7 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn trace(
-    path: &Path,
-    from: &str,
-    to: &str,
-    proto: &str,
-    port: u16,
-    src_port: u16,
-    json: bool,
-) -> ExitCode {
+fn trace(path: &Path, probe: &control::trace::Probe, json: bool) -> ExitCode {
     let file = path.display().to_string();
     let text = match read(path) {
         Ok(t) => t,
@@ -259,14 +270,7 @@ fn trace(
         Ok((_, snap)) => snap,
         Err(_) => return ExitCode::from(2),
     };
-    let probe = control::trace::Probe {
-        from: from.to_string(),
-        to: to.to_string(),
-        proto: proto.to_string(),
-        port,
-        src_port,
-    };
-    match control::trace::trace(&snap, &probe) {
+    match control::trace::trace(&snap, probe) {
         Ok(t) => {
             if json {
                 println!("{}", control::trace::to_json(&t));

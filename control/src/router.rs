@@ -327,10 +327,11 @@ impl Handler for Router {
                     .map(|g| format!("{file}: applied, generation {g}\n"))
             }
             "trace" => {
-                // trace FROM TO PROTO PORT SRC_PORT [json]
+                // trace FROM TO PROTO PORT SRC_PORT SIZE TTL [json]
                 let args: Vec<&str> = words.next().unwrap_or("").split_whitespace().collect();
-                let [from, to, proto, port, src_port, rest @ ..] = args.as_slice() else {
-                    return Err("trace needs FROM TO PROTO PORT SRC_PORT".into());
+                let [from, to, proto, port, src_port, size, ttl, rest @ ..] = args.as_slice()
+                else {
+                    return Err("trace needs FROM TO PROTO PORT SRC_PORT SIZE TTL".into());
                 };
                 let probe = crate::trace::Probe {
                     from: from.to_string(),
@@ -338,6 +339,8 @@ impl Handler for Router {
                     proto: proto.to_string(),
                     port: port.parse().map_err(|_| "bad port".to_string())?,
                     src_port: src_port.parse().map_err(|_| "bad port".to_string())?,
+                    size: size.parse().map_err(|_| "bad size".to_string())?,
+                    ttl: ttl.parse().map_err(|_| "bad ttl".to_string())?,
                 };
                 let snap = self.cell.load();
                 let t = crate::trace::trace_live(&snap, &probe, Some(&self.conntrack))?;

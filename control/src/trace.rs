@@ -24,6 +24,10 @@ pub struct Probe {
     pub proto: String,
     pub port: u16,
     pub src_port: u16,
+    /// The packet's total size in bytes (padded with payload); 0 = small.
+    pub size: u16,
+    /// The TTL / hop limit it starts with.
+    pub ttl: u8,
 }
 
 /// One direction's story.
@@ -107,32 +111,69 @@ fn build(
     dport: u16,
     reply: bool,
 ) -> Result<Vec<u8>, String> {
+    build_sized(src, dst, proto, sport, dport, reply, 0, 64)
+}
+
+/// The packet with `size` bytes in all (0: small) and the given TTL; the don't-fragment
+/// bit is set, as Linux sets it for path-MTU discovery.
+#[allow(clippy::too_many_arguments)]
+fn build_sized(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    reply: bool,
+    size: u16,
+    ttl: u8,
+) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
+    let header = match (src, dst) {
+        (IpAddr::V4(_), IpAddr::V4(_)) => 20usize,
+        _ => 40,
+    } + match proto {
+        6 => 20,
+        17 | 1 | 58 => 8,
+        _ => 0,
+    };
+    let pad = usize::from(size).saturating_sub(header);
+    let payload: Vec<u8> = if pad > 0 {
+        vec![0x5a; pad]
+    } else {
+        b"vpcd trace".to_vec()
+    };
     let base = match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), 64),
-        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), 64),
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let mut h = etherparse::Ipv4Header::new(
+                0,
+                ttl,
+                etherparse::IpNumber(proto),
+                s.octets(),
+                d.octets(),
+            )
+            .map_err(|e| e.to_string())?;
+            h.dont_fragment = true;
+            PacketBuilder::ip(etherparse::IpHeaders::Ipv4(h, Default::default()))
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => PacketBuilder::ipv6(s.octets(), d.octets(), ttl),
         _ => return Err("the source and the destination are of different IP families".into()),
     };
     let r = match proto {
         6 => {
             let t = base.tcp(sport, dport, 1, 64240).syn();
             let t = if reply { t.ack(2) } else { t };
-            t.write(&mut out, &[])
+            t.write(&mut out, if pad > 0 { &payload } else { &[] })
         }
-        17 => base.udp(sport, dport).write(&mut out, b"vpcd trace"),
-        1 if reply => base
-            .icmpv4_echo_reply(0x7472, 1)
-            .write(&mut out, b"vpcd trace"),
+        17 => base.udp(sport, dport).write(&mut out, &payload),
+        1 if reply => base.icmpv4_echo_reply(0x7472, 1).write(&mut out, &payload),
         1 => base
             .icmpv4_echo_request(0x7472, 1)
-            .write(&mut out, b"vpcd trace"),
-        58 if reply => base
-            .icmpv6_echo_reply(0x7472, 1)
-            .write(&mut out, b"vpcd trace"),
+            .write(&mut out, &payload),
+        58 if reply => base.icmpv6_echo_reply(0x7472, 1).write(&mut out, &payload),
         58 => base
             .icmpv6_echo_request(0x7472, 1)
-            .write(&mut out, b"vpcd trace"),
-        n => base.write(&mut out, etherparse::IpNumber(n), b"vpcd trace"),
+            .write(&mut out, &payload),
+        n => base.write(&mut out, etherparse::IpNumber(n), &payload),
     };
     r.map_err(|e| e.to_string())?;
     Ok(out)
@@ -462,7 +503,16 @@ pub fn trace_live(
         )
     })?;
     let mut pipe = Pipeline::new();
-    let packet = build(src, to, proto, probe.src_port, probe.port, false)?;
+    let packet = build_sized(
+        src,
+        to,
+        proto,
+        probe.src_port,
+        probe.port,
+        false,
+        probe.size,
+        probe.ttl,
+    )?;
     let mut live_lines = Vec::new();
     if let Some(ct) = live {
         let p = dataplane::Packet::parse(&packet).map_err(|r| r.to_string())?;

@@ -18,6 +18,8 @@ fn probe(from: &str, to: &str, proto: &str, port: u16, src_port: u16) -> Probe {
         proto: proto.into(),
         port,
         src_port,
+        size: 0,
+        ttl: 64,
     }
 }
 
@@ -259,4 +261,31 @@ fn trace_names_each_reason_a_lab_can_show() {
         );
         assert!(to_text(&t).contains(&format!("DROPPED {reason}")));
     }
+}
+
+#[test]
+fn size_and_ttl_reach_the_router_answers() {
+    let s = lab("tests/labs/gateways.yaml");
+    // web-1's group admits no ICMP errors: the big packet is lost (MTU_EXCEEDED), as is
+    // the TTL-1 probe (TTL_EXPIRED); app-1's does, so it hears the router.
+    let mut p = probe("web-1", "203.0.113.10", "udp", 33434, 40000);
+    p.size = 3000;
+    assert_eq!(
+        trace(&s, &p).unwrap().forward.reason,
+        Some(DropReason::MtuExceeded)
+    );
+    let mut p = probe("web-1", "203.0.113.10", "udp", 33434, 40000);
+    p.ttl = 1;
+    assert_eq!(
+        trace(&s, &p).unwrap().forward.reason,
+        Some(DropReason::TtlExpired)
+    );
+    let mut p = probe("app-1", "203.0.113.10", "udp", 33434, 40000);
+    p.ttl = 1;
+    let t = trace(&s, &p).unwrap();
+    assert!(
+        to_text(&t).contains("time exceeded sent back"),
+        "{}",
+        to_text(&t)
+    );
 }
