@@ -289,3 +289,32 @@ fn size_and_ttl_reach_the_router_answers() {
         to_text(&t)
     );
 }
+
+#[test]
+fn trace_names_nacl_egress_and_the_source_destination_check() {
+    let sec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/labs/security.yaml"))
+        .unwrap()
+        .replace(
+            "          - { rule: 50, action: deny, protocol: icmp, cidr: 10.5.1.0/24 }",
+            "          - { rule: 40, action: deny, protocol: tcp, port_range: 25, cidr: 0.0.0.0/0 }\n          - { rule: 50, action: deny, protocol: icmp, cidr: 10.5.1.0/24 }",
+        );
+    let s = control::load_text(&sec, 1).unwrap().1;
+    let t = trace(&s, &probe("web-2", "203.0.113.10", "tcp", 25, 40000)).unwrap();
+    assert_eq!(t.forward.reason, Some(DropReason::NaclEgress));
+    assert!(to_text(&t).contains("NACL acl-web outbound: rule 40 denies"));
+    // An appliance route to an instance whose source/destination check is on.
+    let def = include_str!("../../configs/default.yaml").replace(
+        "          - { destination: \"::/0\", target: eigw-lab }",
+        "          - { destination: \"::/0\", target: eigw-lab }\n          - { destination: 192.0.2.0/24, target: web-1 }",
+    );
+    let s = control::load_text(&def, 1)
+        .unwrap_or_else(|e| panic!("{e:?}"))
+        .1;
+    let t = trace(&s, &probe("app-1", "192.0.2.10", "icmp", 0, 0)).unwrap();
+    assert_eq!(
+        t.forward.reason,
+        Some(DropReason::EniSourceDestCheck),
+        "{}",
+        to_text(&t)
+    );
+}
