@@ -7,12 +7,13 @@
 //! TUN queues inside each, configure them, and ask each namespace for an echo reply.
 //! [`Lab`]'s `Drop` removes what was created, on success and on every error path.
 
+use dataplane::offload::Offload;
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use dataplane::io::tun::TunQueue;
+use dataplane::io::tun::{Offloads, TunQueue};
 use dataplane::io::Queue;
 use dataplane::snapshot::{Attachment, HostKind};
 use dataplane::{PortId, Snapshot};
@@ -40,6 +41,8 @@ pub struct Options {
     pub workers: usize,
     /// Slots of the connection-tracking table shared by the workers.
     pub conntrack_max: usize,
+    /// TUN offloads (GSO super-packets, partial checksums): on unless `--no-offload`.
+    pub offloads: Offloads,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -271,6 +274,7 @@ impl Lab {
             self.created.push(ns.name.clone());
         }
         let workers = self.opts.workers;
+        let offloads = self.opts.offloads;
         let mut by_port: Vec<Vec<TunQueue>> = Vec::with_capacity(new.len());
         for ns in new {
             let queues = netns::run_in(&ns.name, || {
@@ -286,7 +290,7 @@ impl Lab {
                 }
                 (0..workers)
                     .map(|_| {
-                        TunQueue::open(DEVICE).map_err(|e| {
+                        TunQueue::open(DEVICE, offloads).map_err(|e| {
                             std::io::Error::new(e.kind(), format!("opening TUN {DEVICE}: {e}"))
                         })
                     })
@@ -441,7 +445,7 @@ fn probe(
             for (i, ns) in namespaces.iter().enumerate() {
                 if let (true, Some(to)) = (pending[i], ns.probe_target()) {
                     // A failed write is retried with the next round.
-                    let _ = ports[i][0].send(&echo_request(to, i as u16));
+                    let _ = ports[i][0].send(&echo_request(to, i as u16), &Offload::NONE);
                 }
             }
             last_send = Some(Instant::now());
@@ -460,7 +464,8 @@ fn probe(
                 .iter()
                 .find(|q| q.as_raw_fd() == pfd.fd)
                 .expect("fd of a queue");
-            while let Ok(len) = q.recv(&mut buf) {
+            let mut meta = Offload::NONE;
+            while let Ok(len) = q.recv(&mut buf, &mut meta) {
                 if probe_reply(&buf[..len]) == Some(i as u16) {
                     pending[i] = false;
                 }

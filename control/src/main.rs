@@ -1,5 +1,6 @@
 //! `vpcd`: the command line (lab.md).
 
+use dataplane::io::tun::Offloads;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -53,6 +54,10 @@ enum Command {
         /// Serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9108).
         #[arg(long)]
         metrics: Option<String>,
+        /// Open the TUN devices without offloads: one packet per read and write, complete
+        /// checksums (slower; for comparison and for debugging the fast path).
+        #[arg(long)]
+        no_offload: bool,
     },
     /// Send a changed lab file to the running router: validated like `check`, compiled and
     /// swapped in without dropping established flows; refused (and nothing changes) if it
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
             workers,
             conntrack_max,
             metrics,
+            no_offload,
         } => {
             let control = control_path(&cli.control, &cli.prefix);
             up(
@@ -141,6 +147,11 @@ fn main() -> ExitCode {
                 *workers,
                 *conntrack_max,
                 metrics.as_deref(),
+                if *no_offload {
+                    Offloads::Off
+                } else {
+                    Offloads::On
+                },
             )
         }
         Command::Down => down(&cli.prefix),
@@ -327,6 +338,7 @@ fn up(
     workers: Option<usize>,
     conntrack_max: usize,
     metrics: Option<&str>,
+    offloads: Offloads,
 ) -> ExitCode {
     let (text, title) = match path {
         Some(p) => match read(p) {
@@ -381,6 +393,7 @@ fn up(
             mtu,
             workers,
             conntrack_max,
+            offloads,
         },
         path: path.map(Path::to_path_buf),
         control,

@@ -199,12 +199,16 @@ pub fn up(
     // A closed stdout must not stop the router: output errors are ignored.
     let _ = writeln!(
         out,
-        "vpcd: lab {title} ({}), {} namespace(s), {} worker(s), MTU {}, conntrack {} flows",
+        "vpcd: lab {title} ({}), {} namespace(s), {} worker(s), MTU {}, conntrack {} flows, TUN offloads {}",
         snap.topo.region,
         lab.namespaces.len(),
         queues.len(),
         opts.lab.mtu,
-        opts.lab.conntrack_max
+        opts.lab.conntrack_max,
+        match opts.lab.offloads {
+            dataplane::io::tun::Offloads::On => "on",
+            dataplane::io::tun::Offloads::Off => "off",
+        }
     );
     let _ = write!(out, "{}", lab::describe(&snap, &lab.namespaces));
     let cell = Arc::new(SnapshotCell::new(snap));

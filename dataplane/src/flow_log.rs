@@ -146,8 +146,8 @@ impl FlowLogAccumulator {
             proto: pkt.proto,
         };
         if let Some(a) = self.aggregates.get_mut(&key) {
-            a.packets += 1;
-            a.bytes += u64::from(pkt.len);
+            a.packets += u64::from(pkt.segs);
+            a.bytes += u64::from(pkt.wire_len);
             a.last = now_secs;
             a.tcp_flags |= flags;
             return;
@@ -159,8 +159,8 @@ impl FlowLogAccumulator {
         self.aggregates.insert(
             key,
             Aggregate {
-                packets: 1,
-                bytes: u64::from(pkt.len),
+                packets: u64::from(pkt.segs),
+                bytes: u64::from(pkt.wire_len),
                 first: now_secs,
                 last: now_secs,
                 tcp_flags: flags,

@@ -36,10 +36,11 @@ pub(crate) struct Sender {
     pub eni: Option<EniIx>,
 }
 
-/// Whether `pkt` is too big for a path of `mtu` bytes.
+/// Whether `pkt` is too big for a path of `mtu` bytes. A GSO super-packet is judged by
+/// its segments, which are what that path would carry.
 #[inline]
 pub fn too_big(pkt: &Packet, mtu: u16) -> bool {
-    pkt.len > u32::from(mtu)
+    pkt.seg_len > u32::from(mtu)
 }
 
 /// Which error the router sends.

@@ -17,6 +17,7 @@ pub mod nat;
 pub mod nat_gateway;
 pub mod network_acl;
 pub mod observer;
+pub mod offload;
 pub mod packet;
 pub mod pipeline;
 pub mod reason;

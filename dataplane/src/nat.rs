@@ -45,8 +45,14 @@ pub fn rewrite_v4(buf: &mut [u8], pkt: &Packet, field: Field, new: Ipv4Addr) -> 
         };
         if let Some(c) = check_at.filter(|c| c + 2 <= (pkt.len as usize).min(buf.len())) {
             let old_check = u16::from_be_bytes([buf[c], buf[c + 1]]);
-            // UDP checksum 0 means "none" over IPv4 and stays 0 (RFC 768).
-            if !(pkt.proto == proto::UDP && old_check == 0) {
+            if pkt.csum_partial {
+                // The field holds the pseudo-header sum, not its complement: add the
+                // change to the sum (what Linux's inet_proto_csum_replace4 does for
+                // CHECKSUM_PARTIAL); the receiving stack completes it.
+                let partial = !update32(!old_check, old, new_u);
+                buf[c..c + 2].copy_from_slice(&partial.to_be_bytes());
+            } else if !(pkt.proto == proto::UDP && old_check == 0) {
+                // UDP checksum 0 means "none" over IPv4 and stays 0 (RFC 768).
                 let mut nc = update32(old_check, old, new_u);
                 if pkt.proto == proto::UDP && nc == 0 {
                     nc = 0xffff;
@@ -82,7 +88,10 @@ pub fn rewrite_port(buf: &mut [u8], pkt: &Packet, field: Field, new: u16) -> Pac
     let old = u16::from_be_bytes([buf[at], buf[at + 1]]);
     buf[at..at + 2].copy_from_slice(&new.to_be_bytes());
     let old_check = u16::from_be_bytes([buf[check_at], buf[check_at + 1]]);
-    if !(pkt.proto == proto::UDP && old_check == 0) {
+    // A partial checksum covers only the pseudo-header, which has no ports: the device
+    // that completes it sums the new port with the payload.
+    let no_checksum = pkt.proto == proto::UDP && old_check == 0;
+    if !pkt.csum_partial && !no_checksum {
         let mut nc = update16(old_check, old, new);
         if pkt.proto == proto::UDP && nc == 0 {
             nc = 0xffff;

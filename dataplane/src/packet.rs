@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use etherparse::{IpNumber, Ipv4Slice, Ipv6Slice};
 
 use crate::checksum;
+use crate::offload::{Gso, Offload};
 use crate::reason::DropReason;
 
 /// IP protocol numbers used by the stages.
@@ -79,8 +80,18 @@ pub struct Packet {
     /// Offset of the transport header from the start of the packet.
     pub l4_offset: u16,
     /// Length of the IP packet (total length; IPv6: 40 + payload length), which may be
-    /// less than the buffer.
+    /// less than the buffer. For a GSO super-packet, the whole of it.
     pub len: u32,
+    /// Segments this packet stands for on the wire: 1, or a GSO super-packet's count.
+    /// Counters and flow logs count these, as AWS counts the packets it sees.
+    pub segs: u16,
+    /// Bytes of all those segments on the wire (each with its own headers).
+    pub wire_len: u32,
+    /// The largest segment's IP length: what a path MTU is compared with.
+    pub seg_len: u32,
+    /// The transport checksum field holds only the pseudo-header sum (CHECKSUM_PARTIAL):
+    /// an address rewrite updates it as a sum, a port rewrite leaves it alone.
+    pub csum_partial: bool,
 }
 
 impl Packet {
@@ -111,7 +122,7 @@ impl Packet {
         let l4_offset = offset_in(buf, payload.payload);
         let proto = payload.ip_number.0;
         let transport = transport(proto, payload.payload, fragment, false)?;
-        Ok(Packet {
+        Ok(Packet::whole(Packet {
             src: IpAddr::V4(Ipv4Addr::from(h.source())),
             dst: IpAddr::V4(Ipv4Addr::from(h.destination())),
             proto,
@@ -121,7 +132,11 @@ impl Packet {
             fragment,
             l4_offset,
             len: u32::from(h.total_len()),
-        })
+            segs: 1,
+            wire_len: 0,
+            seg_len: 0,
+            csum_partial: false,
+        }))
     }
 
     fn parse_v6(buf: &[u8]) -> Result<Packet, DropReason> {
@@ -143,7 +158,7 @@ impl Packet {
         let l4_offset = offset_in(buf, payload.payload);
         let proto = payload.ip_number.0;
         let transport = transport(proto, payload.payload, fragment, true)?;
-        Ok(Packet {
+        Ok(Packet::whole(Packet {
             src: IpAddr::V6(Ipv6Addr::from(h.source())),
             dst: IpAddr::V6(Ipv6Addr::from(h.destination())),
             proto,
@@ -153,7 +168,56 @@ impl Packet {
             fragment,
             l4_offset,
             len: total as u32,
-        })
+            segs: 1,
+            wire_len: 0,
+            seg_len: 0,
+            csum_partial: false,
+        }))
+    }
+
+    /// One ordinary packet: one segment, as long as the packet.
+    fn whole(mut p: Packet) -> Packet {
+        p.wire_len = p.len;
+        p.seg_len = p.len;
+        p
+    }
+
+    /// Takes in the TUN's offload state (`buf` is the packet): checks that it fits the
+    /// packet (a GSO type of the packet's protocol and version, a partial checksum at the
+    /// transport checksum field), and counts the segments. Metadata that does not fit
+    /// would make every later rewrite wrong, so the packet is malformed.
+    pub fn with_offload(mut self, buf: &[u8], meta: &Offload) -> Result<Packet, DropReason> {
+        if meta.needs_csum {
+            let at = match self.proto {
+                proto::TCP => 16,
+                proto::UDP => 6,
+                _ => return Err(DropReason::Malformed),
+            };
+            if meta.csum_start != self.l4_offset
+                || meta.csum_offset != at
+                || self.fragment != Fragment::None
+            {
+                return Err(DropReason::Malformed);
+            }
+            self.csum_partial = true;
+        }
+        let fits = match meta.gso {
+            Gso::None => return Ok(self),
+            Gso::Tcp4 => self.proto == proto::TCP && !self.is_ipv6(),
+            Gso::Tcp6 => self.proto == proto::TCP && self.is_ipv6(),
+            Gso::Udp => self.proto == proto::UDP,
+            Gso::Unsupported(_) => false,
+        };
+        if !fits || meta.size == 0 || self.fragment != Fragment::None {
+            return Err(DropReason::Malformed);
+        }
+        let hdr = crate::offload::headers_end(buf, &self).ok_or(DropReason::Malformed)?;
+        let len = self.len as usize;
+        let segs = crate::offload::segments(len, hdr, meta.size);
+        self.segs = u16::try_from(segs).map_err(|_| DropReason::Malformed)?;
+        self.wire_len = (len + (segs - 1) * hdr) as u32;
+        self.seg_len = len.min(hdr + usize::from(meta.size)) as u32;
+        Ok(self)
     }
 
     pub fn is_ipv6(&self) -> bool {

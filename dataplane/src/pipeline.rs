@@ -36,6 +36,7 @@ use crate::icmp_error::{router_error, RouterError, Sender};
 use crate::nat_gateway;
 use crate::network_acl;
 use crate::observer::{Direction, Observer, Step};
+use crate::offload::Offload;
 use crate::packet::Packet;
 use crate::reason::DropReason;
 use crate::route::Target;
@@ -166,6 +167,24 @@ impl Pipeline {
         now: Timestamp,
         obs: &mut O,
     ) -> Verdict {
+        self.process_offloaded(snap, ingress, buf, len, &Offload::NONE, now, obs)
+    }
+
+    /// As [`Pipeline::process_in`], for a packet with the offload state `meta` that an
+    /// offloading TUN handed over (a GSO super-packet, a partial checksum): it is judged
+    /// and rewritten once, as a unit, and counted as the segments it stands for. A
+    /// forwarded packet keeps `meta`; one vpcd wrote itself ([`Verdict::Reply`]) has none.
+    #[allow(clippy::too_many_arguments)]
+    pub fn process_offloaded<'s, O: Observer<'s>>(
+        &mut self,
+        snap: &'s Snapshot,
+        ingress: PortId,
+        buf: &mut [u8],
+        len: usize,
+        meta: &Offload,
+        now: Timestamp,
+        obs: &mut O,
+    ) -> Verdict {
         // Grows only for the first packet after a snapshot with more objects is published
         // (one allocation per such swap), so counting never allocates in steady state and
         // no caller can forget to size the counters.
@@ -181,11 +200,12 @@ impl Pipeline {
             fl: &mut self.flow_logs,
         };
         let len = len.min(buf.len());
-        let verdict = judge(&mut cx, ingress, buf, len);
+        let mut wire = (1, len);
+        let verdict = judge(&mut cx, ingress, buf, len, meta, &mut wire);
         let cause = cx.cause;
-        self.stats.count(ingress, len, &verdict);
+        self.stats.count(ingress, wire.0, wire.1, &verdict);
         if let Verdict::Drop(_) = verdict {
-            self.stats.count_cause(cause);
+            self.stats.count_cause(cause, wire.0);
         }
         verdict
     }
@@ -207,11 +227,23 @@ fn judge<'s, O: Observer<'s>>(
     ingress: PortId,
     buf: &mut [u8],
     len: usize,
+    meta: &Offload,
+    wire: &mut (u32, usize),
 ) -> Verdict {
     let pkt = match Packet::parse(&buf[..len]) {
         Ok(p) => p,
         Err(reason) => return cx.drop(reason, "not a well-formed IPv4 or IPv6 packet"),
     };
+    let pkt = match pkt.with_offload(&buf[..len], meta) {
+        Ok(p) => p,
+        Err(reason) => {
+            return cx.drop(
+                reason,
+                "the TUN's offload header does not fit the packet (GSO type, checksum offset)",
+            )
+        }
+    };
+    *wire = (u32::from(pkt.segs), pkt.wire_len as usize);
     cx.obs.step(Step::Received {
         port: ingress,
         packet: pkt,

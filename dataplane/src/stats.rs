@@ -98,35 +98,37 @@ impl Stats {
 
     /// Counts the precise cause of a drop.
     #[inline]
-    pub fn count_cause(&mut self, cause: Cause) {
+    pub fn count_cause(&mut self, cause: Cause, segs: u32) {
         match cause {
             Cause::None => {}
             Cause::Sg { eni, dir } => {
                 if let Some(c) = self.sg_drops.get_mut(eni.ix()) {
-                    c[(dir == Direction::Egress) as usize] += 1;
+                    c[(dir == Direction::Egress) as usize] += u64::from(segs);
                 }
             }
             Cause::Nacl { counter } => {
                 if let Some(c) = self.nacl_drops.get_mut(counter as usize) {
-                    *c += 1;
+                    *c += u64::from(segs);
                 }
             }
         }
     }
 
-    /// Counts one packet: `rx` on the port it came in, then its verdict.
+    /// Counts one packet: `rx` on the port it came in, then its verdict. A GSO
+    /// super-packet counts as the `segs` segments (`bytes` on the wire) it stands for.
     #[inline]
-    pub fn count(&mut self, ingress: PortId, len: usize, verdict: &Verdict) {
+    pub fn count(&mut self, ingress: PortId, segs: u32, bytes: usize, verdict: &Verdict) {
+        let segs = u64::from(segs);
         if let Some(p) = self.ports.get_mut(ingress.ix()) {
-            p.rx_packets += 1;
-            p.rx_bytes += len as u64;
+            p.rx_packets += segs;
+            p.rx_bytes += bytes as u64;
         }
         match *verdict {
             Verdict::Forward(out) => {
-                self.forwarded += 1;
+                self.forwarded += segs;
                 if let Some(p) = self.ports.get_mut(out.ix()) {
-                    p.tx_packets += 1;
-                    p.tx_bytes += len as u64;
+                    p.tx_packets += segs;
+                    p.tx_bytes += bytes as u64;
                 }
             }
             Verdict::Reply { port, len } => {
@@ -136,8 +138,8 @@ impl Stats {
                     p.tx_bytes += u64::from(len);
                 }
             }
-            Verdict::Local(_) => self.local += 1,
-            Verdict::Drop(r) => self.drops[r as usize] += 1,
+            Verdict::Local(_) => self.local += segs,
+            Verdict::Drop(r) => self.drops[r as usize] += segs,
         }
     }
 

@@ -18,9 +18,11 @@ pub mod tun;
 use std::io;
 
 use crate::observer::NoObserver;
+use crate::offload::{self, Offload};
+use crate::packet::Packet;
 use crate::pipeline::{Pipeline, Verdict};
 use crate::router_services::RouterServices;
-use crate::snapshot::{PortId, Snapshot};
+use crate::snapshot::{LocalService, PortId, Snapshot};
 use crate::Timestamp;
 
 /// Packets read from one queue before the worker looks at the others (fairness), and the
@@ -31,12 +33,15 @@ pub const BATCH: usize = 64;
 /// GSO super-packets of an offloading TUN.
 pub const BUFFER_SIZE: usize = 65_536;
 
-/// One queue of a port: a packet device that moves whole IP packets.
+/// One queue of a port: a packet device that moves whole IP packets, each with its
+/// offload state (a GSO super-packet, a partial checksum; [`Offload::NONE`] on a device
+/// without offloads).
 pub trait Queue {
-    /// Reads one packet into `buf`, returning its length. `WouldBlock` when empty.
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
-    /// Writes one whole packet.
-    fn send(&self, packet: &[u8]) -> io::Result<()>;
+    /// Reads one packet into `buf`, returning its length and setting `meta`.
+    /// `WouldBlock` when empty.
+    fn recv(&self, buf: &mut [u8], meta: &mut Offload) -> io::Result<usize>;
+    /// Writes one whole packet with its offload state.
+    fn send(&self, packet: &[u8], meta: &Offload) -> io::Result<()>;
 }
 
 /// A port this worker has no queue for (a hole left by a removed instance, or a port a
@@ -44,17 +49,17 @@ pub trait Queue {
 /// fail and are counted.
 impl<Q: Queue> Queue for Option<Q> {
     #[inline]
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn recv(&self, buf: &mut [u8], meta: &mut Offload) -> io::Result<usize> {
         match self {
-            Some(q) => q.recv(buf),
+            Some(q) => q.recv(buf, meta),
             None => Err(io::ErrorKind::WouldBlock.into()),
         }
     }
 
     #[inline]
-    fn send(&self, packet: &[u8]) -> io::Result<()> {
+    fn send(&self, packet: &[u8], meta: &Offload) -> io::Result<()> {
         match self {
-            Some(q) => q.send(packet),
+            Some(q) => q.send(packet, meta),
             None => Err(io::ErrorKind::NotFound.into()),
         }
     }
@@ -66,6 +71,8 @@ pub struct Worker {
     /// The router's own services (ping of the subnet router, DNS), answered here.
     pub services: RouterServices,
     buf: Box<[u8]>,
+    /// Where a super-packet for a router-local service is cut into segments.
+    segment_buf: Box<[u8]>,
 }
 
 impl Default for Worker {
@@ -86,6 +93,7 @@ impl Worker {
             pipeline,
             services: RouterServices::new(),
             buf: vec![0; BUFFER_SIZE].into_boxed_slice(),
+            segment_buf: vec![0; BUFFER_SIZE].into_boxed_slice(),
         }
     }
 
@@ -107,8 +115,9 @@ impl Worker {
             return Ok(0);
         };
         let mut read = 0;
+        let mut meta = Offload::NONE;
         while read < BATCH {
-            let len = match input.recv(&mut self.buf) {
+            let len = match input.recv(&mut self.buf, &mut meta) {
                 // A zero-length read is judged like any packet (MALFORMED): counted, not lost.
                 Ok(len) => len,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -120,34 +129,29 @@ impl Worker {
             };
             read += 1;
             // The whole buffer goes in, so the router may answer with more bytes than it got.
-            let verdict =
-                self.pipeline
-                    .process_in(snap, ingress, &mut self.buf, len, now, &mut NoObserver);
-            let (out, bytes) = match verdict {
-                Verdict::Forward(out) => (out, &self.buf[..len]),
-                Verdict::Reply { port, len } => (port, &self.buf[..usize::from(len)]),
+            let verdict = self.pipeline.process_offloaded(
+                snap,
+                ingress,
+                &mut self.buf,
+                len,
+                &meta,
+                now,
+                &mut NoObserver,
+            );
+            let (out, bytes, out_meta) = match verdict {
+                // A forwarded super-packet leaves as it came: one write, the same header.
+                Verdict::Forward(out) => (out, &self.buf[..len], &meta),
+                Verdict::Reply { port, len } => {
+                    (port, &self.buf[..usize::from(len)], &Offload::NONE)
+                }
                 Verdict::Local(service) => {
-                    let q = queues.get(ingress.ix());
-                    let stats = &mut self.pipeline.stats;
-                    self.services.answer(
-                        snap,
-                        ingress,
-                        service,
-                        &mut self.buf,
-                        len,
-                        now,
-                        &mut |p: &[u8]| {
-                            if q.is_some_and(|q| q.send(p).is_ok()) {
-                                stats.count_answer(ingress, p.len());
-                            }
-                        },
-                    );
+                    self.answer_local(snap, ingress, service, len, &meta, queues, now);
                     continue;
                 }
                 Verdict::Drop(_) => continue,
             };
             let sent = match queues.get(out.ix()) {
-                Some(q) => q.send(bytes).is_ok(),
+                Some(q) => q.send(bytes, out_meta).is_ok(),
                 // A port that a newer snapshot added and this worker has no queue for.
                 None => false,
             };
@@ -156,5 +160,51 @@ impl Worker {
             }
         }
         Ok(read)
+    }
+
+    /// Hands a packet for the router itself to [`RouterServices`], whose answers go back
+    /// out of `ingress`. The services parse real packets (smoltcp checks checksums), so a
+    /// partial checksum is completed and a super-packet cut into its segments first.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_local<Q: Queue>(
+        &mut self,
+        snap: &Snapshot,
+        ingress: PortId,
+        service: LocalService,
+        len: usize,
+        meta: &Offload,
+        queues: &[Q],
+        now: Timestamp,
+    ) {
+        let q = queues.get(ingress.ix());
+        let stats = &mut self.pipeline.stats;
+        let mut send = |p: &[u8]| {
+            if q.is_some_and(|q| q.send(p, &Offload::NONE).is_ok()) {
+                stats.count_answer(ingress, p.len());
+            }
+        };
+        if !meta.is_gso() {
+            offload::complete_checksum(&mut self.buf[..len], meta);
+            self.services
+                .answer(snap, ingress, service, &mut self.buf, len, now, &mut send);
+            return;
+        }
+        let Ok(pkt) = Packet::parse(&self.buf[..len]) else {
+            return;
+        };
+        let mut i = 0;
+        while let Some(n) = offload::segment(&self.buf[..len], &pkt, meta, i, &mut self.segment_buf)
+        {
+            self.services.answer(
+                snap,
+                ingress,
+                service,
+                &mut self.segment_buf,
+                n,
+                now,
+                &mut send,
+            );
+            i += 1;
+        }
     }
 }

@@ -4,15 +4,21 @@
 //! - `kernel_router`: namespaces A – R – B over veth, R forwarding (`ip_forward=1`);
 //! - `kernel_ct_nat`: the same with an nftables ruleset in R: conntrack
 //!   `ct state established,related accept`, a few filter rules, masquerade;
-//! - `tun_floor`: two namespaces whose `eth0` are TUN devices opened with vpcd's flags,
-//!   joined by this program's minimal copy loop (read → write, no parsing);
+//! - `tun_floor`: two namespaces whose `eth0` are TUN devices opened with vpcd's flags
+//!   (`IFF_VNET_HDR` and the same offloads), joined by this program's minimal copy loop
+//!   (read → write, header passed through, no parsing);
+//! - `tun_floor_plain`: the same loop without offloads (one packet per syscall);
 //! - `vpcd`: the default lab, web-1 → app-1 across subnets (SGs, NACLs, conntrack and a
-//!   flow log on), and app-1 → inet-1 through the NAT gateway and the IGW.
+//!   flow log on), and app-1 → inet-1 through the NAT gateway and the IGW; then web-1 →
+//!   app-1 again with `--no-offload`.
 //!
-//! Each path runs iperf3 TCP 1 and 4 streams, UDP 64-byte datagrams at full rate, and 200
-//! pings 10 ms apart (latency as an hdrhistogram). One table with ratios to `tun_floor`
-//! is printed and saved under `perf/results/`. Namespaces are named `vh<pid>-…`, removed
-//! on exit and on failure; only processes this program started are stopped.
+//! Each path runs iperf3 TCP 1 and 4 streams, UDP 64-byte datagrams at full rate, 200
+//! pings 10 ms apart (latency as an hdrhistogram), and TCP connections per second (two
+//! clients connect, read the server's one byte, close; the server closes first, so no
+//! client port waits in TIME_WAIT). One table is printed and saved under `perf/results/`:
+//! TCP and connection ratios to `tun_floor` (the same offloads as vpcd), UDP ratios to
+//! `tun_floor_plain` (performance.md's targets). Namespaces are named `vh<pid>-…`,
+//! removed on exit and on failure; only processes this program started are stopped.
 //!
 //! Needs root: `sudo target/release/harness` (or `scripts/perf.sh`).
 
@@ -25,8 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control::netns;
-use dataplane::io::tun::TunQueue;
+use dataplane::io::tun::{Offloads, TunQueue};
 use dataplane::io::Queue;
+use dataplane::offload::Offload;
 use hdrhistogram::Histogram;
 
 /// Seconds per iperf3 run.
@@ -101,7 +108,81 @@ struct Figures {
     tcp4: f64,
     udp_pps: f64,
     udp_loss: f64,
-    ping: Option<(f64, f64, f64)>,
+    /// Round trip in ms: mean, p50, p99, p99.9.
+    ping: Option<(f64, f64, f64, f64)>,
+    /// TCP connections per second (connect, one byte, close).
+    cps: f64,
+}
+
+/// Seconds of the connections-per-second test.
+const CPS_SECS: u64 = 3;
+/// Port of the connections-per-second server (the one every path's rules admit).
+const CPS_PORT: u16 = 5201;
+
+/// Connections per second from namespace `client` to `addr`, served from `server_ns`.
+fn connections_per_second(client: &str, server_ns: &str, addr: &str) -> f64 {
+    use std::io::Write;
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    // A socket belongs to the namespace it was created in: bind there, serve from here.
+    let listener = netns::run_in(server_ns, || TcpListener::bind(("0.0.0.0", CPS_PORT)))
+        .unwrap_or_else(|e| panic!("cps server in {server_ns}: {e}"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let server = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut pfd = libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            while !stop.load(Ordering::Relaxed) {
+                // SAFETY: one valid pollfd for the call.
+                if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+                    continue;
+                }
+                if let Ok((mut s, _)) = listener.accept() {
+                    let _ = s.write_all(b"x");
+                }
+            }
+        })
+    };
+    let to: SocketAddr = format!("{addr}:{CPS_PORT}").parse().expect("address");
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let client = client.to_string();
+            std::thread::spawn(move || {
+                netns::run_in(&client, || {
+                    let deadline = Instant::now() + Duration::from_secs(CPS_SECS);
+                    let mut done = 0u64;
+                    let mut byte = [0u8; 8];
+                    while Instant::now() < deadline {
+                        let Ok(mut s) = TcpStream::connect_timeout(&to, Duration::from_secs(1))
+                        else {
+                            continue;
+                        };
+                        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+                        // The byte, then the server's FIN.
+                        let mut got = 0;
+                        while let Ok(n) = s.read(&mut byte) {
+                            if n == 0 {
+                                break;
+                            }
+                            got += n;
+                        }
+                        if got == 1 {
+                            done += 1;
+                        }
+                    }
+                    Ok(done)
+                })
+                .unwrap_or(0)
+            })
+        })
+        .collect();
+    let total: u64 = clients.into_iter().map(|c| c.join().unwrap_or(0)).sum();
+    stop.store(true, Ordering::Relaxed);
+    let _ = server.join();
+    total as f64 / CPS_SECS as f64
 }
 
 /// Bits per second of the iperf3 receiver line (TCP), or (pps, loss %) for UDP.
@@ -138,7 +219,7 @@ fn receiver(report: &str) -> Option<(f64, Option<(f64, f64)>)> {
 
 /// Runs the tests from `client` to `server_ns` at `addr`.
 fn measure(name: &str, client: &str, server_ns: &str, addr: &str) -> Figures {
-    let _server = spawn(server_ns, &["iperf3", "-s"]);
+    let server = spawn(server_ns, &["iperf3", "-s"]);
     std::thread::sleep(Duration::from_millis(300));
     let run = |extra: &[&str]| {
         let mut args = vec![
@@ -163,15 +244,10 @@ fn measure(name: &str, client: &str, server_ns: &str, addr: &str) -> Figures {
         f.udp_pps = pps;
         f.udp_loss = loss;
     }
-    let p = exec(
-        client,
-        &["ping", "-c", "200", "-i", "0.01", "-q", "-W", "1", addr],
-    );
     let p_full = exec(
         client,
         &["ping", "-c", "200", "-i", "0.01", "-W", "1", addr],
     );
-    let _ = p;
     let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram");
     for line in p_full.lines() {
         if let Some(t) = line.split("time=").nth(1) {
@@ -185,8 +261,12 @@ fn measure(name: &str, client: &str, server_ns: &str, addr: &str) -> Figures {
             h.mean() / 1000.0,
             h.value_at_quantile(0.5) as f64 / 1000.0,
             h.value_at_quantile(0.99) as f64 / 1000.0,
+            h.value_at_quantile(0.999) as f64 / 1000.0,
         ));
     }
+    // The iperf3 server gives its port to the connection test.
+    drop(server);
+    f.cps = connections_per_second(client, server_ns, addr);
     eprintln!("harness: {name} measured");
     f
 }
@@ -251,17 +331,19 @@ fn kernel(ns: &mut Namespaces, tag: &str, nat: bool) -> (String, String) {
     (a, b)
 }
 
-/// Two namespaces joined through TUN devices by a copy loop (vpcd's TUN flags).
+/// Two namespaces joined through TUN devices by a copy loop (vpcd's TUN flags, with or
+/// without its offloads; the virtio-net header is passed through as read).
 fn tun_floor(
     ns: &mut Namespaces,
     tag: &str,
+    offloads: Offloads,
     stop: &Arc<AtomicBool>,
 ) -> (String, String, Vec<std::thread::JoinHandle<()>>) {
     let (a, b) = (format!("{tag}-a"), format!("{tag}-b"));
     ns.add(&a);
     ns.add(&b);
-    let qa = netns::run_in(&a, || TunQueue::open("eth0")).expect("tun a");
-    let qb = netns::run_in(&b, || TunQueue::open("eth0")).expect("tun b");
+    let qa = netns::run_in(&a, || TunQueue::open("eth0", offloads)).expect("tun a");
+    let qb = netns::run_in(&b, || TunQueue::open("eth0", offloads)).expect("tun b");
     ip_batch(&a, "link set lo up\nlink set eth0 mtu 1500 up\naddr add 10.96.0.1/32 dev eth0\nroute add 10.96.0.2/32 dev eth0\n");
     ip_batch(&b, "link set lo up\nlink set eth0 mtu 1500 up\naddr add 10.96.0.2/32 dev eth0\nroute add 10.96.0.1/32 dev eth0\n");
     let (qa, qb) = (Arc::new(qa), Arc::new(qb));
@@ -270,6 +352,7 @@ fn tun_floor(
         let stop = Arc::clone(stop);
         threads.push(std::thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
+            let mut meta = Offload::NONE;
             let mut pfd = libc::pollfd {
                 fd: from.as_raw_fd(),
                 events: libc::POLLIN,
@@ -280,13 +363,88 @@ fn tun_floor(
                 if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
                     continue;
                 }
-                while let Ok(n) = from.recv(&mut buf) {
-                    let _ = to.send(&buf[..n]);
+                while let Ok(n) = from.recv(&mut buf, &mut meta) {
+                    let _ = to.send(&buf[..n], &meta);
                 }
             }
         }));
     }
     (a, b, threads)
+}
+
+/// Runs `vpcd up` (with `extra` options) on the default lab with a VPC-wide flow log at
+/// MTU 1500 like the references, and measures instance → instance and, with `nat`,
+/// private instance → NAT gateway → IGW → internet host.
+fn vpcd_paths(vpcd: &str, tag: &str, extra: &[&str], nat: bool) -> Vec<(&'static str, Figures)> {
+    let dir = std::env::temp_dir().join(format!("{tag}-lab"));
+    let _ = std::fs::create_dir_all(&dir);
+    let lab = dir.join("lab.yaml");
+    let text = control::DEFAULT_LAB.replace(
+        "    instances:\n",
+        "    flow_logs:\n      - { id: fl, resource: vpc-lab, traffic_type: ALL, max_aggregation_interval: 60, destination: flow.log }\n    instances:\n",
+    );
+    std::fs::write(&lab, text).expect("write the lab");
+    let prefix = format!("{tag}-");
+    let mut args = vec!["up", "--prefix", &prefix, "--mtu", "1500"];
+    args.extend(extra);
+    args.push(lab.to_str().unwrap());
+    let mut child = Command::new(vpcd)
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {vpcd}: {e} (build it: cargo build --release)"));
+    let mut out = child.stdout.take().unwrap();
+    let router = Proc(child);
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("\nready") {
+        let n = out.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            panic!("vpcd exited before ready:\n{seen}");
+        }
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let (web, app, inet) = (
+        format!("{prefix}web-1"),
+        format!("{prefix}app-1"),
+        format!("{prefix}inet-1"),
+    );
+    let mut results = Vec::new();
+    if nat {
+        results.push((
+            "vpcd instance→instance",
+            measure("vpcd local", &web, &app, "10.0.2.10"),
+        ));
+        results.push((
+            "vpcd NAT→IGW→internet",
+            measure("vpcd nat", &app, &inet, "203.0.113.10"),
+        ));
+    } else {
+        results.push((
+            "vpcd instance→instance, --no-offload",
+            measure("vpcd local --no-offload", &web, &app, "10.0.2.10"),
+        ));
+    }
+    drop(router);
+    let _ = std::fs::remove_dir_all(&dir);
+    results
+}
+
+/// The first line `program flag` prints (its version).
+fn version(program: &str, flag: &str) -> String {
+    Command::new(program)
+        .arg(flag)
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        })
+        .unwrap_or_default()
 }
 
 fn main() {
@@ -320,73 +478,35 @@ fn main() {
             measure("kernel_ct_nat", &a, &b, "10.97.2.2"),
         ));
     }
-    {
+    for (name, offloads, t) in [
+        ("tun_floor", Offloads::On, "t"),
+        ("tun_floor_plain", Offloads::Off, "p"),
+    ] {
         let mut ns = Namespaces(Vec::new());
         let stop = Arc::new(AtomicBool::new(false));
-        let (a, b, threads) = tun_floor(&mut ns, &format!("{tag}t"), &stop);
-        results.push(("tun_floor", measure("tun_floor", &a, &b, "10.96.0.2")));
+        let (a, b, threads) = tun_floor(&mut ns, &format!("{tag}{t}"), offloads, &stop);
+        results.push((name, measure(name, &a, &b, "10.96.0.2")));
         stop.store(true, Ordering::Relaxed);
         for t in threads {
             let _ = t.join();
         }
     }
-    {
-        // The default lab with a VPC-wide flow log, at MTU 1500 like the references.
-        let dir = std::env::temp_dir().join(format!("{tag}-lab"));
-        let _ = std::fs::create_dir_all(&dir);
-        let lab = dir.join("lab.yaml");
-        let text = control::DEFAULT_LAB.replace(
-            "    instances:\n",
-            "    flow_logs:\n      - { id: fl, resource: vpc-lab, traffic_type: ALL, max_aggregation_interval: 60, destination: flow.log }\n    instances:\n",
-        );
-        std::fs::write(&lab, text).expect("write the lab");
-        let prefix = format!("{tag}v-");
-        let mut child = Command::new(&vpcd)
-            .args([
-                "up",
-                "--prefix",
-                &prefix,
-                "--mtu",
-                "1500",
-                lab.to_str().unwrap(),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {vpcd}: {e} (build it: cargo build --release)"));
-        let mut out = child.stdout.take().unwrap();
-        let router = Proc(child);
-        let mut seen = String::new();
-        let mut buf = [0u8; 4096];
-        while !seen.contains("\nready") {
-            let n = out.read(&mut buf).unwrap_or(0);
-            if n == 0 {
-                panic!("vpcd exited before ready:\n{seen}");
-            }
-            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-        let (web, app, inet) = (
-            format!("{prefix}web-1"),
-            format!("{prefix}app-1"),
-            format!("{prefix}inet-1"),
-        );
-        results.push((
-            "vpcd instance→instance",
-            measure("vpcd local", &web, &app, "10.0.2.10"),
-        ));
-        results.push((
-            "vpcd NAT→IGW→internet",
-            measure("vpcd nat", &app, &inet, "203.0.113.10"),
-        ));
-        drop(router);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
+    results.extend(vpcd_paths(&vpcd, &format!("{tag}v"), &[], true));
+    results.extend(vpcd_paths(
+        &vpcd,
+        &format!("{tag}w"),
+        &["--no-offload"],
+        false,
+    ));
 
-    let floor = results
-        .iter()
-        .find(|(n, _)| *n == "tun_floor")
-        .map(|(_, f)| f.clone())
-        .unwrap_or_default();
+    let find = |name: &str| {
+        results
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, f)| f.clone())
+            .unwrap_or_default()
+    };
+    let (floor, plain) = (find("tun_floor"), find("tun_floor_plain"));
     let mut table = String::new();
     let kernel = String::from_utf8_lossy(
         &Command::new("uname")
@@ -399,26 +519,30 @@ fn main() {
     .to_string();
     let _ = writeln!(
         table,
-        "# vpcd perf harness: {} cores, kernel {kernel}, MTU 1500, {SECS} s runs; ratios to tun_floor",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "# vpcd perf harness: {} cores, kernel {kernel}, {}, {}, MTU 1500, {SECS} s runs; TCP and cps ratios to tun_floor (offloads), UDP ratio to tun_floor_plain",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        version(&vpcd, "--version"),
+        version("iperf3", "--version"),
     );
     let _ = writeln!(
         table,
-        "path\ttcp1_gbps\ttcp1_ratio\ttcp4_gbps\ttcp4_ratio\tudp64_kpps\tudp64_loss_pct\tudp64_ratio\tping_avg_ms\tping_p50_ms\tping_p99_ms"
+        "path\ttcp1_gbps\ttcp1_ratio\ttcp4_gbps\ttcp4_ratio\tudp64_kpps\tudp64_loss_pct\tudp64_ratio\tping_avg_ms\tping_p50_ms\tping_p99_ms\tping_p999_ms\tconn_per_s\tcps_ratio"
     );
     for (name, f) in &results {
         let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
-        let (avg, p50, p99) = f.ping.unwrap_or((0.0, 0.0, 0.0));
+        let (avg, p50, p99, p999) = f.ping.unwrap_or((0.0, 0.0, 0.0, 0.0));
         let _ = writeln!(
             table,
-            "{name}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{:.0}\t{:.1}\t{:.2}\t{avg:.3}\t{p50:.3}\t{p99:.3}",
+            "{name}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{:.0}\t{:.1}\t{:.2}\t{avg:.3}\t{p50:.3}\t{p99:.3}\t{p999:.3}\t{:.0}\t{:.2}",
             f.tcp1 / 1e9,
             ratio(f.tcp1, floor.tcp1),
             f.tcp4 / 1e9,
             ratio(f.tcp4, floor.tcp4),
             f.udp_pps / 1e3,
             f.udp_loss,
-            ratio(f.udp_pps, floor.udp_pps),
+            ratio(f.udp_pps, plain.udp_pps),
+            f.cps,
+            ratio(f.cps, floor.cps),
         );
     }
     print!("{table}");
