@@ -325,7 +325,7 @@ mod tests {
         let pkt = Packet::parse(&buf).unwrap();
         let hdr = headers_end(&buf, &pkt).unwrap();
         assert_eq!(segments(buf.len(), hdr, meta.size), 3);
-        let mut out = vec![0u8; 65536];
+        let mut out = vec![0u8; 65_575];
         let mut payload = Vec::new();
         let mut i = 0;
         while let Some(n) = segment(&buf, &pkt, &meta, i, &mut out) {

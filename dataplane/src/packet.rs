@@ -186,7 +186,17 @@ impl Packet {
     /// packet (a GSO type of the packet's protocol and version, a partial checksum at the
     /// transport checksum field), and counts the segments. Metadata that does not fit
     /// would make every later rewrite wrong, so the packet is malformed.
-    pub fn with_offload(mut self, buf: &[u8], meta: &Offload) -> Result<Packet, DropReason> {
+    #[inline]
+    pub fn with_offload(self, buf: &[u8], meta: &Offload) -> Result<Packet, DropReason> {
+        // The common case of a device without offloads, or a small packet with a whole
+        // checksum: nothing to take in.
+        if !meta.needs_csum && meta.gso == Gso::None {
+            return Ok(self);
+        }
+        self.offloaded(buf, meta)
+    }
+
+    fn offloaded(mut self, buf: &[u8], meta: &Offload) -> Result<Packet, DropReason> {
         if meta.needs_csum {
             let at = match self.proto {
                 proto::TCP => 16,
@@ -205,7 +215,9 @@ impl Packet {
             Gso::None => return Ok(self),
             Gso::Tcp4 => self.proto == proto::TCP && !self.is_ipv6(),
             Gso::Tcp6 => self.proto == proto::TCP && self.is_ipv6(),
-            Gso::Udp => self.proto == proto::UDP,
+            // The kernel refuses UDP segmentation without a partial checksum
+            // (virtio_net_hdr_to_skb), so such a packet could not be written either.
+            Gso::Udp => self.proto == proto::UDP && meta.needs_csum,
             Gso::Unsupported(_) => false,
         };
         if !fits || meta.size == 0 || self.fragment != Fragment::None {

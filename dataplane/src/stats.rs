@@ -34,7 +34,8 @@ pub struct PortCounters {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     /// Forwarded to this port but the write failed (queue full, namespace gone): the
-    /// packet is lost, and counted here rather than silently.
+    /// packet is lost, and counted here rather than silently. Counts writes: a GSO
+    /// super-packet whose write fails counts once (its segments are in `tx_packets`).
     pub tx_errors: u64,
 }
 

@@ -29,9 +29,10 @@ use crate::Timestamp;
 /// unit of one snapshot load.
 pub const BATCH: usize = 64;
 
-/// Room for the largest packet a queue can hand over: 64 KiB, so the buffer also fits the
-/// GSO super-packets of an offloading TUN.
-pub const BUFFER_SIZE: usize = 65_536;
+/// Room for the largest packet a queue can hand over: an IPv6 packet with a full 64 KiB
+/// payload (40 + 65,535 bytes), the largest GSO super-packet an offloading TUN hands
+/// over (IPv6 UDP segmentation can reach it; IPv4 and TSO stay at 64 KiB).
+pub const BUFFER_SIZE: usize = 40 + 65_535;
 
 /// One queue of a port: a packet device that moves whole IP packets, each with its
 /// offload state (a GSO super-packet, a partial checksum; [`Offload::NONE`] on a device

@@ -111,6 +111,14 @@ impl TunQueue {
             return Err(io::Error::last_os_error());
         }
         if vnet_hdr {
+            // The header's fields in little-endian whatever the host's order (legacy
+            // virtio would use the host's), which is what `Offload` reads and writes.
+            // SAFETY: TUNSETVNETLE reads an int through the pointer for the call.
+            let le: libc::c_int = 1;
+            let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETVNETLE as _, &le) };
+            if rc < 0 && cfg!(target_endian = "big") {
+                return Err(io::Error::last_os_error());
+            }
             set_offload(&fd, OFFLOADS)
                 .or_else(|_| set_offload(&fd, OFFLOADS & !(TUN_F_USO4 | TUN_F_USO6)))?;
         }

@@ -12,15 +12,16 @@
 //!   flow log on), and app-1 → inet-1 through the NAT gateway and the IGW; then web-1 →
 //!   app-1 again with `--no-offload`.
 //!
-//! Each path runs iperf3 TCP 1 and 4 streams, UDP 64-byte datagrams at full rate, 200
-//! pings 10 ms apart (latency as an hdrhistogram), and TCP connections per second (two
+//! Each path runs iperf3 TCP 1 and 4 streams, UDP 64-byte datagrams at full rate, 1000
+//! pings 2 ms apart (latency as an hdrhistogram), and TCP connections per second (two
 //! clients connect, read the server's one byte, close; the server closes first, so no
 //! client port waits in TIME_WAIT). One table is printed and saved under `perf/results/`:
 //! TCP and connection ratios to `tun_floor` (the same offloads as vpcd), UDP ratios to
 //! `tun_floor_plain` (performance.md's targets). Namespaces are named `vh<pid>-…`,
 //! removed on exit and on failure; only processes this program started are stopped.
 //!
-//! Needs root: `sudo target/release/harness` (or `scripts/perf.sh`).
+//! Needs root: `sudo target/release/harness [VPCD [TEST...]]` (or `scripts/perf.sh`);
+//! naming tests (`tcp`, `udp`, `ping`, `cps`) runs only those.
 
 use std::fmt::Write as _;
 use std::io::Read;
@@ -38,6 +39,15 @@ use hdrhistogram::Histogram;
 
 /// Seconds per iperf3 run.
 const SECS: &str = "5";
+
+/// The tests named after the vpcd path on the command line (`tcp`, `udp`, `ping`, `cps`);
+/// all of them when none is named.
+static ONLY: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+fn wanted(test: &str) -> bool {
+    ONLY.get()
+        .is_none_or(|o| o.is_empty() || o.iter().any(|t| t == test))
+}
 
 /// Namespaces made by this run; removed on drop.
 struct Namespaces(Vec<String>);
@@ -235,18 +245,30 @@ fn measure(name: &str, client: &str, server_ns: &str, addr: &str) -> Figures {
         exec(client, &args)
     };
     let mut f = Figures::default();
-    let r = run(&[]);
-    f.tcp1 = receiver(&r).map_or(0.0, |x| x.0);
-    let r = run(&["-P", "4"]);
-    f.tcp4 = receiver(&r).map_or(0.0, |x| x.0);
-    let r = run(&["-u", "-l", "64", "-b", "0"]);
-    if let Some((_, Some((pps, loss)))) = receiver(&r) {
-        f.udp_pps = pps;
-        f.udp_loss = loss;
+    if wanted("tcp") {
+        let r = run(&[]);
+        f.tcp1 = receiver(&r).map_or(0.0, |x| x.0);
+        let r = run(&["-P", "4"]);
+        f.tcp4 = receiver(&r).map_or(0.0, |x| x.0);
+    }
+    if wanted("udp") {
+        let r = run(&["-u", "-l", "64", "-b", "0"]);
+        if let Some((_, Some((pps, loss)))) = receiver(&r) {
+            f.udp_pps = pps;
+            f.udp_loss = loss;
+        }
+    }
+    if !wanted("ping") {
+        drop(server);
+        if wanted("cps") {
+            f.cps = connections_per_second(client, server_ns, addr);
+        }
+        eprintln!("harness: {name} measured");
+        return f;
     }
     let p_full = exec(
         client,
-        &["ping", "-c", "200", "-i", "0.01", "-W", "1", addr],
+        &["ping", "-c", "1000", "-i", "0.002", "-W", "1", addr],
     );
     let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("histogram");
     for line in p_full.lines() {
@@ -266,7 +288,9 @@ fn measure(name: &str, client: &str, server_ns: &str, addr: &str) -> Figures {
     }
     // The iperf3 server gives its port to the connection test.
     drop(server);
-    f.cps = connections_per_second(client, server_ns, addr);
+    if wanted("cps") {
+        f.cps = connections_per_second(client, server_ns, addr);
+    }
     eprintln!("harness: {name} measured");
     f
 }
@@ -331,8 +355,10 @@ fn kernel(ns: &mut Namespaces, tag: &str, nat: bool) -> (String, String) {
     (a, b)
 }
 
-/// Two namespaces joined through TUN devices by a copy loop (vpcd's TUN flags, with or
-/// without its offloads; the virtio-net header is passed through as read).
+/// Two namespaces joined through TUN devices by a copy loop with vpcd's shape: vpcd's TUN
+/// flags, with or without its offloads (the virtio-net header passed through as read),
+/// and as many threads as vpcd has workers, each owning one queue of both devices and
+/// copying whatever is ready on either (multi-queue, run to completion; no parsing).
 fn tun_floor(
     ns: &mut Namespaces,
     tag: &str,
@@ -342,29 +368,48 @@ fn tun_floor(
     let (a, b) = (format!("{tag}-a"), format!("{tag}-b"));
     ns.add(&a);
     ns.add(&b);
-    let qa = netns::run_in(&a, || TunQueue::open("eth0", offloads)).expect("tun a");
-    let qb = netns::run_in(&b, || TunQueue::open("eth0", offloads)).expect("tun b");
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(4);
+    let open = |n: &str| {
+        netns::run_in(n, || {
+            (0..workers)
+                .map(|_| TunQueue::open("eth0", offloads))
+                .collect::<std::io::Result<Vec<_>>>()
+        })
+        .expect("tun queues")
+    };
+    let (qa, qb) = (open(&a), open(&b));
     ip_batch(&a, "link set lo up\nlink set eth0 mtu 1500 up\naddr add 10.96.0.1/32 dev eth0\nroute add 10.96.0.2/32 dev eth0\n");
     ip_batch(&b, "link set lo up\nlink set eth0 mtu 1500 up\naddr add 10.96.0.2/32 dev eth0\nroute add 10.96.0.1/32 dev eth0\n");
-    let (qa, qb) = (Arc::new(qa), Arc::new(qb));
     let mut threads = Vec::new();
-    for (from, to) in [(Arc::clone(&qa), Arc::clone(&qb)), (qb, qa)] {
+    for pair in qa.into_iter().zip(qb) {
         let stop = Arc::clone(stop);
         threads.push(std::thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
+            let q = [pair.0, pair.1];
+            let mut buf = vec![0u8; dataplane::io::BUFFER_SIZE];
             let mut meta = Offload::NONE;
-            let mut pfd = libc::pollfd {
-                fd: from.as_raw_fd(),
+            let mut pfd = [0, 1].map(|i| libc::pollfd {
+                fd: q[i].as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
-            };
+            });
             while !stop.load(Ordering::Relaxed) {
-                // SAFETY: one valid pollfd for the call.
-                if unsafe { libc::poll(&mut pfd, 1, 100) } <= 0 {
+                // SAFETY: two valid pollfds for the call.
+                if unsafe { libc::poll(pfd.as_mut_ptr(), 2, 100) } <= 0 {
                     continue;
                 }
-                while let Ok(n) = from.recv(&mut buf, &mut meta) {
-                    let _ = to.send(&buf[..n], &meta);
+                for i in 0..2 {
+                    if pfd[i].revents & libc::POLLIN == 0 {
+                        continue;
+                    }
+                    // At most a batch per device per round, as vpcd's workers read.
+                    for _ in 0..dataplane::io::BATCH {
+                        let Ok(n) = q[i].recv(&mut buf, &mut meta) else {
+                            break;
+                        };
+                        let _ = q[1 - i].send(&buf[..n], &meta);
+                    }
                 }
             }
         }));
@@ -460,6 +505,7 @@ fn main() {
     let vpcd = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "target/release/vpcd".to_string());
+    let _ = ONLY.set(std::env::args().skip(2).collect());
     let mut results: Vec<(&str, Figures)> = Vec::new();
 
     {
