@@ -43,6 +43,8 @@ pub struct Options {
     pub conntrack_max: usize,
     /// TUN offloads (GSO super-packets, partial checksums): on unless `--no-offload`.
     pub offloads: Offloads,
+    /// `--udp-gro`: consecutive datagrams of one flow leave as one UDP GSO write.
+    pub udp_gro: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -58,6 +58,12 @@ enum Command {
         /// checksums (slower; for comparison and for debugging the fast path).
         #[arg(long)]
         no_offload: bool,
+        /// Write consecutive datagrams of one UDP flow as one UDP GSO super-packet (as a
+        /// NIC's UDP GRO would): far fewer syscalls for small-datagram floods, but tcpdump
+        /// in the receiving namespace then shows merged datagrams, which an AWS instance
+        /// does not see. For throughput benchmarks; needs offloads and kernel 6.2+ (USO).
+        #[arg(long, conflicts_with = "no_offload")]
+        udp_gro: bool,
     },
     /// Send a changed lab file to the running router: validated like `check`, compiled and
     /// swapped in without dropping established flows; refused (and nothing changes) if it
@@ -137,6 +143,7 @@ fn main() -> ExitCode {
             conntrack_max,
             metrics,
             no_offload,
+            udp_gro,
         } => {
             let control = control_path(&cli.control, &cli.prefix);
             up(
@@ -152,6 +159,7 @@ fn main() -> ExitCode {
                 } else {
                     Offloads::On
                 },
+                *udp_gro,
             )
         }
         Command::Down => down(&cli.prefix),
@@ -339,6 +347,7 @@ fn up(
     conntrack_max: usize,
     metrics: Option<&str>,
     offloads: Offloads,
+    udp_gro: bool,
 ) -> ExitCode {
     let (text, title) = match path {
         Some(p) => match read(p) {
@@ -394,6 +403,7 @@ fn up(
             workers,
             conntrack_max,
             offloads,
+            udp_gro,
         },
         path: path.map(Path::to_path_buf),
         control,

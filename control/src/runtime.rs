@@ -81,6 +81,12 @@ type WorkerResult = io::Result<Stats>;
 
 type Spawned = (Vec<JoinHandle<WorkerResult>>, Vec<WorkerLink>);
 
+/// Whether the devices take UDP GSO super-packets (`--udp-gro` needs them).
+fn takes_uso(queues: &lab::WorkerQueues) -> bool {
+    use dataplane::io::Queue;
+    queues.iter().flatten().flatten().all(|q| q.takes_uso())
+}
+
 fn spawn_workers(
     cell: &Arc<SnapshotCell>,
     stop: &Arc<StopSignal>,
@@ -88,6 +94,7 @@ fn spawn_workers(
     published: &[PublishedStats],
     lines: &std::sync::mpsc::SyncSender<Line>,
     queues: lab::WorkerQueues,
+    udp_gro: bool,
 ) -> Result<Spawned, RunError> {
     let mut handles = Vec::new();
     let mut links = Vec::new();
@@ -123,6 +130,7 @@ fn spawn_workers(
                 let mut worker =
                     Worker::with_pipeline(Pipeline::with_shared(conntrack, w as u16, n as u16));
                 worker.services.metadata = Some(metadata);
+                worker.udp_gro = udp_gro.then(dataplane::io::udp_gro::UdpGro::new);
                 // A copy every 100 ms (an allocation off the packet path), for readers.
                 let mut publish = |s: &Stats| out.store(Arc::new(s.clone()));
                 // A full channel (the writer fell behind) loses the line, counted, never
@@ -205,9 +213,12 @@ pub fn up(
         queues.len(),
         opts.lab.mtu,
         opts.lab.conntrack_max,
-        match opts.lab.offloads {
-            dataplane::io::tun::Offloads::On => "on",
-            dataplane::io::tun::Offloads::Off => "off",
+        match (opts.lab.offloads, opts.lab.udp_gro, takes_uso(&queues)) {
+            (dataplane::io::tun::Offloads::Off, _, _) => "off",
+            (_, false, _) => "on",
+            (_, true, true) => "on, UDP coalescing on",
+            // Writing USO needs kernel 6.2+; without it every datagram goes alone.
+            (_, true, false) => "on, UDP coalescing unavailable (the kernel has no USO)",
         }
     );
     let _ = write!(out, "{}", lab::describe(&snap, &lab.namespaces));
@@ -219,8 +230,15 @@ pub fn up(
         .map(|_| Arc::new(ArcSwap::from_pointee(Stats::default())))
         .collect();
     let (lines, writer) = flow_log_writer::start(opts.path.as_deref());
-    let (handles, links) = match spawn_workers(&cell, &stop, &conntrack, &published, &lines, queues)
-    {
+    let (handles, links) = match spawn_workers(
+        &cell,
+        &stop,
+        &conntrack,
+        &published,
+        &lines,
+        queues,
+        opts.lab.udp_gro,
+    ) {
         Ok(h) => h,
         Err(e) => {
             stop.raise();

@@ -451,3 +451,71 @@ fn the_router_services_get_completed_checksums_and_cut_segments() {
         assert_eq!(a.metadata.id, 0x4242);
     }
 }
+
+/// A UDP datagram of `payload` bytes (complete checksum, as a device without offloads
+/// hands it over).
+fn udp_datagram(src: [u8; 4], dst: [u8; 4], sport: u16, payload: usize, fill: u8) -> Vec<u8> {
+    let mut b = Vec::new();
+    PacketBuilder::ipv4(src, dst, 64)
+        .udp(sport, 5201)
+        .write(&mut b, &vec![fill; payload])
+        .unwrap();
+    b
+}
+
+#[test]
+fn with_udp_gro_a_run_of_one_flow_leaves_as_one_uso_write_that_cuts_back_exactly() {
+    let mut r = Rig::new();
+    r.w.udp_gro = Some(dataplane::io::udp_gro::UdpGro::new());
+    let app = port(&r.snap, "app-1");
+    r.q[app.ix()].uso = true;
+    let web = port(&r.snap, "web-1");
+    let (w, a) = ([10, 0, 1, 10], [10, 0, 2, 10]);
+    // Five 64-byte datagrams, a shorter one that ends the run, then another flow.
+    let mut sent: Vec<Vec<u8>> = (0..5).map(|i| udp_datagram(w, a, 40000, 64, i)).collect();
+    sent.push(udp_datagram(w, a, 40000, 10, 9));
+    let other = udp_datagram(w, a, 40001, 64, 7);
+    for p in sent.iter().chain([&other]) {
+        r.q[web.ix()].push(p);
+    }
+    r.w.drain(&r.snap, web, &r.q, NOW).unwrap();
+    let out = r.q[app.ix()].take_sent_offloaded();
+    assert_eq!(
+        out.len(),
+        2,
+        "one super-packet, then the other flow's datagram"
+    );
+    let (sp, meta) = &out[0];
+    assert_eq!(meta.gso, Gso::Udp);
+    assert_eq!(meta.size, 64);
+    assert_eq!(sp.len(), 28 + 5 * 64 + 10);
+    // Cut as the receiving kernel cuts it: the same datagrams, with right checksums.
+    let pkt = dataplane::Packet::parse(sp).unwrap();
+    let mut seg = vec![0u8; 2048];
+    for (i, orig) in sent.iter().enumerate() {
+        let n = offload::segment(sp, &pkt, meta, i, &mut seg).expect("segment");
+        let (s, o) = (
+            SlicedPacket::from_ip(&seg[..n]).unwrap(),
+            SlicedPacket::from_ip(orig).unwrap(),
+        );
+        let (Some(TransportSlice::Udp(su)), Some(TransportSlice::Udp(ou))) =
+            (&s.transport, &o.transport)
+        else {
+            panic!("udp")
+        };
+        assert_eq!(su.payload(), ou.payload(), "datagram {i}");
+        assert_eq!(su.to_header(), ou.to_header(), "length and checksum of {i}");
+    }
+    assert!(offload::segment(sp, &pkt, meta, 6, &mut seg).is_none());
+    assert_eq!(out[1], (other, Offload::NONE));
+    // Counted as the seven datagrams the pipeline judged.
+    assert_eq!(r.w.pipeline.stats.ports[app.ix()].tx_packets, 7);
+
+    // A port whose device does not take USO gets every datagram on its own.
+    r.q[app.ix()].uso = false;
+    for p in &sent {
+        r.q[web.ix()].push(p);
+    }
+    r.w.drain(&r.snap, web, &r.q, NOW).unwrap();
+    assert_eq!(r.q[app.ix()].take_sent().len(), 6);
+}

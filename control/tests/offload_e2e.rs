@@ -3,7 +3,8 @@
 //! (IPv6) whole; tcpdump on the receiving host shows every checksum right (complete, or
 //! partial holding exactly the pseudo-header sum of the translated addresses, which the
 //! receiving kernel accepts as the device's promise); counters are in real segments; and
-//! with `--no-offload` every packet is an ordinary one with a complete checksum.
+//! with `--no-offload` every packet is an ordinary one with a complete checksum; with
+//! `--udp-gro` small datagrams arrive merged and every one reaches the socket.
 //! Needs root (see `common::e2e`).
 
 mod common;
@@ -188,4 +189,88 @@ fn without_offloads_every_packet_is_whole_and_complete() {
     assert!(a.records >= 100, "{a:?}\n{dump}");
     assert_eq!(a.partial, 0, "no partial checksums without offloads");
     assert!(a.largest <= 1500, "{a:?}");
+}
+
+/// `(lost, total)` from the receiver line of an iperf3 UDP report (`… 3/19531 (0.015%)`).
+fn udp_loss(report: &str) -> (u64, u64) {
+    let line = report
+        .lines()
+        .rev()
+        .find(|l| l.contains("receiver"))
+        .unwrap_or_else(|| panic!("no receiver line in:\n{report}"));
+    let pair = line
+        .split_whitespace()
+        .find_map(|w| w.split_once('/').filter(|(a, _)| a.parse::<u64>().is_ok()))
+        .unwrap_or_else(|| panic!("no lost/total in {line:?}"));
+    (pair.0.parse().unwrap(), pair.1.parse().unwrap())
+}
+
+/// A counter of the `Udp:` lines of `/proc/net/snmp` inside `id`'s namespace.
+fn udp_counter(lab: &LabRun, id: &str, name: &str) -> u64 {
+    let out = lab.exec(id, &["cat", "/proc/net/snmp"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (lines.next().unwrap(), lines.next().unwrap());
+    let i = names
+        .split_whitespace()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no {name} in {names}"));
+    values.split_whitespace().nth(i).unwrap().parse().unwrap()
+}
+
+#[test]
+fn with_udp_gro_small_datagrams_arrive_merged_and_every_one_reaches_the_socket() {
+    if !e2e("with_udp_gro_small_datagrams_arrive_merged_and_every_one_reaches_the_socket") {
+        return;
+    }
+    let lab = LabRun::up(None, &unique_prefix("ug"), &["--udp-gro"]);
+    let dump = lab.spawn(
+        "app-1",
+        &[
+            "timeout",
+            "20",
+            "tcpdump",
+            "-n",
+            "-v",
+            "-i",
+            "eth0",
+            "-c",
+            "300",
+            "udp port 5201",
+        ],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let server = lab.spawn("app-1", &["iperf3", "-s", "-1"]);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // iperf3 paces in bursts (one per millisecond), which arrive in one batch.
+    let report = iperf(
+        &lab,
+        "web-1",
+        "10.0.2.10",
+        &["-u", "-l", "64", "-b", "5M", "-t", "2"],
+    );
+    drop(server);
+    let dump = dump.output(25);
+
+    // tcpdump sees the super-packets before the kernel cuts them: IP length > 20 + 8 + 64.
+    let largest = dump
+        .lines()
+        .filter(|l| l.contains("proto UDP"))
+        .filter_map(|l| {
+            let at = l.rfind("length ")? + "length ".len();
+            l[at..].trim_end_matches(')').parse::<usize>().ok()
+        })
+        .max()
+        .unwrap_or(0);
+    assert!(
+        largest > 92,
+        "no merged datagrams (largest {largest}):\n{dump}"
+    );
+
+    // The receiving kernel cut them, checked every checksum, and the socket got them.
+    let (lost, total) = udp_loss(&report);
+    assert!(total > 5_000, "{report}");
+    assert!(lost * 100 <= total, "lost {lost} of {total}:\n{report}");
+    assert_eq!(udp_counter(&lab, "app-1", "InCsumErrors"), 0);
+    assert!(udp_counter(&lab, "app-1", "InDatagrams") >= total - lost);
 }

@@ -19,6 +19,8 @@ pub struct MemQueue {
     pub fail_sends: bool,
     /// When set, every read fails, as a read from a deleted device does.
     pub fail_recv: bool,
+    /// When set, the queue takes UDP GSO super-packets, as a TUN with USO does.
+    pub uso: bool,
 }
 
 impl MemQueue {
@@ -65,6 +67,10 @@ impl Queue for MemQueue {
             }
             None => Err(io::ErrorKind::WouldBlock.into()),
         }
+    }
+
+    fn takes_uso(&self) -> bool {
+        self.uso
     }
 
     fn send(&self, packet: &[u8], meta: &Offload) -> io::Result<()> {

@@ -14,6 +14,7 @@
 pub mod event_loop;
 pub mod mem;
 pub mod tun;
+pub mod udp_gro;
 
 use std::io;
 
@@ -43,6 +44,10 @@ pub trait Queue {
     fn recv(&self, buf: &mut [u8], meta: &mut Offload) -> io::Result<usize>;
     /// Writes one whole packet with its offload state.
     fn send(&self, packet: &[u8], meta: &Offload) -> io::Result<()>;
+    /// Whether the device takes UDP GSO super-packets (USO) on write.
+    fn takes_uso(&self) -> bool {
+        false
+    }
 }
 
 /// A port this worker has no queue for (a hole left by a removed instance, or a port a
@@ -55,6 +60,11 @@ impl<Q: Queue> Queue for Option<Q> {
             Some(q) => q.recv(buf, meta),
             None => Err(io::ErrorKind::WouldBlock.into()),
         }
+    }
+
+    #[inline]
+    fn takes_uso(&self) -> bool {
+        self.as_ref().is_some_and(|q| q.takes_uso())
     }
 
     #[inline]
@@ -74,6 +84,8 @@ pub struct Worker {
     buf: Box<[u8]>,
     /// Where a super-packet for a router-local service is cut into segments.
     segment_buf: Box<[u8]>,
+    /// `--udp-gro`: runs of one flow's datagrams leave as one USO write.
+    pub udp_gro: Option<udp_gro::UdpGro>,
 }
 
 impl Default for Worker {
@@ -95,6 +107,7 @@ impl Worker {
             services: RouterServices::new(),
             buf: vec![0; BUFFER_SIZE].into_boxed_slice(),
             segment_buf: vec![0; BUFFER_SIZE].into_boxed_slice(),
+            udp_gro: None,
         }
     }
 
@@ -116,8 +129,25 @@ impl Worker {
             return Ok(0);
         };
         let mut read = 0;
+        let result = self.drain_batch(snap, ingress, input, queues, now, &mut read);
+        // A run of coalesced datagrams leaves with the batch that built it.
+        if let Some(gro) = &mut self.udp_gro {
+            gro.flush(queues, &mut self.pipeline.stats);
+        }
+        result.map(|()| read)
+    }
+
+    fn drain_batch<Q: Queue>(
+        &mut self,
+        snap: &Snapshot,
+        ingress: PortId,
+        input: &Q,
+        queues: &[Q],
+        now: Timestamp,
+        read: &mut usize,
+    ) -> io::Result<()> {
         let mut meta = Offload::NONE;
-        while read < BATCH {
+        while *read < BATCH {
             let len = match input.recv(&mut self.buf, &mut meta) {
                 // A zero-length read is judged like any packet (MALFORMED): counted, not lost.
                 Ok(len) => len,
@@ -128,7 +158,7 @@ impl Worker {
                     return Err(e);
                 }
             };
-            read += 1;
+            *read += 1;
             // The whole buffer goes in, so the router may answer with more bytes than it got.
             let verdict = self.pipeline.process_offloaded(
                 snap,
@@ -139,6 +169,17 @@ impl Worker {
                 now,
                 &mut NoObserver,
             );
+            if let Some(gro) = &mut self.udp_gro {
+                let stats = &mut self.pipeline.stats;
+                match verdict {
+                    Verdict::Forward(out) => {
+                        if gro.offer(out, &self.buf[..len], &meta, queues, stats) {
+                            continue;
+                        }
+                    }
+                    _ => gro.flush(queues, stats),
+                }
+            }
             let (out, bytes, out_meta) = match verdict {
                 // A forwarded super-packet leaves as it came: one write, the same header.
                 Verdict::Forward(out) => (out, &self.buf[..len], &meta),
@@ -160,7 +201,7 @@ impl Worker {
                 self.pipeline.stats.tx_error(out);
             }
         }
-        Ok(read)
+        Ok(())
     }
 
     /// Hands a packet for the router itself to [`RouterServices`], whose answers go back

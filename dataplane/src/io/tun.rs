@@ -60,6 +60,8 @@ struct IfReq {
 pub struct TunQueue {
     fd: OwnedFd,
     vnet_hdr: bool,
+    /// The kernel took USO: UDP GSO super-packets may be written.
+    uso: bool,
 }
 
 impl TunQueue {
@@ -119,10 +121,17 @@ impl TunQueue {
             if rc < 0 && cfg!(target_endian = "big") {
                 return Err(io::Error::last_os_error());
             }
-            set_offload(&fd, OFFLOADS)
-                .or_else(|_| set_offload(&fd, OFFLOADS & !(TUN_F_USO4 | TUN_F_USO6)))?;
+            let uso = set_offload(&fd, OFFLOADS).is_ok();
+            if !uso {
+                set_offload(&fd, OFFLOADS & !(TUN_F_USO4 | TUN_F_USO6))?;
+            }
+            return Ok(TunQueue { fd, vnet_hdr, uso });
         }
-        Ok(TunQueue { fd, vnet_hdr })
+        Ok(TunQueue {
+            fd,
+            vnet_hdr,
+            uso: false,
+        })
     }
 }
 
@@ -176,6 +185,10 @@ impl Queue for TunQueue {
         *meta = Offload::from_virtio(&hdr);
         // A short read (no whole header) leaves a zero-length packet: counted as malformed.
         Ok((n as usize).saturating_sub(VNET_HDR_LEN))
+    }
+
+    fn takes_uso(&self) -> bool {
+        self.uso
     }
 
     #[inline]

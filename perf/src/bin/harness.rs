@@ -10,7 +10,8 @@
 //! - `tun_floor_plain`: the same loop without offloads (one packet per syscall);
 //! - `vpcd`: the default lab, web-1 → app-1 across subnets (SGs, NACLs, conntrack and a
 //!   flow log on), and app-1 → inet-1 through the NAT gateway and the IGW; then web-1 →
-//!   app-1 again with `--no-offload`.
+//!   app-1 again with `--no-offload`, and with `--udp-gro` (a flow's datagrams written
+//!   to the receiving TUN as UDP GSO super-packets; opt-in, see `vpcd up --help`).
 //!
 //! Each path runs iperf3 TCP 1 and 4 streams, UDP 64-byte datagrams at full rate, 1000
 //! pings 2 ms apart (latency as an hdrhistogram), and TCP connections per second (two
@@ -418,9 +419,15 @@ fn tun_floor(
 }
 
 /// Runs `vpcd up` (with `extra` options) on the default lab with a VPC-wide flow log at
-/// MTU 1500 like the references, and measures instance → instance and, with `nat`,
-/// private instance → NAT gateway → IGW → internet host.
-fn vpcd_paths(vpcd: &str, tag: &str, extra: &[&str], nat: bool) -> Vec<(&'static str, Figures)> {
+/// MTU 1500 like the references, and measures instance → instance and private
+/// instance → NAT gateway → IGW → internet host; with `only`, instance → instance
+/// alone, under that name.
+fn vpcd_paths(
+    vpcd: &str,
+    tag: &str,
+    extra: &[&str],
+    only: Option<&'static str>,
+) -> Vec<(&'static str, Figures)> {
     let dir = std::env::temp_dir().join(format!("{tag}-lab"));
     let _ = std::fs::create_dir_all(&dir);
     let lab = dir.join("lab.yaml");
@@ -456,7 +463,9 @@ fn vpcd_paths(vpcd: &str, tag: &str, extra: &[&str], nat: bool) -> Vec<(&'static
         format!("{prefix}inet-1"),
     );
     let mut results = Vec::new();
-    if nat {
+    if let Some(name) = only {
+        results.push((name, measure(name, &web, &app, "10.0.2.10")));
+    } else {
         results.push((
             "vpcd instance→instance",
             measure("vpcd local", &web, &app, "10.0.2.10"),
@@ -464,11 +473,6 @@ fn vpcd_paths(vpcd: &str, tag: &str, extra: &[&str], nat: bool) -> Vec<(&'static
         results.push((
             "vpcd NAT→IGW→internet",
             measure("vpcd nat", &app, &inet, "203.0.113.10"),
-        ));
-    } else {
-        results.push((
-            "vpcd instance→instance, --no-offload",
-            measure("vpcd local --no-offload", &web, &app, "10.0.2.10"),
         ));
     }
     drop(router);
@@ -537,13 +541,18 @@ fn main() {
             let _ = t.join();
         }
     }
-    results.extend(vpcd_paths(&vpcd, &format!("{tag}v"), &[], true));
-    results.extend(vpcd_paths(
-        &vpcd,
-        &format!("{tag}w"),
-        &["--no-offload"],
-        false,
-    ));
+    results.extend(vpcd_paths(&vpcd, &format!("{tag}v"), &[], None));
+    for (t, option, name) in [
+        ("w", "--no-offload", "vpcd instance→instance, --no-offload"),
+        ("g", "--udp-gro", "vpcd instance→instance, --udp-gro"),
+    ] {
+        results.extend(vpcd_paths(
+            &vpcd,
+            &format!("{tag}{t}"),
+            &[option],
+            Some(name),
+        ));
+    }
 
     let find = |name: &str| {
         results
