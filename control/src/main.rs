@@ -60,8 +60,9 @@ enum Command {
         no_offload: bool,
         /// Write consecutive datagrams of one UDP flow as one UDP GSO super-packet (as a
         /// NIC's UDP GRO would): far fewer syscalls for small-datagram floods, but tcpdump
-        /// in the receiving namespace then shows merged datagrams, which an AWS instance
-        /// does not see. For throughput benchmarks; needs offloads and kernel 6.2+ (USO).
+        /// (and netfilter) in the receiving namespace then see merged datagrams, which an
+        /// AWS instance does not. For throughput benchmarks; needs offloads and kernel 6.2+
+        /// (USO).
         #[arg(long, conflicts_with = "no_offload")]
         udp_gro: bool,
     },

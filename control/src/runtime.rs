@@ -84,7 +84,8 @@ type Spawned = (Vec<JoinHandle<WorkerResult>>, Vec<WorkerLink>);
 /// Whether the devices take UDP GSO super-packets (`--udp-gro` needs them).
 fn takes_uso(queues: &lab::WorkerQueues) -> bool {
     use dataplane::io::Queue;
-    queues.iter().flatten().flatten().all(|q| q.takes_uso())
+    let mut devices = queues.iter().flatten().flatten().peekable();
+    devices.peek().is_some() && devices.all(|q| q.takes_uso())
 }
 
 fn spawn_workers(

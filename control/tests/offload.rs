@@ -463,59 +463,269 @@ fn udp_datagram(src: [u8; 4], dst: [u8; 4], sport: u16, payload: usize, fill: u8
     b
 }
 
-#[test]
-fn with_udp_gro_a_run_of_one_flow_leaves_as_one_uso_write_that_cuts_back_exactly() {
+/// Recomputes the IPv4 header checksum (if IPv4) and the complete UDP checksum after a
+/// test changed header bytes.
+fn resum(mut p: Vec<u8>) -> Vec<u8> {
+    let (l4, addrs) = if p[0] >> 4 == 4 {
+        p[10..12].copy_from_slice(&[0, 0]);
+        let c = checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        (20, 12..20)
+    } else {
+        (40, 8..40)
+    };
+    p[l4 + 6..l4 + 8].copy_from_slice(&[0, 0]);
+    let acc = checksum::sum(0, &p[addrs]) + 17 + (p.len() - l4) as u32;
+    let c = match !checksum::fold(checksum::sum(acc, &p[l4..])) {
+        0 => 0xffff,
+        c => c,
+    };
+    p[l4 + 6..l4 + 8].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// web-1 → app-1, source port 40000, `payload` bytes of `fill`, IPv4 id `id`, DF clear.
+fn dgram(payload: usize, id: u16, fill: u8) -> Vec<u8> {
+    let mut p = udp_datagram([10, 0, 1, 10], [10, 0, 2, 10], 40000, payload, fill);
+    p[4..6].copy_from_slice(&id.to_be_bytes());
+    p[6] &= !0x40;
+    resum(p)
+}
+
+/// The same datagram with a partial checksum, as the sender's kernel hands it to a TUN
+/// with checksum offload.
+fn partial(p: &[u8]) -> (Vec<u8>, Offload) {
+    let l4 = if p[0] >> 4 == 4 { 20 } else { 40 };
+    let mut q = p.to_vec();
+    let (s, _, d, _) = ports_of(p);
+    let sum = pseudo(s, d, 17, p.len() - l4);
+    q[l4 + 6..l4 + 8].copy_from_slice(&sum.to_be_bytes());
+    let meta = Offload {
+        needs_csum: true,
+        csum_start: l4 as u16,
+        csum_offset: 6,
+        ..Offload::NONE
+    };
+    (q, meta)
+}
+
+/// A rig whose app-1 device takes USO, with coalescing on.
+fn gro_rig() -> (Rig, PortId, PortId) {
     let mut r = Rig::new();
     r.w.udp_gro = Some(dataplane::io::udp_gro::UdpGro::new());
-    let app = port(&r.snap, "app-1");
+    let (web, app) = (port(&r.snap, "web-1"), port(&r.snap, "app-1"));
     r.q[app.ix()].uso = true;
-    let web = port(&r.snap, "web-1");
-    let (w, a) = ([10, 0, 1, 10], [10, 0, 2, 10]);
-    // Five 64-byte datagrams, a shorter one that ends the run, then another flow.
-    let mut sent: Vec<Vec<u8>> = (0..5).map(|i| udp_datagram(w, a, 40000, 64, i)).collect();
-    sent.push(udp_datagram(w, a, 40000, 10, 9));
-    let other = udp_datagram(w, a, 40001, 64, 7);
-    for p in sent.iter().chain([&other]) {
-        r.q[web.ix()].push(p);
+    (r, web, app)
+}
+
+/// Pushes the packets into web-1's queue and drains it once.
+fn drain(r: &mut Rig, web: PortId, packets: &[(Vec<u8>, Offload)]) {
+    for (p, m) in packets {
+        r.q[web.ix()].push_offloaded(p, *m);
     }
     r.w.drain(&r.snap, web, &r.q, NOW).unwrap();
+}
+
+fn plain(packets: &[Vec<u8>]) -> Vec<(Vec<u8>, Offload)> {
+    packets.iter().map(|p| (p.clone(), Offload::NONE)).collect()
+}
+
+#[test]
+fn with_udp_gro_a_run_of_one_flow_leaves_as_one_uso_write_that_cuts_back_exactly() {
+    let (mut r, web, app) = gro_rig();
+    // Five 64-byte datagrams with consecutive ids, a shorter one that ends the run, then
+    // one more of the same flow (which starts the next run).
+    let mut sent: Vec<Vec<u8>> = (0..5).map(|i| dgram(64, 100 + i, i as u8)).collect();
+    sent.push(dgram(10, 105, 9));
+    let next = dgram(64, 106, 7);
+    // Half come with partial checksums, half complete: both kinds merge.
+    let mut input: Vec<(Vec<u8>, Offload)> = sent
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            if i % 2 == 0 {
+                partial(p)
+            } else {
+                (p.clone(), Offload::NONE)
+            }
+        })
+        .collect();
+    input.push((next.clone(), Offload::NONE));
+    drain(&mut r, web, &input);
     let out = r.q[app.ix()].take_sent_offloaded();
     assert_eq!(
         out.len(),
         2,
-        "one super-packet, then the other flow's datagram"
+        "one super-packet, then the next run's datagram"
     );
     let (sp, meta) = &out[0];
-    assert_eq!(meta.gso, Gso::Udp);
-    assert_eq!(meta.size, 64);
-    assert_eq!(sp.len(), 28 + 5 * 64 + 10);
-    // Cut as the receiving kernel cuts it: the same datagrams, with right checksums.
+    let udp_len = 8 + 5 * 64 + 10;
+    assert_eq!(sp.len(), 20 + udp_len);
+    assert_eq!(
+        *meta,
+        Offload {
+            gso: Gso::Udp,
+            size: 64,
+            hdr_len: 28,
+            needs_csum: true,
+            csum_start: 20,
+            csum_offset: 6,
+            ..Offload::NONE
+        }
+    );
+    // The lengths of the whole, a right IPv4 header, and the partial sum the receiving
+    // kernel completes for each segment.
+    let h = SlicedPacket::from_ip(sp).unwrap();
+    let Some(NetSlice::Ipv4(ip)) = &h.net else {
+        panic!("ipv4")
+    };
+    assert_eq!(usize::from(ip.header().total_len()), sp.len());
+    assert!(checksum::ipv4_header_ok(ip.header().slice()));
+    assert_eq!(ip.header().identification(), 100);
+    assert_eq!(usize::from(u16::from_be_bytes([sp[24], sp[25]])), udp_len);
+    assert_eq!(
+        u16::from_be_bytes([sp[26], sp[27]]),
+        pseudo(ip_of("10.0.1.10"), ip_of("10.0.2.10"), 17, udp_len)
+    );
+    // Cut as the receiving kernel cuts it: the same datagrams, ids and checksums.
     let pkt = dataplane::Packet::parse(sp).unwrap();
     let mut seg = vec![0u8; 2048];
     for (i, orig) in sent.iter().enumerate() {
         let n = offload::segment(sp, &pkt, meta, i, &mut seg).expect("segment");
-        let (s, o) = (
-            SlicedPacket::from_ip(&seg[..n]).unwrap(),
-            SlicedPacket::from_ip(orig).unwrap(),
-        );
-        let (Some(TransportSlice::Udp(su)), Some(TransportSlice::Udp(ou))) =
-            (&s.transport, &o.transport)
-        else {
-            panic!("udp")
-        };
-        assert_eq!(su.payload(), ou.payload(), "datagram {i}");
-        assert_eq!(su.to_header(), ou.to_header(), "length and checksum of {i}");
+        // Complete checksums as sent (the half that came partial was built from these).
+        assert_eq!(&seg[..n], &orig[..], "datagram {i}");
     }
     assert!(offload::segment(sp, &pkt, meta, 6, &mut seg).is_none());
-    assert_eq!(out[1], (other, Offload::NONE));
+    assert_eq!(out[1].1, Offload::NONE);
+    assert_eq!(out[1].0[4..6], next[4..6]);
     // Counted as the seven datagrams the pipeline judged.
     assert_eq!(r.w.pipeline.stats.ports[app.ix()].tx_packets, 7);
 
     // A port whose device does not take USO gets every datagram on its own.
     r.q[app.ix()].uso = false;
-    for p in &sent {
-        r.q[web.ix()].push(p);
-    }
-    r.w.drain(&r.snap, web, &r.q, NOW).unwrap();
+    drain(&mut r, web, &plain(&sent));
     assert_eq!(r.q[app.ix()].take_sent().len(), 6);
+}
+
+fn ip_of(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+#[test]
+fn with_udp_gro_only_datagrams_the_cut_gives_back_exactly_are_merged() {
+    let (mut r, web, app) = gro_rig();
+    let head = dgram(64, 1, 0);
+    let change = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut p = dgram(64, 2, 1);
+        f(&mut p);
+        resum(p)
+    };
+    let mut bad_checksum = dgram(64, 2, 1);
+    bad_checksum[27] ^= 0x55;
+    let variants = [
+        ("another source port", change(&|p| p[20] ^= 1)),
+        ("another TOS", change(&|p| p[1] = 0x10)),
+        ("another ECN mark", change(&|p| p[1] = 0x01)),
+        ("another TTL", change(&|p| p[8] = 30)),
+        ("DF set", change(&|p| p[6] |= 0x40)),
+        ("an id gap (DF clear)", change(&|p| p[5] = 3)),
+        ("a larger payload", dgram(100, 2, 1)),
+        ("a wrong checksum", bad_checksum),
+    ];
+    for (what, v) in variants {
+        drain(&mut r, web, &plain(&[head.clone(), v.clone()]));
+        let out = r.q[app.ix()].take_sent_offloaded();
+        assert_eq!(out.len(), 2, "{what}: not merged");
+        for ((p, m), orig) in out.iter().zip([&head, &v]) {
+            assert_eq!(*m, Offload::NONE, "{what}");
+            assert_eq!(
+                p[20..],
+                orig[20..],
+                "{what}: the datagram leaves as it came"
+            );
+        }
+    }
+    // With DF set the ids carry no meaning (RFC 6864): equal ones merge.
+    let df = |fill| {
+        change(&|p: &mut Vec<u8>| {
+            p[6] |= 0x40;
+            p[4..6].copy_from_slice(&[0, 0]);
+            p[28..].fill(fill);
+        })
+    };
+    drain(&mut r, web, &plain(&[df(1), df(2), df(3)]));
+    let out = r.q[app.ix()].take_sent_offloaded();
+    assert_eq!((out.len(), out[0].1.gso), (1, Gso::Udp));
+
+    // IPv6: a run merges (hop limit and flow label equal); another flow label does not.
+    let v6 = |label: u8, fill: u8| {
+        let mut b = Vec::new();
+        let addr = |s: &str| s.parse::<std::net::Ipv6Addr>().unwrap().octets();
+        PacketBuilder::ipv6(addr("2001:db8:10:1::10"), addr("2001:db8:10:2::10"), 64)
+            .udp(40000, 5201)
+            .write(&mut b, &[fill; 64])
+            .unwrap();
+        b[3] = label;
+        resum(b)
+    };
+    drain(
+        &mut r,
+        web,
+        &plain(&[v6(0, 1), v6(0, 2), v6(0, 3), v6(5, 4)]),
+    );
+    let out = r.q[app.ix()].take_sent_offloaded();
+    assert_eq!(out.len(), 2, "three merged, then another flow label");
+    let (sp, meta) = &out[0];
+    assert_eq!(
+        (meta.gso, meta.size, meta.hdr_len, meta.csum_start, sp.len()),
+        (Gso::Udp, 64, 48, 40, 48 + 3 * 64)
+    );
+    assert_eq!(
+        u16::from_be_bytes([sp[46], sp[47]]),
+        pseudo(
+            ip_of("2001:db8:10:1::10"),
+            ip_of("2001:db8:10:2::10"),
+            17,
+            8 + 3 * 64
+        )
+    );
+    assert_eq!(out[1].0[3], 5);
+}
+
+#[test]
+fn with_udp_gro_runs_end_at_the_batch_another_ports_packet_and_a_refused_write() {
+    let (mut r, web, app) = gro_rig();
+    // A full batch (64 datagrams) is one write; the rest leave with the next batch.
+    let many: Vec<Vec<u8>> = (0..70).map(|i| dgram(64, i, i as u8)).collect();
+    drain(&mut r, web, &plain(&many));
+    r.w.drain(&r.snap, web, &r.q, NOW).unwrap();
+    let out = r.q[app.ix()].take_sent_offloaded();
+    let sizes: Vec<usize> = out.iter().map(|(p, _)| p.len()).collect();
+    assert_eq!(sizes, [28 + 64 * 64, 28 + 6 * 64]);
+
+    // A packet for another port writes the run first; a dropped one does not end it.
+    let inet = port(&r.snap, "inet-1");
+    let to_inet = udp_datagram([10, 0, 1, 10], [203, 0, 113, 10], 40000, 64, 0);
+    let garbage = vec![0x45, 0, 0];
+    let mut input = plain(&(0..3).map(|i| dgram(64, i, 0)).collect::<Vec<_>>());
+    input.push((to_inet, Offload::NONE));
+    input.extend(plain(&(3..6).map(|i| dgram(64, i, 0)).collect::<Vec<_>>()));
+    input.push((garbage, Offload::NONE));
+    input.extend(plain(&(6..8).map(|i| dgram(64, i, 0)).collect::<Vec<_>>()));
+    drain(&mut r, web, &input);
+    let sizes: Vec<usize> = r.q[app.ix()].take_sent().iter().map(Vec::len).collect();
+    assert_eq!(sizes, [28 + 3 * 64, 28 + 5 * 64]);
+    assert_eq!(r.q[inet.ix()].take_sent().len(), 1);
+    assert_eq!(r.w.pipeline.stats.dropped(DropReason::Malformed), 1);
+
+    // A device that refuses the USO write: its datagrams are counted as errors, one
+    // each, and from then on every datagram goes alone.
+    r.q[app.ix()].refuse_uso = true;
+    let before = r.w.pipeline.stats.ports[app.ix()].tx_errors;
+    drain(&mut r, web, &plain(&many[..4]));
+    assert_eq!(r.w.pipeline.stats.ports[app.ix()].tx_errors - before, 4);
+    drain(&mut r, web, &plain(&many[4..8]));
+    let out = r.q[app.ix()].take_sent_offloaded();
+    assert_eq!(out.len(), 4);
+    assert!(out.iter().all(|(_, m)| *m == Offload::NONE));
 }

@@ -23,7 +23,7 @@ struct Audit {
 }
 
 /// The folded pseudo-header sum a partial checksum field holds.
-fn pseudo(src: IpAddr, dst: IpAddr, l4_len: usize) -> u16 {
+fn pseudo(src: IpAddr, dst: IpAddr, proto: u8, l4_len: usize) -> u16 {
     let mut words: Vec<u32> = Vec::new();
     for a in [src, dst] {
         let o: Vec<u8> = match a {
@@ -35,8 +35,10 @@ fn pseudo(src: IpAddr, dst: IpAddr, l4_len: usize) -> u16 {
                 .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]]))),
         );
     }
-    let mut acc: u32 =
-        words.iter().sum::<u32>() + 6 + (l4_len as u32 >> 16) + (l4_len as u32 & 0xffff);
+    let mut acc: u32 = words.iter().sum::<u32>()
+        + u32::from(proto)
+        + (l4_len as u32 >> 16)
+        + (l4_len as u32 & 0xffff);
     while acc > 0xffff {
         acc = (acc & 0xffff) + (acc >> 16);
     }
@@ -90,7 +92,7 @@ fn audit(dump: &str) -> Audit {
         if r.contains("(incorrect") {
             assert_eq!(
                 shown,
-                pseudo(src, dst, l4_len),
+                pseudo(src, dst, 6, l4_len),
                 "a wrong checksum, and not the partial sum of the translated header: {r}"
             );
             a.partial += 1;
@@ -205,6 +207,40 @@ fn udp_loss(report: &str) -> (u64, u64) {
     (pair.0.parse().unwrap(), pair.1.parse().unwrap())
 }
 
+/// Checks every UDP checksum in `tcpdump -n -vv` output (IPv4): complete and right, or
+/// partial holding exactly the pseudo-header sum of the merged length, which the
+/// receiving kernel completes for each datagram it cuts. Returns the largest IP length.
+fn audit_udp(dump: &str) -> usize {
+    let mut largest = 0;
+    let mut ip_len = None;
+    for line in dump.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            ip_len = line
+                .contains("proto UDP")
+                .then(|| number_after(line, "length"))
+                .flatten();
+            continue;
+        }
+        let Some(len) = ip_len.take() else { continue };
+        largest = largest.max(len);
+        let r = line.trim();
+        let (src, rest) = r.split_once(" > ").expect("addresses");
+        let dst = rest.split_once(": ").expect("ports").0;
+        let addr = |a: &str| a.rsplit_once('.').unwrap().0.parse::<IpAddr>().unwrap();
+        if let Some(at) = r.find("bad udp cksum 0x") {
+            let shown = r[at + 16..].split(' ').next().unwrap();
+            assert_eq!(
+                u16::from_str_radix(shown, 16).unwrap(),
+                pseudo(addr(src), addr(dst), 17, len - 20),
+                "a wrong UDP checksum, and not the partial sum of the merged length: {r}"
+            );
+        } else {
+            assert!(r.contains("udp sum ok"), "unread checksum: {r}");
+        }
+    }
+    largest
+}
+
 /// A counter of the `Udp:` lines of `/proc/net/snmp` inside `id`'s namespace.
 fn udp_counter(lab: &LabRun, id: &str, name: &str) -> u64 {
     let out = lab.exec(id, &["cat", "/proc/net/snmp"]);
@@ -224,6 +260,10 @@ fn with_udp_gro_small_datagrams_arrive_merged_and_every_one_reaches_the_socket()
         return;
     }
     let lab = LabRun::up(None, &unique_prefix("ug"), &["--udp-gro"]);
+    let merging = !lab.map[0].contains("UDP coalescing unavailable");
+    if !merging {
+        eprintln!("this kernel takes no USO writes: only checking that datagrams pass");
+    }
     let dump = lab.spawn(
         "app-1",
         &[
@@ -231,7 +271,7 @@ fn with_udp_gro_small_datagrams_arrive_merged_and_every_one_reaches_the_socket()
             "20",
             "tcpdump",
             "-n",
-            "-v",
+            "-vv",
             "-i",
             "eth0",
             "-c",
@@ -252,22 +292,15 @@ fn with_udp_gro_small_datagrams_arrive_merged_and_every_one_reaches_the_socket()
     drop(server);
     let dump = dump.output(25);
 
-    // tcpdump sees the super-packets before the kernel cuts them: IP length > 20 + 8 + 64.
-    let largest = dump
-        .lines()
-        .filter(|l| l.contains("proto UDP"))
-        .filter_map(|l| {
-            let at = l.rfind("length ")? + "length ".len();
-            l[at..].trim_end_matches(')').parse::<usize>().ok()
-        })
-        .max()
-        .unwrap_or(0);
+    // tcpdump sees the super-packets before the kernel cuts them (IP length > 20 + 8 +
+    // 64), each with the partial checksum of its whole length.
+    let largest = audit_udp(&dump);
     assert!(
-        largest > 92,
+        largest > 92 || !merging,
         "no merged datagrams (largest {largest}):\n{dump}"
     );
 
-    // The receiving kernel cut them, checked every checksum, and the socket got them.
+    // The receiving kernel cut them and the socket got (nearly) every one.
     let (lost, total) = udp_loss(&report);
     assert!(total > 5_000, "{report}");
     assert!(lost * 100 <= total, "lost {lost} of {total}:\n{report}");

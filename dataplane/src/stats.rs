@@ -157,8 +157,14 @@ impl Stats {
     /// Counts a forwarded packet that could not be written to its port.
     #[inline]
     pub fn tx_error(&mut self, out: PortId) {
+        self.tx_errors(out, 1);
+    }
+
+    /// Counts `n` packets (the segments of one write) that could not be written.
+    #[inline]
+    pub fn tx_errors(&mut self, out: PortId, n: u64) {
         if let Some(p) = self.ports.get_mut(out.ix()) {
-            p.tx_errors += 1;
+            p.tx_errors += n;
         }
     }
 

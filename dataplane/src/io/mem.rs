@@ -21,6 +21,8 @@ pub struct MemQueue {
     pub fail_recv: bool,
     /// When set, the queue takes UDP GSO super-packets, as a TUN with USO does.
     pub uso: bool,
+    /// When set, a UDP GSO write fails with EINVAL, as from a kernel that cannot take it.
+    pub refuse_uso: bool,
 }
 
 impl MemQueue {
@@ -76,6 +78,9 @@ impl Queue for MemQueue {
     fn send(&self, packet: &[u8], meta: &Offload) -> io::Result<()> {
         if self.fail_sends {
             return Err(io::Error::other("device gone"));
+        }
+        if self.refuse_uso && meta.gso == crate::offload::Gso::Udp {
+            return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
         self.outbound.borrow_mut().push((packet.to_vec(), *meta));
         Ok(())

@@ -177,6 +177,8 @@ impl Worker {
                             continue;
                         }
                     }
+                    // A drop writes nothing, so the run may go on past it.
+                    Verdict::Drop(_) => {}
                     _ => gro.flush(queues, stats),
                 }
             }

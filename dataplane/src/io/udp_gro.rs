@@ -5,10 +5,20 @@
 //! instead of one per datagram; wireguard-go coalesces the same way before its TUN.
 //!
 //! Each datagram is still judged on its own by the pipeline (SGs, NACLs, flow logs,
-//! counters), so nothing AWS decides changes. What changes is what tcpdump in the
-//! receiving namespace shows: merged datagrams, which an AWS instance never sees for
-//! plain UDP sockets (Linux applies UDP GRO only to sockets that ask for it). Hence
-//! opt-in, for throughput benchmarks.
+//! counters), so nothing AWS decides changes. What changes is what the receiving
+//! namespace sees below its sockets: tcpdump, and netfilter rules or a "port
+//! unreachable" for a closed port, meet one merged packet per run, which an AWS
+//! instance never does for plain UDP sockets (Linux applies UDP GRO only to sockets that
+//! ask for it). Hence opt-in, for throughput benchmarks.
+//!
+//! What may be merged, so that the kernel's cut gives back each datagram as it was:
+//! every IP header byte equal except lengths, IPv4 id and checksums; IPv4 ids
+//! consecutive unless DF is set (an atomic datagram's id means nothing, RFC 6864, and
+//! the cut numbers them consecutively); the same payload size, only the last one
+//! shorter; a checksum that is partial (the sender's kernel left it to the "device") or
+//! verified here, because the merged packet carries a partial one, which the receiver
+//! trusts without checking. One run is open at a time: flows that alternate within a
+//! batch go out one datagram per write.
 
 use super::Queue;
 use crate::checksum;
@@ -28,6 +38,8 @@ struct Pending {
     size: usize,
     segs: u16,
     closed: bool,
+    /// The IPv4 id the next datagram must carry (when DF is clear).
+    next_id: u16,
     /// The first datagram's own offload state, for a run of one.
     meta: Offload,
 }
@@ -36,6 +48,8 @@ struct Pending {
 pub struct UdpGro {
     buf: Box<[u8]>,
     pending: Option<Pending>,
+    /// Set when the device refused a USO write (EINVAL): coalescing stops for good.
+    refused: bool,
 }
 
 impl Default for UdpGro {
@@ -68,6 +82,22 @@ fn plain_udp(p: &[u8]) -> Option<(usize, usize)> {
     (udp_len == p.len() - l4 && udp_len > 8).then_some((l4, udp_len - 8))
 }
 
+/// Whether the datagram's checksum lets it be merged: partial (to be completed by the
+/// "device", which the cut is), absent (IPv4 zero), or complete and right.
+fn checksum_ok(p: &[u8], l4: usize, meta: &Offload) -> bool {
+    if meta.needs_csum || (l4 == 20 && p[l4 + 6..l4 + 8] == [0, 0]) {
+        return true;
+    }
+    let addrs = if l4 == 20 { &p[12..20] } else { &p[8..40] };
+    let pseudo = checksum::sum(0, addrs) + 17 + (p.len() - l4) as u32;
+    checksum::fold(checksum::sum(pseudo, &p[l4..])) == 0xffff
+}
+
+/// The IPv4 id, and whether DF is set.
+fn ipv4_id(p: &[u8]) -> (u16, bool) {
+    (u16::from_be_bytes([p[4], p[5]]), p[6] & 0x40 != 0)
+}
+
 /// Whether `p` belongs to the run whose first datagram is `head`: every header byte
 /// equal except lengths, the IPv4 id and the checksums.
 fn same_flow(head: &[u8], p: &[u8], l4: usize) -> bool {
@@ -85,6 +115,7 @@ impl UdpGro {
         UdpGro {
             buf: vec![0; super::BUFFER_SIZE].into_boxed_slice(),
             pending: None,
+            refused: false,
         }
     }
 
@@ -99,8 +130,12 @@ impl UdpGro {
         queues: &[Q],
         stats: &mut Stats,
     ) -> bool {
-        let takes = meta.gso == Gso::None && queues.get(out.ix()).is_some_and(|q| q.takes_uso());
-        let Some((l4, payload)) = plain_udp(packet).filter(|_| takes) else {
+        let takes = !self.refused
+            && meta.gso == Gso::None
+            && queues.get(out.ix()).is_some_and(|q| q.takes_uso());
+        let Some((l4, payload)) =
+            plain_udp(packet).filter(|&(l4, _)| takes && checksum_ok(packet, l4, meta))
+        else {
             self.flush(queues, stats);
             return false;
         };
@@ -111,11 +146,13 @@ impl UdpGro {
                 && p.segs < MAX_SEGMENTS
                 && payload <= p.size
                 && p.len + payload <= 65_535 + if l4 == 40 { 40 } else { 0 }
-                && same_flow(&self.buf[..p.len], packet, l4);
+                && same_flow(&self.buf[..p.len], packet, l4)
+                && (l4 == 40 || matches!(ipv4_id(packet), (id, df) if df || id == p.next_id));
             if fits {
                 self.buf[p.len..p.len + payload].copy_from_slice(&packet[l4 + 8..]);
                 p.len += payload;
                 p.segs += 1;
+                p.next_id = p.next_id.wrapping_add(1);
                 p.closed = payload < p.size;
                 return true;
             }
@@ -129,6 +166,11 @@ impl UdpGro {
             size: payload,
             segs: 1,
             closed: false,
+            next_id: if l4 == 20 {
+                ipv4_id(packet).0.wrapping_add(1)
+            } else {
+                0
+            },
             meta: *meta,
         });
         true
@@ -141,7 +183,7 @@ impl UdpGro {
             return;
         };
         let Some(q) = queues.get(p.out.ix()) else {
-            stats.tx_error(p.out);
+            stats.tx_errors(p.out, u64::from(p.segs));
             return;
         };
         let meta = if p.segs == 1 {
@@ -172,8 +214,11 @@ impl UdpGro {
                 ..Offload::NONE
             }
         };
-        if q.send(&self.buf[..p.len], &meta).is_err() {
-            stats.tx_error(p.out);
+        // The pipeline counted each datagram as sent; a failed write loses all of them.
+        if let Err(e) = q.send(&self.buf[..p.len], &meta) {
+            stats.tx_errors(p.out, u64::from(p.segs));
+            // The device does not take USO after all: from now on, one datagram a write.
+            self.refused |= p.segs > 1 && e.raw_os_error() == Some(libc::EINVAL);
         }
     }
 }

@@ -21,12 +21,15 @@
 //! `tun_floor_plain` (performance.md's targets). Namespaces are named `vh<pid>-…`,
 //! removed on exit and on failure; only processes this program started are stopped.
 //!
+//! Then `vpcd up` of the default lab and of a 50-instance one is timed to `ready`.
+//!
 //! Needs root: `sudo target/release/harness [VPCD [TEST...]]` (or `scripts/perf.sh`);
-//! naming tests (`tcp`, `udp`, `ping`, `cps`) runs only those.
+//! naming tests (`tcp`, `udp`, `ping`, `cps`, `up`) runs only those.
 
 use std::fmt::Write as _;
 use std::io::Read;
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -41,7 +44,8 @@ use hdrhistogram::Histogram;
 /// Seconds per iperf3 run.
 const SECS: &str = "5";
 
-/// The tests named after the vpcd path on the command line (`tcp`, `udp`, `ping`, `cps`);
+/// The tests named after the vpcd path on the command line (`tcp`, `udp`, `ping`, `cps`,
+/// `up`);
 /// all of them when none is named.
 static ONLY: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
@@ -123,6 +127,9 @@ struct Figures {
     ping: Option<(f64, f64, f64, f64)>,
     /// TCP connections per second (connect, one byte, close).
     cps: f64,
+    /// Flows the connection test left in the path's connection tracking (none for the
+    /// stateless references).
+    held: Option<u64>,
 }
 
 /// Seconds of the connections-per-second test.
@@ -228,8 +235,15 @@ fn receiver(report: &str) -> Option<(f64, Option<(f64, f64)>)> {
     Some((bps, udp))
 }
 
-/// Runs the tests from `client` to `server_ns` at `addr`.
-fn measure(name: &str, client: &str, server_ns: &str, addr: &str) -> Figures {
+/// Runs the tests from `client` to `server_ns` at `addr`; `held` counts the flows the
+/// path tracks (after the connection test).
+fn measure(
+    name: &str,
+    client: &str,
+    server_ns: &str,
+    addr: &str,
+    held: &dyn Fn() -> Option<u64>,
+) -> Figures {
     let server = spawn(server_ns, &["iperf3", "-s"]);
     std::thread::sleep(Duration::from_millis(300));
     let run = |extra: &[&str]| {
@@ -262,7 +276,7 @@ fn measure(name: &str, client: &str, server_ns: &str, addr: &str) -> Figures {
     if !wanted("ping") {
         drop(server);
         if wanted("cps") {
-            f.cps = connections_per_second(client, server_ns, addr);
+            f.held = connections_held(client, server_ns, addr, &mut f.cps, held);
         }
         eprintln!("harness: {name} measured");
         return f;
@@ -290,10 +304,46 @@ fn measure(name: &str, client: &str, server_ns: &str, addr: &str) -> Figures {
     // The iperf3 server gives its port to the connection test.
     drop(server);
     if wanted("cps") {
-        f.cps = connections_per_second(client, server_ns, addr);
+        f.held = connections_held(client, server_ns, addr, &mut f.cps, held);
     }
     eprintln!("harness: {name} measured");
     f
+}
+
+/// Runs the connection test (its rate into `cps`) and returns how many tracked flows it
+/// left in the path's table (the table's growth: earlier tests' flows are not counted).
+fn connections_held(
+    client: &str,
+    server_ns: &str,
+    addr: &str,
+    cps: &mut f64,
+    held: &dyn Fn() -> Option<u64>,
+) -> Option<u64> {
+    let before = held();
+    *cps = connections_per_second(client, server_ns, addr);
+    Some(held()?.saturating_sub(before?))
+}
+
+/// The kernel's tracked connections in namespace `ns`.
+fn kernel_flows(ns: &str) -> Option<u64> {
+    exec(ns, &["cat", "/proc/sys/net/netfilter/nf_conntrack_count"])
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// vpcd's tracked flows (SG flows, NAT translations, EIGW flows) from `vpcd status`.
+fn vpcd_flows(vpcd: &str, prefix: &str) -> Option<u64> {
+    let out = Command::new(vpcd)
+        .args(["--prefix", prefix, "status"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "… slots: 12 tracked SG flows, 3 NAT translations, 0 EIGW flows"
+    let tail = text.lines().find_map(|l| l.split_once("slots: "))?.1;
+    tail.split(", ")
+        .map(|part| part.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// A – R – B over veth, R forwarding; with `nat`, an nftables conntrack + masquerade
@@ -437,11 +487,41 @@ fn vpcd_paths(
     );
     std::fs::write(&lab, text).expect("write the lab");
     let prefix = format!("{tag}-");
-    let mut args = vec!["up", "--prefix", &prefix, "--mtu", "1500"];
+    let mut args = vec!["--mtu", "1500"];
     args.extend(extra);
-    args.push(lab.to_str().unwrap());
+    let (router, _) = start_vpcd(vpcd, &prefix, &args, &lab);
+    let (web, app, inet) = (
+        format!("{prefix}web-1"),
+        format!("{prefix}app-1"),
+        format!("{prefix}inet-1"),
+    );
+    let held = || vpcd_flows(vpcd, &prefix);
+    let mut results = Vec::new();
+    if let Some(name) = only {
+        results.push((name, measure(name, &web, &app, "10.0.2.10", &held)));
+    } else {
+        results.push((
+            "vpcd instance→instance",
+            measure("vpcd local", &web, &app, "10.0.2.10", &held),
+        ));
+        results.push((
+            "vpcd NAT→IGW→internet",
+            measure("vpcd nat", &app, &inet, "203.0.113.10", &held),
+        ));
+    }
+    drop(router);
+    let _ = std::fs::remove_dir_all(&dir);
+    results
+}
+
+/// Starts `vpcd up` on `lab` and waits for `ready`: the router (stopped on drop) and the
+/// time from start to ready.
+fn start_vpcd(vpcd: &str, prefix: &str, extra: &[&str], lab: &Path) -> (Proc, Duration) {
+    let start = Instant::now();
     let mut child = Command::new(vpcd)
-        .args(&args)
+        .args(["up", "--prefix", prefix])
+        .args(extra)
+        .arg(lab)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -457,27 +537,53 @@ fn vpcd_paths(
         }
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    let (web, app, inet) = (
-        format!("{prefix}web-1"),
-        format!("{prefix}app-1"),
-        format!("{prefix}inet-1"),
-    );
-    let mut results = Vec::new();
-    if let Some(name) = only {
-        results.push((name, measure(name, &web, &app, "10.0.2.10")));
-    } else {
-        results.push((
-            "vpcd instance→instance",
-            measure("vpcd local", &web, &app, "10.0.2.10"),
-        ));
-        results.push((
-            "vpcd NAT→IGW→internet",
-            measure("vpcd nat", &app, &inet, "203.0.113.10"),
-        ));
+    let ready = start.elapsed();
+    // Keep reading (and dropping) what it prints, so a full pipe never blocks it.
+    std::thread::spawn(move || while out.read(&mut buf).is_ok_and(|n| n > 0) {});
+    (router, ready)
+}
+
+/// The default lab with its instances replaced by `n` instances, half in each subnet.
+fn lab_with_instances(n: usize) -> String {
+    let text = control::DEFAULT_LAB;
+    let (head, tail) = text.split_once("    instances:\n").expect("instances");
+    let (_, tail) = tail.split_once("internet:").expect("internet");
+    let mut lab = format!("{head}    instances:\n");
+    for i in 0..n {
+        let (subnet, net) = if i % 2 == 0 {
+            ("public-a", 1)
+        } else {
+            ("private-a", 2)
+        };
+        let host = 10 + i / 2;
+        let _ = writeln!(
+            lab,
+            "      - {{ id: i-{i}, subnet: {subnet}, private_ip: 10.0.{net}.{host}, ipv6_address: \"2001:db8:10:{net}::{host:x}\" }}"
+        );
     }
-    drop(router);
+    lab + "internet:" + tail
+}
+
+/// Time from `vpcd up` to `ready` (every namespace's stack answered) for the default lab
+/// and a 50-instance one (performance.md: ≤ 2 s and ≤ 10 s); the median of three each.
+fn up_times(vpcd: &str, tag: &str) -> [(usize, Duration); 2] {
+    let dir = std::env::temp_dir().join(format!("{tag}-labs"));
+    let _ = std::fs::create_dir_all(&dir);
+    let labs = [
+        (3, control::DEFAULT_LAB.to_string()),
+        (51, lab_with_instances(50)),
+    ];
+    let times = labs.map(|(namespaces, text)| {
+        let lab = dir.join(format!("lab-{namespaces}.yaml"));
+        std::fs::write(&lab, text).expect("write the lab");
+        let mut runs: Vec<Duration> = (0..3)
+            .map(|_| start_vpcd(vpcd, &format!("{tag}-"), &[], &lab).1)
+            .collect();
+        runs.sort();
+        (namespaces, runs[1])
+    });
     let _ = std::fs::remove_dir_all(&dir);
-    results
+    times
 }
 
 /// The first line `program flag` prints (its version).
@@ -496,6 +602,55 @@ fn version(program: &str, flag: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Every path (references and vpcd) through the tests wanted.
+fn measure_paths(vpcd: &str, tag: &str) -> Vec<(&'static str, Figures)> {
+    let mut results: Vec<(&'static str, Figures)> = Vec::new();
+
+    {
+        let mut ns = Namespaces(Vec::new());
+        let (a, b) = kernel(&mut ns, &format!("{tag}k"), false);
+        results.push((
+            "kernel_router",
+            measure("kernel_router", &a, &b, "10.97.2.2", &|| None),
+        ));
+    }
+    {
+        let mut ns = Namespaces(Vec::new());
+        let (a, b) = kernel(&mut ns, &format!("{tag}n"), true);
+        let held = || kernel_flows(&format!("{tag}n-r"));
+        results.push((
+            "kernel_ct_nat",
+            measure("kernel_ct_nat", &a, &b, "10.97.2.2", &held),
+        ));
+    }
+    for (name, offloads, t) in [
+        ("tun_floor", Offloads::On, "t"),
+        ("tun_floor_plain", Offloads::Off, "p"),
+    ] {
+        let mut ns = Namespaces(Vec::new());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, b, threads) = tun_floor(&mut ns, &format!("{tag}{t}"), offloads, &stop);
+        results.push((name, measure(name, &a, &b, "10.96.0.2", &|| None)));
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+    results.extend(vpcd_paths(vpcd, &format!("{tag}v"), &[], None));
+    for (t, option, name) in [
+        ("w", "--no-offload", "vpcd instance→instance, --no-offload"),
+        ("g", "--udp-gro", "vpcd instance→instance, --udp-gro"),
+    ] {
+        results.extend(vpcd_paths(
+            vpcd,
+            &format!("{tag}{t}"),
+            &[option],
+            Some(name),
+        ));
+    }
+    results
+}
+
 fn main() {
     // SAFETY: geteuid has no arguments.
     if unsafe { libc::geteuid() } != 0 {
@@ -510,49 +665,12 @@ fn main() {
         .nth(1)
         .unwrap_or_else(|| "target/release/vpcd".to_string());
     let _ = ONLY.set(std::env::args().skip(2).collect());
-    let mut results: Vec<(&str, Figures)> = Vec::new();
-
-    {
-        let mut ns = Namespaces(Vec::new());
-        let (a, b) = kernel(&mut ns, &format!("{tag}k"), false);
-        results.push((
-            "kernel_router",
-            measure("kernel_router", &a, &b, "10.97.2.2"),
-        ));
-    }
-    {
-        let mut ns = Namespaces(Vec::new());
-        let (a, b) = kernel(&mut ns, &format!("{tag}n"), true);
-        results.push((
-            "kernel_ct_nat",
-            measure("kernel_ct_nat", &a, &b, "10.97.2.2"),
-        ));
-    }
-    for (name, offloads, t) in [
-        ("tun_floor", Offloads::On, "t"),
-        ("tun_floor_plain", Offloads::Off, "p"),
-    ] {
-        let mut ns = Namespaces(Vec::new());
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, b, threads) = tun_floor(&mut ns, &format!("{tag}{t}"), offloads, &stop);
-        results.push((name, measure(name, &a, &b, "10.96.0.2")));
-        stop.store(true, Ordering::Relaxed);
-        for t in threads {
-            let _ = t.join();
-        }
-    }
-    results.extend(vpcd_paths(&vpcd, &format!("{tag}v"), &[], None));
-    for (t, option, name) in [
-        ("w", "--no-offload", "vpcd instance→instance, --no-offload"),
-        ("g", "--udp-gro", "vpcd instance→instance, --udp-gro"),
-    ] {
-        results.extend(vpcd_paths(
-            &vpcd,
-            &format!("{tag}{t}"),
-            &[option],
-            Some(name),
-        ));
-    }
+    let results = if ["tcp", "udp", "ping", "cps"].iter().any(|t| wanted(t)) {
+        measure_paths(&vpcd, &tag)
+    } else {
+        Vec::new()
+    };
+    let up = wanted("up").then(|| up_times(&vpcd, &format!("{tag}u")));
 
     let find = |name: &str| {
         results
@@ -581,14 +699,14 @@ fn main() {
     );
     let _ = writeln!(
         table,
-        "path\ttcp1_gbps\ttcp1_ratio\ttcp4_gbps\ttcp4_ratio\tudp64_kpps\tudp64_loss_pct\tudp64_ratio\tping_avg_ms\tping_p50_ms\tping_p99_ms\tping_p999_ms\tconn_per_s\tcps_ratio"
+        "path\ttcp1_gbps\ttcp1_ratio\ttcp4_gbps\ttcp4_ratio\tudp64_kpps\tudp64_loss_pct\tudp64_ratio\tping_avg_ms\tping_p50_ms\tping_p99_ms\tping_p999_ms\tconn_per_s\tcps_ratio\tflows_held"
     );
     for (name, f) in &results {
         let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
         let (avg, p50, p99, p999) = f.ping.unwrap_or((0.0, 0.0, 0.0, 0.0));
         let _ = writeln!(
             table,
-            "{name}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{:.0}\t{:.1}\t{:.2}\t{avg:.3}\t{p50:.3}\t{p99:.3}\t{p999:.3}\t{:.0}\t{:.2}",
+            "{name}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{:.0}\t{:.1}\t{:.2}\t{avg:.3}\t{p50:.3}\t{p99:.3}\t{p999:.3}\t{:.0}\t{:.2}\t{}",
             f.tcp1 / 1e9,
             ratio(f.tcp1, floor.tcp1),
             f.tcp4 / 1e9,
@@ -598,6 +716,17 @@ fn main() {
             ratio(f.udp_pps, plain.udp_pps),
             f.cps,
             ratio(f.cps, floor.cps),
+            f.held.map_or("-".to_string(), |n| n.to_string()),
+        );
+    }
+    if let Some(up) = up {
+        let _ = write!(table, "# vpcd up to ready (median of 3):");
+        for (namespaces, t) in up {
+            let _ = write!(table, " {namespaces} namespaces {} ms;", t.as_millis());
+        }
+        let _ = writeln!(
+            table,
+            " targets: default lab (3) ≤ 2 s, 50 instances ≤ 10 s"
         );
     }
     print!("{table}");
