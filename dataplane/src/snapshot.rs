@@ -405,9 +405,7 @@ impl Snapshot {
     pub fn new(mut topo: Topology, generation: u64) -> Snapshot {
         let mut nacl_counters = 0;
         for acl in &mut topo.network_acls {
-            for rules in [&mut acl.inbound, &mut acl.outbound] {
-                rules.sort_by_key(|r| r.number);
-            }
+            acl.prepare();
             acl.counter_base = nacl_counters;
             nacl_counters += acl.counters();
         }

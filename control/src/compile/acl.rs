@@ -191,6 +191,7 @@ pub fn compile(
                 inbound: rules(&acl.inbound),
                 outbound: rules(&acl.outbound),
                 counter_base: 0,
+                scan: Default::default(),
             });
         }
         if !v.network_acls.iter().any(|a| a.id.v == DEFAULT) {
@@ -203,6 +204,7 @@ pub fn compile(
                 inbound: default_nacl_rules(),
                 outbound: default_nacl_rules(),
                 counter_base: 0,
+                scan: Default::default(),
             });
         }
     }
