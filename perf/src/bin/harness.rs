@@ -14,9 +14,9 @@
 //!   to the receiving TUN as UDP GSO super-packets; opt-in, see `vpcd up --help`).
 //!
 //! Each path runs iperf3 TCP 1 and 4 streams, UDP 64-byte datagrams at full rate, 1000
-//! pings 2 ms apart (latency as an hdrhistogram), and TCP connections per second (two
-//! clients connect, read the server's one byte, close; the server closes first, so no
-//! client port waits in TIME_WAIT). One table is printed and saved under `perf/results/`:
+//! pings 2 ms apart (latency as an hdrhistogram: min, avg, p50, p99, p99.9), and TCP
+//! connections per second (two clients connect, read the server's one byte, close; the
+//! server closes first, so no client port waits in TIME_WAIT). One table is printed and saved under `perf/results/`:
 //! TCP and connection ratios to `tun_floor` (the same offloads as vpcd), UDP ratios to
 //! `tun_floor_plain` (performance.md's targets). Namespaces are named `vh<pid>-…`,
 //! removed on exit and on failure; only processes this program started are stopped.
@@ -123,8 +123,8 @@ struct Figures {
     tcp4: f64,
     udp_pps: f64,
     udp_loss: f64,
-    /// Round trip in ms: mean, p50, p99, p99.9.
-    ping: Option<(f64, f64, f64, f64)>,
+    /// Round trip in ms: min, mean, p50, p99, p99.9.
+    ping: Option<[f64; 5]>,
     /// TCP connections per second (connect, one byte, close).
     cps: f64,
     /// Flows the connection test left in the path's connection tracking (none for the
@@ -294,12 +294,14 @@ fn measure(
         }
     }
     if !h.is_empty() {
-        f.ping = Some((
+        let q = |x: f64| h.value_at_quantile(x) as f64 / 1000.0;
+        f.ping = Some([
+            h.min() as f64 / 1000.0,
             h.mean() / 1000.0,
-            h.value_at_quantile(0.5) as f64 / 1000.0,
-            h.value_at_quantile(0.99) as f64 / 1000.0,
-            h.value_at_quantile(0.999) as f64 / 1000.0,
-        ));
+            q(0.5),
+            q(0.99),
+            q(0.999),
+        ]);
     }
     // The iperf3 server gives its port to the connection test.
     drop(server);
@@ -699,14 +701,14 @@ fn main() {
     );
     let _ = writeln!(
         table,
-        "path\ttcp1_gbps\ttcp1_ratio\ttcp4_gbps\ttcp4_ratio\tudp64_kpps\tudp64_loss_pct\tudp64_ratio\tping_avg_ms\tping_p50_ms\tping_p99_ms\tping_p999_ms\tconn_per_s\tcps_ratio\tflows_held"
+        "path\ttcp1_gbps\ttcp1_ratio\ttcp4_gbps\ttcp4_ratio\tudp64_kpps\tudp64_loss_pct\tudp64_ratio\tping_min_ms\tping_avg_ms\tping_p50_ms\tping_p99_ms\tping_p999_ms\tconn_per_s\tcps_ratio\tflows_held"
     );
     for (name, f) in &results {
         let ratio = |x: f64, y: f64| if y > 0.0 { x / y } else { 0.0 };
-        let (avg, p50, p99, p999) = f.ping.unwrap_or((0.0, 0.0, 0.0, 0.0));
+        let [min, avg, p50, p99, p999] = f.ping.unwrap_or_default();
         let _ = writeln!(
             table,
-            "{name}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{:.0}\t{:.1}\t{:.2}\t{avg:.3}\t{p50:.3}\t{p99:.3}\t{p999:.3}\t{:.0}\t{:.2}\t{}",
+            "{name}\t{:.2}\t{:.2}\t{:.2}\t{:.2}\t{:.0}\t{:.1}\t{:.2}\t{min:.3}\t{avg:.3}\t{p50:.3}\t{p99:.3}\t{p999:.3}\t{:.0}\t{:.2}\t{}",
             f.tcp1 / 1e9,
             ratio(f.tcp1, floor.tcp1),
             f.tcp4 / 1e9,
