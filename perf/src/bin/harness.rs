@@ -45,8 +45,7 @@ use hdrhistogram::Histogram;
 const SECS: &str = "5";
 
 /// The tests named after the vpcd path on the command line (`tcp`, `udp`, `ping`, `cps`,
-/// `up`);
-/// all of them when none is named.
+/// `up`); all of them when none is named.
 static ONLY: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
 
 fn wanted(test: &str) -> bool {
