@@ -349,22 +349,9 @@ pub struct NaclRef {
 mod tests {
     use super::*;
     use crate::route::net_contains;
+    use crate::test_rng::Rng;
     use etherparse::PacketBuilder;
     use std::net::{Ipv4Addr, Ipv6Addr};
-
-    /// xorshift64: the same cases on every run.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
 
     /// Addresses near a few bases, so that prefixes of every length both hit and miss.
     fn v4(r: &mut Rng) -> Ipv4Addr {

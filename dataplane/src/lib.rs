@@ -26,6 +26,8 @@ pub mod router_services;
 pub mod security_group;
 pub mod snapshot;
 pub mod stats;
+#[cfg(test)]
+mod test_rng;
 
 pub use observer::{NoObserver, Observer, Recorder, Step};
 pub use packet::Packet;

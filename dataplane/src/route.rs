@@ -1,16 +1,24 @@
 //! Route tables: longest-prefix match per table, IPv4 and IPv6 (R-RT-LPM).
 //!
-//! Each table is an `ip_network_table::IpNetworkTable`, a tree bitmap (Eatherton et al.):
-//! lookups touch a few cache lines whatever the number of routes, memory stays near the
-//! route count (a DIR-24-8 array would cost 32 MiB per table), and it holds IPv4 and IPv6
-//! side by side. Ties between equal prefixes are settled when the table is built
-//! ([`RouteTableBuilder`]), so a lookup is one LPM and nothing else.
+//! A table is gathered in a map by prefix ([`RouteTableBuilder`]), where ties between
+//! equal prefixes are settled, and then frozen into one level-compressed trie per
+//! address family (`iptrie`'s LC-trie, Nilsson and Karlsson), whose
+//! values index the routes. A snapshot never changes a table, so the trie never needs
+//! to be modified, which is the one thing an LC-trie cannot do. A lookup is then one
+//! LPM and nothing else.
+//!
+//! Why the LC-trie: at 100,000 routes ip_network_table's tree bitmap took 54 to 61 ns a
+//! lookup in criterion (`lpm/100k_routes`), the LC-trie takes 16 ns. Building it costs
+//! about 20 ms more per 100,000 routes, once per apply. Memory stays near the route count
+//! (a DIR-24-8 array would cost 32 MiB per table).
 
+use std::collections::hash_map::Entry;
 use std::fmt;
 use std::net::IpAddr;
 
 use ip_network::IpNetwork;
-use ip_network_table::IpNetworkTable;
+use iptrie::{Ipv4LCTrieMap, Ipv4Prefix, Ipv4RTrieMap, Ipv6LCTrieMap, Ipv6Prefix, Ipv6RTrieMap};
+use rustc_hash::FxHashMap;
 
 use crate::snapshot::{EniIx, GatewayEndpointIx, NatGatewayIx, PeeringIx, VpcIx};
 
@@ -67,32 +75,46 @@ pub struct Route {
     pub target_name: Box<str>,
 }
 
+/// What a trie holds where no route covers an address (its root, without a /0 route).
+const NO_ROUTE: u32 = u32::MAX;
+
 /// An immutable route table.
 pub struct RouteTable {
     pub id: Box<str>,
     pub vpc: VpcIx,
-    lpm: IpNetworkTable<Route>,
+    /// Every route with its prefix, in the order [`RouteTable::routes`] lists them.
+    entries: Vec<(IpNetwork, Route)>,
+    /// Longest-prefix match: the position of the route in `entries`, or `NO_ROUTE`.
+    v4: Ipv4LCTrieMap<u32>,
+    v6: Ipv6LCTrieMap<u32>,
 }
 
 impl RouteTable {
     /// The most specific route for `dst`, with the prefix that matched.
     #[inline]
     pub fn lookup(&self, dst: IpAddr) -> Option<(IpNetwork, &Route)> {
-        self.lpm.longest_match(dst)
+        let ix = match dst {
+            IpAddr::V4(a) => *self.v4.lookup(&a).1,
+            IpAddr::V6(a) => *self.v6.lookup(&a).1,
+        };
+        // NO_ROUTE is past the end.
+        let (net, route) = self.entries.get(ix as usize)?;
+        Some((*net, route))
     }
 
     /// Every entry, for `trace` and tests.
     pub fn routes(&self) -> impl Iterator<Item = (IpNetwork, &Route)> {
-        self.lpm.iter()
+        self.entries.iter().map(|(n, r)| (*n, r))
     }
 
     /// Number of (IPv4, IPv6) entries.
     pub fn len(&self) -> (usize, usize) {
-        self.lpm.len()
+        let v4 = self.entries.iter().filter(|(n, _)| n.is_ipv4()).count();
+        (v4, self.entries.len() - v4)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lpm.is_empty()
+        self.entries.is_empty()
     }
 }
 
@@ -109,7 +131,7 @@ impl fmt::Debug for RouteTable {
 pub struct RouteTableBuilder {
     id: Box<str>,
     vpc: VpcIx,
-    lpm: IpNetworkTable<Route>,
+    routes: FxHashMap<IpNetwork, Route>,
 }
 
 impl RouteTableBuilder {
@@ -117,26 +139,50 @@ impl RouteTableBuilder {
         RouteTableBuilder {
             id: id.into(),
             vpc,
-            lpm: IpNetworkTable::new(),
+            routes: FxHashMap::default(),
         }
     }
 
     /// Adds a route; of two routes for the same prefix the one of higher priority origin
     /// stays (R-RT-LPM), and of two of the same origin the first one added.
     pub fn add(&mut self, prefix: IpNetwork, route: Route) {
-        if let Some(existing) = self.lpm.exact_match(prefix) {
-            if existing.origin <= route.origin {
-                return;
+        match self.routes.entry(prefix) {
+            Entry::Occupied(e) if e.get().origin <= route.origin => {}
+            Entry::Occupied(mut e) => {
+                e.insert(route);
+            }
+            Entry::Vacant(e) => {
+                e.insert(route);
             }
         }
-        self.lpm.insert(prefix, route);
     }
 
+    /// Freezes the table: its routes (IPv4 first, by address, then length), and one
+    /// LC-trie per family indexing them.
     pub fn build(self) -> RouteTable {
+        let mut entries: Vec<(IpNetwork, Route)> = self.routes.into_iter().collect();
+        entries.sort_unstable_by_key(|(n, _)| *n);
+        let mut v4 = Ipv4RTrieMap::with_root(NO_ROUTE);
+        let mut v6 = Ipv6RTrieMap::with_root(NO_ROUTE);
+        for (i, (net, _)) in entries.iter().enumerate() {
+            // A /0 route replaces the root's NO_ROUTE.
+            match net {
+                IpNetwork::V4(n) => {
+                    let p = Ipv4Prefix::new(n.network_address(), n.netmask());
+                    v4.insert(p.expect("an IPv4 network is a valid prefix"), i as u32);
+                }
+                IpNetwork::V6(n) => {
+                    let p = Ipv6Prefix::new(n.network_address(), n.netmask());
+                    v6.insert(p.expect("an IPv6 network is a valid prefix"), i as u32);
+                }
+            }
+        }
         RouteTable {
             id: self.id,
             vpc: self.vpc,
-            lpm: self.lpm,
+            entries,
+            v4: v4.compress(),
+            v6: v6.compress(),
         }
     }
 }
@@ -144,6 +190,7 @@ impl RouteTableBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_rng::Rng;
 
     fn route(dest: &str, origin: RouteOrigin, target: Target) -> Route {
         Route {
@@ -196,5 +243,74 @@ mod tests {
         assert_eq!(hit("8.8.8.8"), Some(Target::InternetGateway(VpcIx(0))));
         assert_eq!(hit("198.18.0.10"), Some(Target::Blackhole));
         assert_eq!(hit("2001:db8::1"), None);
+    }
+
+    /// An address near one of a few bases, so that prefixes nest and overlap.
+    fn addr(r: &mut Rng, v6: bool) -> IpAddr {
+        let x = r.next();
+        if v6 {
+            let base = 0x2001_0db8u128 << 96 | u128::from(x % 3) << 64;
+            IpAddr::V6((base | u128::from((x >> 8) as u16)).into())
+        } else {
+            let base = [0x0a00_0000u32, 0x6440_0000, 0xc612_0000][(x % 3) as usize];
+            IpAddr::V4((base | ((x >> 8) as u32 & 0xffff)).into())
+        }
+    }
+
+    /// The frozen tries find what a scan of every route finds: the longest prefix that
+    /// holds the address, its own route, or nothing.
+    #[test]
+    fn the_tries_find_the_longest_covering_prefix_as_a_scan_does() {
+        let mut r = Rng(0x2545_f491_4f6c_dd1d);
+        let (mut found, mut none) = (0, 0);
+        for table in 0..200 {
+            let mut b = RouteTableBuilder::new("rtb", VpcIx(0));
+            let n = r.next() % 300;
+            for _ in 0..n {
+                let v6 = r.next() % 3 == 0;
+                let len = if v6 {
+                    [32, 48, 56, 64, 72, 80, 100, 120, 128][(r.next() % 9) as usize]
+                } else {
+                    [8, 12, 16, 20, 22, 24, 26, 28, 30, 32][(r.next() % 10) as usize]
+                };
+                let net = match addr(&mut r, v6) {
+                    IpAddr::V4(a) => IpNetwork::new_truncate(a, len),
+                    IpAddr::V6(a) => IpNetwork::new_truncate(a, len),
+                }
+                .unwrap();
+                b.add(
+                    net,
+                    route(&net.to_string(), RouteOrigin::Static, Target::Local),
+                );
+            }
+            // A default route in a third of the tables, of either family.
+            let default = ["0.0.0.0/0", "::/0", "", "", "", ""][(r.next() % 6) as usize];
+            if let Ok(net) = default.parse::<IpNetwork>() {
+                b.add(net, route(default, RouteOrigin::Static, Target::Blackhole));
+            }
+            let t = b.build();
+            let routes: Vec<(IpNetwork, Route)> = t.routes().map(|(n, r)| (n, r.clone())).collect();
+            for _ in 0..200 {
+                let v6 = r.next() % 2 == 0;
+                let a = addr(&mut r, v6);
+                let want = routes
+                    .iter()
+                    .filter(|(n, _)| net_contains(n, a))
+                    .max_by_key(|(n, _)| n.netmask());
+                let got = t.lookup(a);
+                assert_eq!(
+                    got.map(|(n, r)| (n, &*r.destination)),
+                    want.map(|(n, r)| (*n, &*r.destination)),
+                    "table {table}, {a}"
+                );
+                if got.is_some() {
+                    found += 1;
+                } else {
+                    none += 1;
+                }
+            }
+        }
+        // Both outcomes are exercised.
+        assert!(found > 10_000 && none > 1_000, "{found} found, {none} none");
     }
 }

@@ -5,7 +5,7 @@
 //! - `lpm/100k_routes`: raw longest-prefix match in that table (`RouteTable::lookup`),
 //!   over 1024 pre-generated destinations (7/8 fall inside one of the generated routes,
 //!   /24 or /32, at a random host offset; 1/8 are random addresses, mostly caught by
-//!   `0.0.0.0/0`). Throughput is per lookup. This isolates the tree-bitmap cost, which is
+//!   `0.0.0.0/0`). Throughput is per lookup. This isolates the LC-trie cost, which is
 //!   the only per-packet step whose cost could grow with the configuration.
 //! - `pipeline/100k_routes/*`: `Pipeline::process` on batches of 64 UDP/IPv4 packets
 //!   (64-byte payload) sent by an instance of the public subnet, so every packet goes
