@@ -146,8 +146,9 @@ pub struct NetworkAcl {
     /// inbound `*`, outbound rules, the outbound `*`.
     pub counter_base: u32,
     /// The rules as the per-packet scan reads them (inbound, outbound); built by
-    /// [`NetworkAcl::prepare`], which [`crate::Snapshot::new`] calls.
-    pub scan: [NaclScan; 2],
+    /// [`NetworkAcl::new`] and again by [`crate::Snapshot::new`], after which nothing
+    /// can change the rules.
+    scan: [NaclScan; 2],
 }
 
 /// One direction's rules as the per-packet scan reads them: split by address family
@@ -250,6 +251,21 @@ pub struct NaclDecision {
 }
 
 impl NetworkAcl {
+    /// An ACL with its rules sorted by number and ready to evaluate (its counters start
+    /// at 0 until a snapshot places them).
+    pub fn new(id: &str, vpc: VpcIx, inbound: Vec<NaclRule>, outbound: Vec<NaclRule>) -> Self {
+        let mut acl = NetworkAcl {
+            id: id.into(),
+            vpc,
+            inbound,
+            outbound,
+            counter_base: 0,
+            scan: Default::default(),
+        };
+        acl.prepare();
+        acl
+    }
+
     /// Sorts each direction's rules by number and builds their scans.
     pub fn prepare(&mut self) {
         for rules in [&mut self.inbound, &mut self.outbound] {
@@ -401,7 +417,8 @@ mod tests {
 
     fn packet(r: &mut Rng) -> Vec<u8> {
         let (sport, dport) = (r.below(3000) as u16, r.below(3000) as u16);
-        let b = if r.below(2) == 0 {
+        let is_v4 = r.below(2) == 0;
+        let b = if is_v4 {
             PacketBuilder::ipv4(v4(r).octets(), v4(r).octets(), 64)
         } else {
             PacketBuilder::ipv6(v6(r).octets(), v6(r).octets(), 64)
@@ -410,7 +427,8 @@ mod tests {
         match r.below(3) {
             0 => b.tcp(sport, dport, 1, 1000).write(&mut out, &[0; 8]),
             1 => b.udp(sport, dport).write(&mut out, &[0; 8]),
-            _ => b.icmpv4_echo_request(1, 1).write(&mut out, &[0; 8]),
+            _ if is_v4 => b.icmpv4_echo_request(1, 1).write(&mut out, &[0; 8]),
+            _ => b.icmpv6_echo_request(1, 1).write(&mut out, &[0; 8]),
         }
         .unwrap();
         out
@@ -425,15 +443,13 @@ mod tests {
         let (mut decided, mut later, mut cases) = (0, 0, 0);
         for _ in 0..300 {
             let n = r.below(30) as u16;
-            let mut acl = NetworkAcl {
-                id: "acl".into(),
-                vpc: VpcIx(0),
-                inbound: (0..n).map(|i| rule(&mut r, 500 - i * 10)).collect(),
-                outbound: (0..n).map(|i| rule(&mut r, i * 10 + 1)).collect(),
-                counter_base: 7,
-                scan: Default::default(),
-            };
-            acl.prepare();
+            let mut acl = NetworkAcl::new(
+                "acl",
+                VpcIx(0),
+                (0..n).map(|i| rule(&mut r, 500 - i * 10)).collect(),
+                (0..n).map(|i| rule(&mut r, i * 10 + 1)).collect(),
+            );
+            acl.counter_base = 7;
             for _ in 0..50 {
                 let bytes = packet(&mut r);
                 let pkt = Packet::parse(&bytes).unwrap();
@@ -450,6 +466,12 @@ mod tests {
                         "{rules:?}\n{pkt:?}"
                     );
                     assert_eq!(got.allow, want.is_some_and(|i| rules[i].allow));
+                    // Counters: inbound rules, inbound `*`, outbound rules, outbound `*`.
+                    let base = match dir {
+                        Direction::Ingress => 7,
+                        Direction::Egress => 7 + u32::from(n) + 1,
+                    };
+                    assert_eq!(got.counter, base + want.unwrap_or(n.into()) as u32);
                     cases += 1;
                     decided += usize::from(want.is_some());
                     later += usize::from(want.is_some_and(|i| i > 0));

@@ -185,27 +185,23 @@ pub fn compile(
                     })
                     .collect()
             };
-            acls.push(NetworkAcl {
-                id: acl.id.v.as_str().into(),
+            acls.push(NetworkAcl::new(
+                &acl.id.v,
                 vpc,
-                inbound: rules(&acl.inbound),
-                outbound: rules(&acl.outbound),
-                counter_base: 0,
-                scan: Default::default(),
-            });
+                rules(&acl.inbound),
+                rules(&acl.outbound),
+            ));
         }
         if !v.network_acls.iter().any(|a| a.id.v == DEFAULT) {
             names
                 .nacl
                 .insert((vi, DEFAULT.to_string()), NaclIx(acls.len() as u32));
-            acls.push(NetworkAcl {
-                id: DEFAULT.into(),
+            acls.push(NetworkAcl::new(
+                DEFAULT,
                 vpc,
-                inbound: default_nacl_rules(),
-                outbound: default_nacl_rules(),
-                counter_base: 0,
-                scan: Default::default(),
-            });
+                default_nacl_rules(),
+                default_nacl_rules(),
+            ));
         }
     }
     Ok((groups, acls, names))
