@@ -7,7 +7,7 @@
 //! writing side. The answer's first line is `ok` or `error`; the rest is for a person.
 
 use std::io::{self, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -54,23 +54,29 @@ pub fn serve(
     std::thread::Builder::new()
         .name("vpcd-control".into())
         .spawn(move || {
-            let mut pfd = libc::pollfd {
-                fd: listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            while !stop.load(Ordering::Relaxed) {
-                // SAFETY: one valid pollfd for the duration of the call.
-                let n = unsafe { libc::poll(&mut pfd, 1, 200) };
-                if n <= 0 {
-                    continue;
-                }
+            accept_until(listener.as_raw_fd(), &stop, || {
                 if let Ok((stream, _)) = listener.accept() {
                     answer(stream, handler.as_ref());
                 }
-            }
+            });
             let _ = std::fs::remove_file(&path);
         })
+}
+
+/// Calls `ready` whenever the listening socket `fd` has a connection waiting, until
+/// `stop` is set (seen within 200 ms): the loop of the control socket and of metrics.
+pub(crate) fn accept_until(fd: RawFd, stop: &AtomicBool, mut ready: impl FnMut()) {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: one valid pollfd for the duration of the call.
+        if unsafe { libc::poll(&mut pfd, 1, 200) } > 0 {
+            ready();
+        }
+    }
 }
 
 fn answer(mut stream: UnixStream, handler: &dyn Handler) {

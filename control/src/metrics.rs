@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -13,6 +13,7 @@ use std::time::Duration;
 use dataplane::io::event_loop;
 use dataplane::DropReason;
 
+use crate::control_socket::accept_until;
 use crate::router::{unix_secs, Router};
 
 /// Parses and checks a metrics address: loopback only.
@@ -39,18 +40,9 @@ pub fn serve(
     std::thread::Builder::new()
         .name("vpcd-metrics".into())
         .spawn(move || {
-            let mut pfd = libc::pollfd {
-                fd: listener.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            while !stop.load(Ordering::Relaxed) {
-                // SAFETY: one valid pollfd for the duration of the call.
-                if unsafe { libc::poll(&mut pfd, 1, 200) } <= 0 {
-                    continue;
-                }
+            accept_until(listener.as_raw_fd(), &stop, || {
                 let Ok((mut stream, _)) = listener.accept() else {
-                    continue;
+                    return;
                 };
                 let _ = stream.set_nonblocking(false);
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
@@ -64,7 +56,7 @@ pub fn serve(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 );
-            }
+            })
         })
 }
 

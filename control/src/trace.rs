@@ -59,14 +59,6 @@ impl Trace {
     }
 }
 
-fn port_of(snap: &Snapshot, id: &str) -> Option<PortId> {
-    snap.topo
-        .ports
-        .iter()
-        .position(|p| &*p.name == id)
-        .map(|i| PortId(i as u32))
-}
-
 /// The address `id` sends from (its primary private IPv4, or IPv6 when `v6`).
 fn address_of(snap: &Snapshot, port: PortId, v6: bool) -> Option<IpAddr> {
     match snap.topo.ports[port.ix()].attachment {
@@ -472,7 +464,7 @@ pub fn trace_live(
     probe: &Probe,
     live: Option<&dataplane::conntrack::Conntrack>,
 ) -> Result<Trace, String> {
-    let from = port_of(snap, &probe.from).ok_or_else(|| {
+    let from = snap.port_named(&probe.from).ok_or_else(|| {
         format!(
             "--from {}: no instance or outside host has this id",
             probe.from
@@ -482,7 +474,7 @@ pub fn trace_live(
     let to: IpAddr = match probe.to.parse() {
         Ok(a) => a,
         Err(_) => {
-            let p = port_of(snap, &probe.to).ok_or_else(|| {
+            let p = snap.port_named(&probe.to).ok_or_else(|| {
                 format!("--to {}: neither an address nor an id of the lab", probe.to)
             })?;
             // From outside, an instance is reached at its public IP.

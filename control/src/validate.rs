@@ -870,39 +870,6 @@ fn check_vpc(
     }
 }
 
-/// The flow-log fields of AWS versions 2 to 5 (R-FL-DEFAULT, R-FL-FIELDS).
-pub const FLOW_LOG_FIELDS: &[&str] = &[
-    "version",
-    "account-id",
-    "interface-id",
-    "srcaddr",
-    "dstaddr",
-    "srcport",
-    "dstport",
-    "protocol",
-    "packets",
-    "bytes",
-    "start",
-    "end",
-    "action",
-    "log-status",
-    "vpc-id",
-    "subnet-id",
-    "instance-id",
-    "tcp-flags",
-    "type",
-    "pkt-srcaddr",
-    "pkt-dstaddr",
-    "region",
-    "az-id",
-    "sublocation-type",
-    "sublocation-id",
-    "pkt-src-aws-service",
-    "pkt-dst-aws-service",
-    "flow-direction",
-    "traffic-path",
-];
-
 fn check_log_format(diags: &mut Diagnostics, fmt: &S<String>) {
     let mut rest = fmt.v.as_str();
     let mut any = false;
@@ -912,8 +879,8 @@ fn check_log_format(diags: &mut Diagnostics, fmt: &S<String>) {
             return;
         };
         let name = &rest[start + 2..start + end];
-        if !FLOW_LOG_FIELDS.contains(&name) {
-            let fix = match closest(name, FLOW_LOG_FIELDS) {
+        if !dataplane::flow_log::FIELDS.contains(&name) {
+            let fix = match closest(name, dataplane::flow_log::FIELDS) {
                 Some(c) => format!("did you mean `${{{c}}}`?"),
                 None => "use AWS flow-log field names such as ${srcaddr}".to_string(),
             };

@@ -10,7 +10,7 @@ const LAB: &str = include_str!("labs/flow_logs.yaml");
 const T0: u64 = 1_700_000_000;
 
 fn run(pipe: &mut Pipeline, s: &Snapshot, from: &str, pkt: Vec<u8>, at: u64) {
-    let p = dataplane::PortId(s.topo.ports.iter().position(|p| &*p.name == from).unwrap() as u32);
+    let p = s.port_named(from).unwrap();
     let mut buf = pkt;
     pipe.process(
         s,

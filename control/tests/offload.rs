@@ -28,13 +28,8 @@ fn lab() -> Snapshot {
 }
 
 fn port(snap: &Snapshot, name: &str) -> PortId {
-    PortId(
-        snap.topo
-            .ports
-            .iter()
-            .position(|p| &*p.name == name)
-            .unwrap_or_else(|| panic!("no port {name}")) as u32,
-    )
+    snap.port_named(name)
+        .unwrap_or_else(|| panic!("no port {name}"))
 }
 
 fn ip(s: &str) -> IpAddr {

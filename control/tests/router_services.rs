@@ -19,7 +19,8 @@ fn snap(text: &str) -> Snapshot {
 }
 
 fn port(s: &Snapshot, name: &str) -> dataplane::PortId {
-    dataplane::PortId(s.topo.ports.iter().position(|p| &*p.name == name).unwrap() as u32)
+    s.port_named(name)
+        .unwrap_or_else(|| panic!("no port {name}"))
 }
 
 /// Runs a packet through the pipeline and, if it is for the router, through the router's

@@ -373,9 +373,7 @@ fn removing_a_rule_keeps_tracked_flows_and_cuts_untracked_ones() {
     let after = control::load_text(&closed, 2).unwrap().1;
     let mut pipe = Pipeline::with_conntrack(std::sync::Arc::new(Conntrack::new(1024)));
     let now = Timestamp::from_secs(1_700_000_000);
-    let port = |s: &dataplane::Snapshot, n: &str| {
-        dataplane::PortId(s.topo.ports.iter().position(|p| &*p.name == n).unwrap() as u32)
-    };
+    let port = |s: &dataplane::Snapshot, n: &str| s.port_named(n).unwrap();
     let mut send = |snap: &dataplane::Snapshot, from: &str, mut pkt: Vec<u8>| {
         pipe.process(
             snap,

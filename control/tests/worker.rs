@@ -16,13 +16,8 @@ fn default_lab() -> Snapshot {
 }
 
 fn port(snap: &Snapshot, name: &str) -> PortId {
-    let i = snap
-        .topo
-        .ports
-        .iter()
-        .position(|p| &*p.name == name)
-        .unwrap_or_else(|| panic!("no port {name}"));
-    PortId(i as u32)
+    snap.port_named(name)
+        .unwrap_or_else(|| panic!("no port {name}"))
 }
 
 fn udp(src: [u8; 4], dst: [u8; 4], payload: &[u8]) -> Vec<u8> {

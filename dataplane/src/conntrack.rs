@@ -187,17 +187,12 @@ impl FlowKey {
             Transport::Icmp { ident, .. } => (ident, ident),
             Transport::Other => (0, 0),
         };
-        Self::at_zone(eni_zone, dir, pkt, src_port, dst_port)
-    }
-
-    #[inline]
-    fn at_zone(zone: u32, dir: Direction, pkt: &Packet, src_port: u16, dst_port: u16) -> FlowKey {
         match dir {
             Direction::Egress => {
-                FlowKey::new(zone, pkt.proto, pkt.src, src_port, pkt.dst, dst_port)
+                FlowKey::new(eni_zone, pkt.proto, pkt.src, src_port, pkt.dst, dst_port)
             }
             Direction::Ingress => {
-                FlowKey::new(zone, pkt.proto, pkt.dst, dst_port, pkt.src, src_port)
+                FlowKey::new(eni_zone, pkt.proto, pkt.dst, dst_port, pkt.src, src_port)
             }
         }
     }
@@ -206,15 +201,7 @@ impl FlowKey {
     /// is the VPC side. Same port rules as [`FlowKey::at_eni`].
     #[inline]
     pub fn at_gateway(zone: u32, dir: Direction, pkt: &Packet) -> FlowKey {
-        let (src_port, dst_port) = match pkt.transport {
-            Transport::Tcp {
-                src_port, dst_port, ..
-            }
-            | Transport::Udp { src_port, dst_port } => (src_port, dst_port),
-            Transport::Icmp { ident, .. } => (ident, ident),
-            Transport::Other => (0, 0),
-        };
-        Self::at_zone(zone, dir, pkt, src_port, dst_port)
+        Self::at_eni(zone, dir, pkt)
     }
 
     /// Mixes the five words (multiply-rotate per word, then murmur3's 64-bit finalizer):

@@ -34,8 +34,9 @@ pub enum TrafficType {
     All,
 }
 
-/// The fields of a record, in AWS's names (R-FL-DEFAULT, R-FL-FIELDS).
-pub const DEFAULT_FORMAT: &[&str] = &[
+/// Every field of AWS's versions 2 to 5, in AWS's names (R-FL-FIELDS): the default
+/// format's first (R-FL-DEFAULT), then the rest. A field vpcd has no value for is `-`.
+pub const FIELDS: &[&str] = &[
     "version",
     "account-id",
     "interface-id",
@@ -50,7 +51,25 @@ pub const DEFAULT_FORMAT: &[&str] = &[
     "end",
     "action",
     "log-status",
+    "vpc-id",
+    "subnet-id",
+    "instance-id",
+    "tcp-flags",
+    "type",
+    "pkt-srcaddr",
+    "pkt-dstaddr",
+    "region",
+    "az-id",
+    "sublocation-type",
+    "sublocation-id",
+    "pkt-src-aws-service",
+    "pkt-dst-aws-service",
+    "flow-direction",
+    "traffic-path",
 ];
+
+/// The default (version 2) format: the first 14 fields.
+pub const DEFAULT_FORMAT: &[&str] = FIELDS.split_at(14).0;
 
 /// A flow log of the lab.
 #[derive(Clone, Debug)]

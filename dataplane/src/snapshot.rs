@@ -587,6 +587,11 @@ impl Snapshot {
     pub fn port(&self, id: PortId) -> Option<&Port> {
         self.topo.ports.get(id.ix())
     }
+    /// The port of the instance or outside host named `name` (`trace`, tests, benches).
+    pub fn port_named(&self, name: &str) -> Option<PortId> {
+        let i = self.topo.ports.iter().position(|p| &*p.name == name)?;
+        Some(PortId(i as u32))
+    }
     #[inline]
     pub fn peering(&self, ix: PeeringIx) -> &Peering {
         &self.topo.peerings[ix.ix()]

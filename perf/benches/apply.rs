@@ -17,13 +17,8 @@ use hdrhistogram::Histogram;
 use perf::*;
 
 fn port(snap: &Snapshot, name: &str) -> PortId {
-    PortId(
-        snap.topo
-            .ports
-            .iter()
-            .position(|p| &*p.name == name)
-            .unwrap() as u32,
-    )
+    snap.port_named(name)
+        .unwrap_or_else(|| panic!("no port {name}"))
 }
 
 /// Runs a worker over `cell` until `stop`, recording each batch's time (ns).

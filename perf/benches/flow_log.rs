@@ -24,7 +24,8 @@ fn lab(with_log: bool) -> Snapshot {
 }
 
 fn port(s: &Snapshot, name: &str) -> PortId {
-    PortId(s.topo.ports.iter().position(|p| &*p.name == name).unwrap() as u32)
+    s.port_named(name)
+        .unwrap_or_else(|| panic!("no port {name}"))
 }
 
 fn bench(c: &mut Criterion) {

@@ -23,13 +23,8 @@ const NOW: Timestamp = Timestamp::from_secs(1_700_000_000);
 const FLOWS: usize = 1024;
 
 fn port(snap: &Snapshot, name: &str) -> PortId {
-    PortId(
-        snap.topo
-            .ports
-            .iter()
-            .position(|p| &*p.name == name)
-            .unwrap() as u32,
-    )
+    snap.port_named(name)
+        .unwrap_or_else(|| panic!("no port {name}"))
 }
 
 fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {

@@ -68,15 +68,9 @@ static LAB: LazyLock<Bench> = LazyLock::new(|| {
     Bench { yaml, snapshot }
 });
 
-/// The port attached to the instance or host named `name`.
 fn port(snap: &Snapshot, name: &str) -> PortId {
-    let i = snap
-        .topo
-        .ports
-        .iter()
-        .position(|p| &*p.name == name)
-        .unwrap_or_else(|| panic!("no port named {name}"));
-    PortId(u32::try_from(i).expect("port index fits in u32"))
+    snap.port_named(name)
+        .unwrap_or_else(|| panic!("no port {name}"))
 }
 
 /// A tiny deterministic generator (xorshift64), so every run looks up the same addresses.

@@ -95,13 +95,8 @@ fn snapshot(rules: usize) -> Snapshot {
 }
 
 fn port(snap: &Snapshot, name: &str) -> PortId {
-    PortId(
-        snap.topo
-            .ports
-            .iter()
-            .position(|p| &*p.name == name)
-            .unwrap() as u32,
-    )
+    snap.port_named(name)
+        .unwrap_or_else(|| panic!("no port {name}"))
 }
 
 /// Flow `i`: UDP from the internet host, a distinct (source port, destination port) pair.

@@ -38,14 +38,9 @@ pub struct Outcome {
 
 impl Lab {
     pub fn port(&self, name: &str) -> PortId {
-        let i = self
-            .snap
-            .topo
-            .ports
-            .iter()
-            .position(|p| &*p.name == name)
-            .unwrap_or_else(|| panic!("no port {name}"));
-        PortId(i as u32)
+        self.snap
+            .port_named(name)
+            .unwrap_or_else(|| panic!("no port {name}"))
     }
 
     /// Sends `pkt` from the namespace `from`, through the pipeline with a recorder.
