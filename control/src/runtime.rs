@@ -134,12 +134,14 @@ fn spawn_workers(
                 worker.udp_gro = udp_gro.then(dataplane::io::udp_gro::UdpGro::new);
                 // A copy every 100 ms (an allocation off the packet path), for readers.
                 let mut publish = |s: &Stats| out.store(Arc::new(s.clone()));
-                // A full channel (the writer fell behind) loses the line, counted, never
-                // blocking the worker (R-FL-WRITE).
+                // A full channel (the writer fell behind) loses the line, counted and said
+                // as SKIPDATA, never blocking the worker (R-FL-WRITE, R-FL-STATUS).
                 let mut send_line = |l: Line| {
-                    if lines.try_send(l).is_err() {
+                    let sent = lines.try_send(l).is_ok();
+                    if !sent {
                         lost.fetch_add(1, Ordering::Relaxed);
                     }
+                    sent
                 };
                 event_loop::run(
                     &mut worker,

@@ -23,7 +23,10 @@ fn run(pipe: &mut Pipeline, s: &Snapshot, from: &str, pkt: Vec<u8>, at: u64) {
 
 fn lines(pipe: &mut Pipeline, s: &Snapshot, at: u64, all: bool) -> Vec<Line> {
     let mut out = Vec::new();
-    pipe.flow_logs.flush(s, at, all, &mut |l| out.push(l));
+    pipe.flow_logs.flush(s, at, all, &mut |l| {
+        out.push(l);
+        true
+    });
     out
 }
 
@@ -161,4 +164,36 @@ fn router_traffic_is_never_logged() {
         T0,
     );
     assert!(lines(&mut pipe, &s, T0 + 1000, true).is_empty());
+}
+
+#[test]
+fn a_line_the_writer_could_not_take_makes_the_next_window_say_skipdata() {
+    let (_, s) = control::load_text(LAB, 1).unwrap();
+    let mut pipe = Pipeline::new();
+    run(
+        &mut pipe,
+        &s,
+        "web-1",
+        tcp_syn("10.0.1.10", "10.0.2.10", 40000, 5201),
+        T0,
+    );
+    // The writer's channel is full: every line of this window is refused.
+    let mut refused = 0;
+    pipe.flow_logs.flush(&s, T0 + 61, false, &mut |_| {
+        refused += 1;
+        false
+    });
+    assert!(refused > 0, "the window closed with lines to write");
+    // The next flush says, for each ENI that lost a line, that records were lost
+    // (R-FL-STATUS), and says it only once.
+    let next = lines(&mut pipe, &s, T0 + 62, false);
+    let all = of(&next, "logs/all.log");
+    assert_eq!(
+        all,
+        [
+            "2 123456789012 eni-app-1 - - - - - - - 1700000062 1700000062 - SKIPDATA",
+            "2 123456789012 eni-web-1 - - - - - - - 1700000062 1700000062 - SKIPDATA",
+        ]
+    );
+    assert!(lines(&mut pipe, &s, T0 + 63, false).is_empty());
 }

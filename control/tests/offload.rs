@@ -366,7 +366,10 @@ fn flow_logs_count_the_segments_of_a_super_packet() {
     let mut lines = Vec::new();
     r.w.pipeline
         .flow_logs
-        .flush(&r.snap, NOW.secs(), true, &mut |l| lines.push(l.text));
+        .flush(&r.snap, NOW.secs(), true, &mut |l| {
+            lines.push(l.text);
+            true
+        });
     // Ten segments of 1488 bytes, at the sender (egress) and the receiver (ingress).
     let wanted = " 10.0.1.10 10.0.2.10 40004 5201 6 10 14880 ";
     assert_eq!(

@@ -3,11 +3,13 @@
 //!
 //! On the packet path a covered ENI's packet updates one aggregate in this worker's map
 //! (R-FL-KEY: ENI, direction, 5-tuple, action); nothing is shared and nothing locks. The
-//! map is bounded: a flow that finds it full is not recorded, and its ENI's next window
+//! map is bounded, and takes its full size at the first record, so that the packet path
+//! never grows it: a flow that finds it full is not recorded, and its ENI's next window
 //! says `SKIPDATA` (R-FL-STATUS) rather than losing records silently. Every 100 ms the
 //! worker closes the windows that are over and formats their lines (off the packet path);
 //! the lines go to a writer thread through a bounded channel, so a slow disk never blocks a
-//! worker (R-FL-WRITE). Router traffic never gets here (R-FL-EXEMPT).
+//! worker (R-FL-WRITE). A line the channel refuses is lost, so its ENI's next window says
+//! `SKIPDATA` too. Router traffic never gets here (R-FL-EXEMPT).
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -111,19 +113,13 @@ struct Aggregate {
 pub const MAX_AGGREGATES: usize = 1 << 16;
 
 /// One worker's flow-log state.
+#[derive(Default)]
 pub struct FlowLogAccumulator {
+    /// Empty (no memory) until the first record, then sized for `MAX_AGGREGATES`.
     aggregates: FxHashMap<Key, Aggregate>,
-    /// ENIs whose current window lost a flow (the map was full): `SKIPDATA`.
+    /// ENIs whose current window lost a flow (the map was full) or a line (the writer
+    /// fell behind): `SKIPDATA`.
     skipped: FxHashSet<EniIx>,
-}
-
-impl Default for FlowLogAccumulator {
-    fn default() -> Self {
-        FlowLogAccumulator {
-            aggregates: FxHashMap::with_capacity_and_hasher(1024, Default::default()),
-            skipped: FxHashSet::default(),
-        }
-    }
 }
 
 /// A finished line and where it goes.
@@ -175,6 +171,11 @@ impl FlowLogAccumulator {
             self.skipped.insert(eni);
             return;
         }
+        if self.aggregates.capacity() < MAX_AGGREGATES {
+            // Once per worker: from here on, inserting never allocates.
+            self.aggregates.reserve(MAX_AGGREGATES);
+            self.skipped.reserve(1024);
+        }
         self.aggregates.insert(
             key,
             Aggregate {
@@ -188,8 +189,15 @@ impl FlowLogAccumulator {
     }
 
     /// Closes the windows that are over at `now_secs` (all of them with `all`, at
-    /// shutdown) and formats their lines for every flow log that wants them.
-    pub fn flush(&mut self, snap: &Snapshot, now_secs: u64, all: bool, out: &mut dyn FnMut(Line)) {
+    /// shutdown) and formats their lines for every flow log that wants them. `out` says
+    /// whether it took a line; one it refused makes its ENI's next window `SKIPDATA`.
+    pub fn flush(
+        &mut self,
+        snap: &Snapshot,
+        now_secs: u64,
+        all: bool,
+        out: &mut dyn FnMut(Line) -> bool,
+    ) {
         let mut done = Vec::new();
         for (k, a) in &self.aggregates {
             let Some(eni) = snap.topo.enis.get(k.eni.ix()) else {
@@ -214,11 +222,12 @@ impl FlowLogAccumulator {
                     TrafficType::Accept => k.accept,
                     TrafficType::Reject => !k.accept,
                 };
-                if wanted {
-                    out(Line {
-                        destination: log.destination.clone(),
-                        text: format_record(snap, log, &k, &a, "OK"),
-                    });
+                let line = || Line {
+                    destination: log.destination.clone(),
+                    text: format_record(snap, log, &k, &a, "OK"),
+                };
+                if wanted && !out(line()) {
+                    self.skipped.insert(k.eni);
                 }
             }
         }
@@ -242,10 +251,14 @@ impl FlowLogAccumulator {
                         last: now_secs,
                         tcp_flags: 0,
                     };
-                    out(Line {
+                    let line = Line {
                         destination: log.destination.clone(),
                         text: format_record(snap, log, &k, &a, "SKIPDATA"),
-                    });
+                    };
+                    if !out(line) {
+                        // Said again at the next flush.
+                        self.skipped.insert(eni);
+                    }
                 }
             }
         }

@@ -70,8 +70,10 @@ fn bench(c: &mut Criterion) {
             },
             |mut pipe| {
                 let mut n = 0usize;
-                pipe.flow_logs
-                    .flush(&s, NOW.secs() + 61, false, &mut |l| n += l.text.len());
+                pipe.flow_logs.flush(&s, NOW.secs() + 61, false, &mut |l| {
+                    n += l.text.len();
+                    true
+                });
                 n
             },
             BatchSize::LargeInput,

@@ -184,7 +184,7 @@ pub fn run<Q: Queue + AsRawFd>(
     stop: &StopSignal,
     control: Option<&WorkerControl<Q>>,
     publish: &mut dyn FnMut(&crate::Stats),
-    flow_lines: &mut dyn FnMut(crate::flow_log::Line),
+    flow_lines: &mut dyn FnMut(crate::flow_log::Line) -> bool,
 ) -> io::Result<()> {
     let epoll = Epoll::new()?;
     epoll.add(stop.fd.as_raw_fd(), STOP)?;
