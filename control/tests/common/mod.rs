@@ -33,7 +33,19 @@ pub fn e2e(test: &str) -> bool {
         );
         return false;
     }
-    for tool in ["ip", "ping", "iperf3"] {
+    // Everything the end-to-end tests run (scripts/install-deps.sh installs the rest of
+    // a fresh machine's share; bash, timeout and getent come with the base system).
+    for tool in [
+        "ip",
+        "ping",
+        "iperf3",
+        "tcpdump",
+        "traceroute",
+        "curl",
+        "bash",
+        "timeout",
+        "getent",
+    ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .stdout(Stdio::null())
@@ -217,7 +229,7 @@ impl LabRun {
             .stderr(Stdio::null())
             .spawn()
             .expect("start a command in a namespace");
-        Background(child)
+        Background::new(child)
     }
 
     /// `ping` from `id` (`-6` in `extra` for IPv6); panics with ping's output unless every
@@ -342,21 +354,35 @@ fn wait_for(child: &mut Child, timeout: Duration) -> Option<std::process::ExitSt
     None
 }
 
-/// A command running in a namespace; killed on drop.
-pub struct Background(Child);
+/// A command running in a namespace; killed on drop. Its stdout is read as it comes (a
+/// full pipe would stall a chatty command such as tcpdump).
+pub struct Background(Child, Option<std::thread::JoinHandle<String>>);
 
 impl Background {
+    fn new(mut child: Child) -> Background {
+        let reader = child.stdout.take().map(|mut o| {
+            std::thread::spawn(move || {
+                let mut out = String::new();
+                let _ = o.read_to_string(&mut out);
+                out
+            })
+        });
+        Background(child, reader)
+    }
+
     /// Waits up to `secs` for the command to exit by itself and returns its stdout (empty
     /// when it did not exit: it is killed).
     pub fn output(mut self, secs: u64) -> String {
         let done = wait_for(&mut self.0, Duration::from_secs(secs)).is_some();
-        let mut out = String::new();
-        if done {
-            if let Some(mut o) = self.0.stdout.take() {
-                let _ = o.read_to_string(&mut out);
-            }
+        if !done {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+            return String::new();
         }
-        out
+        self.1
+            .take()
+            .and_then(|r| r.join().ok())
+            .unwrap_or_default()
     }
 }
 
