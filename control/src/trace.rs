@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use dataplane::acl::{ProtoMatch, SgPeer};
 use dataplane::observer::{Direction, SgDecision, Step};
-use dataplane::snapshot::{Attachment, PortId};
+use dataplane::snapshot::{Attachment, LocalService, PortId};
 use dataplane::{DropReason, Pipeline, Recorder, Snapshot, Timestamp, Verdict};
 use etherparse::PacketBuilder;
 
@@ -247,7 +247,13 @@ fn leg(
                 )
             }
             Step::LocalService { service } => format!(
-                "answered by the VPC router ({service:?}); exempt from SGs, NACLs and flow logs"
+                "for the VPC router itself ({}); exempt from SGs, NACLs and flow logs",
+                match service {
+                    LocalService::Router(s) => format!("router of {}", snap.subnet(*s).id),
+                    LocalService::Dns => "Amazon DNS".into(),
+                    LocalService::Metadata => "instance metadata".into(),
+                    LocalService::TimeSync => "Amazon Time Sync".into(),
+                }
             ),
             Step::SourceDestCheck { eni, direction } => format!(
                 "{}: source/destination check passes ({})",
@@ -437,7 +443,11 @@ fn leg(
             Some((p, bytes[..len].to_vec())),
         ),
         Verdict::Reply { port, .. } => (None, Some((port, Vec::new()))),
-        Verdict::Local(_) => (Some("the VPC router".into()), None),
+        // The router's own services answer on the way back: the caller asks them.
+        Verdict::Local(_) => (
+            Some("the VPC router".into()),
+            Some((port, bytes[..len].to_vec())),
+        ),
         Verdict::Drop(_) => (None, None),
     };
     let reason = rec.drop_reason();
@@ -535,6 +545,7 @@ pub fn trace_live(
     }
     let (forward, delivered) = leg(snap, &mut pipe, from, packet);
     let reply = match (delivered, forward.delivered_to.as_deref()) {
+        (Some((_, question)), Some("the VPC router")) => Some(router_answer(snap, from, question)),
         (Some((port, bytes)), Some(_)) if !bytes.is_empty() => {
             let p = dataplane::Packet::parse(&bytes).map_err(|r| r.to_string())?;
             let (sport, dport) = p.ports().unwrap_or((0, 0));
@@ -548,6 +559,62 @@ pub fn trace_live(
         reply,
         live: live_lines,
     })
+}
+
+/// The way back of a packet for the router itself (R-ADDR-EXEMPT): what its services
+/// (the same ones a worker runs) answer, straight to the sender, past SGs and NACLs.
+fn router_answer(snap: &Snapshot, from: PortId, mut question: Vec<u8>) -> Leg {
+    let name = snap.topo.ports[from.ix()].name.to_string();
+    let len = question.len();
+    question.resize(len.max(2048), 0);
+    let service = dataplane::Packet::parse(&question[..len])
+        .ok()
+        .and_then(|p| match snap.topo.ports[from.ix()].attachment {
+            Attachment::Eni(e) => snap.local_service(snap.eni(e).vpc, p.dst),
+            _ => None,
+        });
+    let mut services = dataplane::router_services::RouterServices::new();
+    services.metadata = Some(std::sync::Arc::new(std::sync::Mutex::new(
+        dataplane::router_services::tcp_services::TcpServices::new(),
+    )));
+    let mut answers = Vec::new();
+    if let Some(service) = service {
+        let now = Timestamp::from_secs(1_700_000_000);
+        services.answer(snap, from, service, &mut question, len, now, &mut |a| {
+            answers.push(a.to_vec())
+        });
+    }
+    let Some(first) = answers
+        .first()
+        .and_then(|a| dataplane::Packet::parse(a).ok())
+    else {
+        return Leg {
+            lines: vec![format!(
+                "the VPC router does not answer this packet ({})",
+                "only ping of a subnet's router from that subnet, DNS queries and metadata requests get answers"
+            )],
+            delivered_to: None,
+            reason: None,
+            fix: Some("ping the router of the sender's own subnet, query DNS on udp/tcp 53, or reach metadata on tcp 80".into()),
+        };
+    };
+    let ports = first
+        .ports()
+        .map_or(String::new(), |(s, d)| format!(" {s} → {d}"));
+    Leg {
+        lines: vec![
+            format!(
+                "the VPC router answers {} → {} {}{ports}",
+                first.src,
+                first.dst,
+                dataplane::packet::proto_name(first.proto)
+            ),
+            format!("delivered to {name}"),
+        ],
+        delivered_to: Some(name),
+        reason: None,
+        fix: None,
+    }
 }
 
 fn json_str(s: &str) -> String {

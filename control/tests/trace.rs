@@ -318,3 +318,27 @@ fn trace_names_nacl_egress_and_the_source_destination_check() {
         to_text(&t)
     );
 }
+
+#[test]
+fn what_the_router_answers_itself_is_reachable_and_what_it_ignores_is_not() {
+    let s = lab("../configs/default.yaml");
+    // R-ADDR-ROUTER: the router of web-1's own subnet answers its ping; R-ADDR-IMDS:
+    // metadata answers a connection; both past SGs and NACLs (R-ADDR-EXEMPT).
+    for (to, proto, port) in [("10.0.1.1", "icmp", 0), ("169.254.169.254", "tcp", 80)] {
+        let t = trace(&s, &probe("web-1", to, proto, port, 40000)).unwrap();
+        let text = to_text(&t);
+        assert!(t.reachable(), "{text}");
+        assert!(
+            text.contains(&format!("the VPC router answers {to} → 10.0.1.10")),
+            "{text}"
+        );
+    }
+    assert!(
+        to_text(&trace(&s, &probe("web-1", "10.0.1.1", "icmp", 0, 0)).unwrap())
+            .contains("for the VPC router itself (router of public-a)")
+    );
+    // Another subnet's router address is not answered: no reply, not reachable.
+    let t = trace(&s, &probe("web-1", "10.0.2.1", "icmp", 0, 40000)).unwrap();
+    assert!(!t.reachable(), "{}", to_text(&t));
+    assert!(to_text(&t).contains("the VPC router does not answer this packet"));
+}
