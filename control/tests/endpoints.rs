@@ -122,9 +122,9 @@ fn an_interface_endpoint_refuses_udp_and_what_its_groups_refuse() {
         Verdict::Drop(DropReason::SgIngress)
     );
     // The service host cannot open a connection to the endpoint.
-    assert!(matches!(
+    assert_eq!(
         l.send("queue-1", tcp_syn("198.18.1.10", ENDPOINT, 5201, 40000))
             .verdict,
-        Verdict::Drop(_)
-    ));
+        Verdict::Drop(DropReason::IgwNoPublicIp)
+    );
 }

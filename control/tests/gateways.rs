@@ -374,11 +374,11 @@ fn on_premises_reaches_private_addresses_both_ways_but_never_public_ones() {
         "corp-1",
     );
     l.expect_to("web-1", ping("10.0.1.10", "192.168.1.10"), "corp-1");
-    assert!(matches!(
+    assert_eq!(
         l.send("corp-1", ping("192.168.1.10", "198.51.100.10"))
             .verdict,
-        Verdict::Drop(_)
-    ));
+        Verdict::Drop(DropReason::NoRoute)
+    );
 }
 
 #[test]
@@ -477,9 +477,18 @@ fn the_internet_path_is_1500_bytes_and_the_router_says_so() {
         Timestamp::from_secs(1_700_000_000),
         &mut dataplane::NoObserver,
     );
-    assert!(
-        matches!(v, Verdict::Reply { port, .. } if port == web),
-        "{v:?}"
+    let Verdict::Reply { port, len } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(port, web);
+    // ICMPv6 "packet too big" (type 2) with the path's MTU, 1500.
+    let reply = etherparse::SlicedPacket::from_ip(&p[..usize::from(len)]).unwrap();
+    let Some(etherparse::TransportSlice::Icmpv6(icmp)) = reply.transport else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(
+        icmp.icmp_type(),
+        etherparse::Icmpv6Type::PacketTooBig { mtu: 1500 }
     );
     // Inside the VPC, 9001-byte packets pass.
     let p = big_udp("10.0.1.10", "10.0.2.10", true);

@@ -443,18 +443,25 @@ mod tests {
         let (mut decided, mut later, mut cases) = (0, 0, 0);
         for _ in 0..300 {
             let n = r.below(30) as u16;
-            let mut acl = NetworkAcl::new(
-                "acl",
-                VpcIx(0),
-                (0..n).map(|i| rule(&mut r, 500 - i * 10)).collect(),
-                (0..n).map(|i| rule(&mut r, i * 10 + 1)).collect(),
-            );
+            // Inbound written in falling numbers, outbound in rising ones.
+            let inbound: Vec<NaclRule> = (0..n).map(|i| rule(&mut r, 500 - i * 10)).collect();
+            let outbound: Vec<NaclRule> = (0..n).map(|i| rule(&mut r, i * 10 + 1)).collect();
+            let mut acl = NetworkAcl::new("acl", VpcIx(0), inbound.clone(), outbound.clone());
             acl.counter_base = 7;
+            // The expectation, from the rules as written: read in order of number.
+            let by_number = |mut v: Vec<NaclRule>| {
+                v.sort_by_key(|x| x.number);
+                v
+            };
+            let (inbound, outbound) = (by_number(inbound), by_number(outbound));
             for _ in 0..50 {
                 let bytes = packet(&mut r);
                 let pkt = Packet::parse(&bytes).unwrap();
                 for dir in [Direction::Ingress, Direction::Egress] {
-                    let rules = acl.rules(dir);
+                    let rules = match dir {
+                        Direction::Ingress => &inbound,
+                        Direction::Egress => &outbound,
+                    };
                     let addr = remote(&pkt, dir);
                     let want = rules
                         .iter()
