@@ -128,3 +128,46 @@ fn an_interface_endpoint_refuses_udp_and_what_its_groups_refuse() {
         Verdict::Drop(DropReason::IgwNoPublicIp)
     );
 }
+
+#[test]
+fn flows_through_an_interface_endpoint_are_tracked_even_under_all_open_groups() {
+    // R-SG-UNTRACKED: all traffic open both ways would leave a flow untracked, but not
+    // one through an interface endpoint, at the instance or at the endpoint's own ENI.
+    let open = "inbound: [{ protocol: all, source: 0.0.0.0/0 }]";
+    let sg_vpce = "        inbound:\n          - { protocol: tcp, port_range: 5201, source: 10.0.0.0/8 }\n          # The group lets UDP in; the endpoint itself carries TCP only (R-IFE-ENI).\n          - { protocol: udp, port_range: 5201, source: 10.0.0.0/8 }\n";
+    assert!(LAB.contains(sg_vpce));
+    let text = LAB
+        .replace("inbound: [{ protocol: all, source: 10.0.0.0/8 }]", open)
+        .replace(sg_vpce, &format!("        {open}\n"));
+    let mut l = lab_text(&text);
+    let mut rec = dataplane::Recorder::new();
+    let mut pkt = tcp_syn("10.2.1.10", ENDPOINT, 40000, 5201);
+    let from = l.port("b-1");
+    let now = dataplane::Timestamp::from_secs(1_700_000_000);
+    let v = l.pipe.process(&l.snap, from, &mut pkt, now, &mut rec);
+    assert!(matches!(v, Verdict::Forward(_)), "{v:?}");
+    let decisions: Vec<bool> = rec
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            dataplane::Step::SecurityGroup {
+                decision: dataplane::observer::SgDecision::Rule { tracked, .. },
+                ..
+            } => Some(*tracked),
+            _ => None,
+        })
+        .collect();
+    // b-1's egress and the endpoint ENI's ingress: both judged by a rule, both tracked.
+    assert_eq!(decisions, [true, true]);
+    // The same group toward an instance leaves the flow untracked: the rule is real.
+    let mut rec = dataplane::Recorder::new();
+    let mut pkt = tcp_syn("10.2.1.10", "10.1.1.10", 40000, 5201);
+    l.pipe.process(&l.snap, from, &mut pkt, now, &mut rec);
+    assert!(rec.steps.iter().any(|s| matches!(
+        s,
+        dataplane::Step::SecurityGroup {
+            decision: dataplane::observer::SgDecision::Rule { tracked: false, .. },
+            ..
+        }
+    )));
+}

@@ -11,7 +11,7 @@ use crate::packet::{tcp_flags, Packet, Transport};
 use crate::pipeline::{Ctx, Verdict};
 use crate::reason::DropReason;
 use crate::route::{net_contains, Target};
-use crate::snapshot::{Eni, EniIx, SgIx, Snapshot, Untracked};
+use crate::snapshot::{Eni, EniIx, EniKind, SgIx, Snapshot, Untracked};
 use crate::stats::Cause;
 
 /// R-SG-BOTHGATES: one of the two gates of a packet between ENIs. An ENI without groups
@@ -122,13 +122,20 @@ fn starts_over(hit: &Hit, dir: Direction, pkt: &Packet) -> bool {
 }
 
 /// R-SG-UNTRACKED: TCP and UDP flows allowed by all-traffic rules for the whole address
-/// space both ways keep no state, except flows through a NAT gateway or an egress-only
-/// gateway, which are always tracked (the route decides, so look it up on the way out).
+/// space both ways keep no state, except flows through a NAT gateway, an egress-only
+/// gateway or an interface endpoint, which are always tracked (the route or the
+/// receiving ENI decides, so look them up on the way out).
 fn untracked(snap: &Snapshot, eni: &Eni, dir: Direction, pkt: &Packet) -> bool {
     if eni.untracked & Untracked::bit(pkt.proto, pkt.is_ipv6()) == 0 {
         return false;
     }
     if dir == Direction::Egress {
+        let to_endpoint = snap
+            .eni_by_addr(eni.vpc, pkt.dst)
+            .is_some_and(|e| matches!(snap.eni(e).kind, EniKind::InterfaceEndpoint(_)));
+        if to_endpoint {
+            return false;
+        }
         let table = snap.route_table(snap.subnet(eni.subnet).route_table);
         if let Some((_, r)) = table.lookup(pkt.dst) {
             if matches!(

@@ -423,7 +423,12 @@ impl Snapshot {
         let untracked: Vec<u8> = topo
             .enis
             .iter()
-            .map(|e| untracked_bits(&topo, &e.security_groups))
+            // R-SG-UNTRACKED: flows through an interface endpoint (its own ENI) are
+            // always tracked; a NAT gateway's ENI has no groups at all.
+            .map(|e| match e.kind {
+                EniKind::Instance => untracked_bits(&topo, &e.security_groups),
+                _ => 0,
+            })
             .collect();
         for (eni, bits) in topo.enis.iter_mut().zip(untracked) {
             eni.untracked = bits;
