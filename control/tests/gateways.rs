@@ -497,6 +497,32 @@ fn the_internet_path_is_1500_bytes_and_the_router_says_so() {
         Verdict::Drop(DropReason::SgIngress),
         "no size limit inside the VPC: the SG decides"
     );
+    // From the internet (R-IGW-MTU): to web-1's public IP, "fragmentation needed" goes
+    // back to the host, from that public IP; to a public IP nobody holds, the IGW has
+    // nowhere to deliver it, whatever its size.
+    let mut p = big_udp("203.0.113.10", "198.51.100.10", true);
+    let inet = l.port("inet-1");
+    let v = l.pipe.process(
+        &l.snap,
+        inet,
+        &mut p,
+        Timestamp::from_secs(1_700_000_000),
+        &mut dataplane::NoObserver,
+    );
+    let Verdict::Reply { port, len } = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(port, inet);
+    let reply = etherparse::SlicedPacket::from_ip(&p[..usize::from(len)]).unwrap();
+    let Some(etherparse::NetSlice::Ipv4(h)) = &reply.net else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(h.header().source(), [198, 51, 100, 10]);
+    assert_eq!(
+        l.send("inet-1", big_udp("203.0.113.10", "198.51.100.99", true))
+            .verdict,
+        Verdict::Drop(DropReason::IgwNoPublicIp)
+    );
 }
 
 #[test]

@@ -29,7 +29,8 @@ pub(crate) fn from_outside<'s, O: Observer<'s>>(
     let snap = cx.snap;
     let kind = snap.host(host).kind;
     if kind == HostKind::OnPremises {
-        if snap.vgw_vpc_by_addr(pkt.dst).is_some() {
+        // The size first: the VGW's lookup runs again in from_on_premises.
+        if too_big(pkt, INTERNET_MTU) && snap.vgw_vpc_by_addr(pkt.dst).is_some() {
             if let Some(v) = inbound_too_big(cx, host, pkt, buf) {
                 return v;
             }
@@ -55,8 +56,16 @@ pub(crate) fn from_outside<'s, O: Observer<'s>>(
             return v;
         }
     }
-    if let Some(v) = inbound_too_big(cx, host, pkt, buf) {
-        return v;
+    // Only for a packet the IGW would deliver: one for a public IPv4 nobody holds is
+    // IGW_NO_PUBLIC_IP, too big or not.
+    let deliverable = |a: &IpAddr| match a {
+        IpAddr::V4(public) => snap.eni_by_public_v4(*public).is_some(),
+        IpAddr::V6(_) => true,
+    };
+    if too_big(pkt, INTERNET_MTU) && deliverable(&pkt.dst) {
+        if let Some(v) = inbound_too_big(cx, host, pkt, buf) {
+            return v;
+        }
     }
     internet_gateway_ingress(cx, pkt, buf)
 }
@@ -320,6 +329,10 @@ fn inbound_too_big<'s, O: Observer<'s>>(
         return None;
     }
     let port = cx.snap.host(host).port;
+    // R-IGW-MTU says the error comes "from the router"; seen from outside, the router's
+    // own addresses are private and unroutable, so it speaks from the address the host
+    // sent to, as a hop of the path would (the host matches the error to its flow either
+    // way; this choice is ours, the rule does not name the address).
     Some(packet_too_big(
         cx,
         pkt,
