@@ -490,6 +490,13 @@ fn the_internet_path_is_1500_bytes_and_the_router_says_so() {
         icmp.icmp_type(),
         etherparse::Icmpv6Type::PacketTooBig { mtu: 1500 }
     );
+    // Answered, and still a drop under its reason (§13).
+    let before = l.pipe.stats.dropped(DropReason::MtuExceeded);
+    let mut p = big_udp("2001:db8:10:1::10", "2001:db8:ffff::10", true);
+    let now = Timestamp::from_secs(1_700_000_000);
+    l.pipe
+        .process(&l.snap, web, &mut p, now, &mut dataplane::NoObserver);
+    assert_eq!(l.pipe.stats.dropped(DropReason::MtuExceeded), before + 1);
     // Inside the VPC, 9001-byte packets pass.
     let p = big_udp("10.0.1.10", "10.0.2.10", true);
     assert_eq!(

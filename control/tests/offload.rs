@@ -279,6 +279,26 @@ fn the_igw_rewrites_a_super_packet_and_ipv6_ones_pass_whole() {
 }
 
 #[test]
+fn a_lost_super_packet_counts_each_segment_as_a_tx_error() {
+    let mut r = Rig::new();
+    let inet = port(&r.snap, "inet-1");
+    r.q[inet.ix()].fail_sends = true;
+    // 20,000 bytes at MSS 1460: 14 segments, all lost in one failed write.
+    let sp = tcp(
+        "10.0.1.10",
+        "203.0.113.10",
+        (40004, 5201),
+        (1, 1),
+        "A",
+        20_000,
+        1460,
+    );
+    assert!(r.send("web-1", sp).is_empty());
+    let p = &r.w.pipeline.stats.ports[inet.ix()];
+    assert_eq!((p.tx_packets, p.tx_errors), (14, 14));
+}
+
+#[test]
 fn the_path_mtu_is_judged_per_segment() {
     let mut r = Rig::new();
     // Segments of 1500 bytes fit the IGW's path: forwarded whole, never cut.

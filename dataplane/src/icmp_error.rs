@@ -146,6 +146,7 @@ pub(crate) fn router_error<'s, O: Observer<'s>>(
             now: cx.now,
             obs: &mut NoObserver,
             cause: cx.cause,
+            replaced: None,
             worker: cx.worker,
             workers: cx.workers,
             fl: cx.fl,
@@ -160,6 +161,7 @@ pub(crate) fn router_error<'s, O: Observer<'s>>(
             );
         }
     }
+    cx.replaced = Some(reason);
     Verdict::Reply {
         port: sender.port,
         len: len as u16,

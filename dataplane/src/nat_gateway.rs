@@ -417,6 +417,7 @@ fn reset<'s, O: Observer<'s>>(
         return refuse(cx);
     }
     cx.obs.step(Step::NatReset { nat: nat_ix });
+    cx.replaced = Some(DropReason::NatInbound);
     Verdict::Reply {
         port: port.expect("checked above"),
         len: 40,

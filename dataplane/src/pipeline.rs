@@ -91,6 +91,9 @@ pub(crate) struct Ctx<'c, 's, O> {
     pub now: Timestamp,
     pub obs: &'c mut O,
     pub cause: Cause,
+    /// Why a packet answered by the router (an ICMP error, a RST) went no further: it is
+    /// dropped all the same and counted under this reason (§13).
+    pub replaced: Option<DropReason>,
     pub worker: u16,
     pub workers: u16,
     pub fl: &'c mut crate::flow_log::FlowLogAccumulator,
@@ -195,6 +198,7 @@ impl Pipeline {
             now,
             obs,
             cause: Cause::None,
+            replaced: None,
             worker: self.worker,
             workers: self.workers,
             fl: &mut self.flow_logs,
@@ -204,8 +208,10 @@ impl Pipeline {
         let verdict = judge(&mut cx, ingress, buf, len, meta, &mut wire);
         let cause = cx.cause;
         self.stats.count(ingress, wire.0, wire.1, &verdict);
-        if let Verdict::Drop(_) = verdict {
-            self.stats.count_cause(cause, wire.0);
+        match (verdict, cx.replaced) {
+            (Verdict::Drop(_), _) => self.stats.count_cause(cause, wire.0),
+            (Verdict::Reply { .. }, Some(reason)) => self.stats.count_drop(reason, wire.0),
+            _ => {}
         }
         verdict
     }

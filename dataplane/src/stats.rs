@@ -34,8 +34,8 @@ pub struct PortCounters {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     /// Forwarded to this port but the write failed (queue full, namespace gone): the
-    /// packet is lost, and counted here rather than silently. Counts writes: a GSO
-    /// super-packet whose write fails counts once (its segments are in `tx_packets`).
+    /// packet is lost, and counted here rather than silently. Counts segments, like
+    /// `tx_packets`: a failed super-packet write counts each of its segments.
     pub tx_errors: u64,
 }
 
@@ -142,6 +142,13 @@ impl Stats {
             Verdict::Local(_) => self.local += segs,
             Verdict::Drop(r) => self.drops[r as usize] += segs,
         }
+    }
+
+    /// Counts `segs` packets dropped for `reason` that the router answered (§13: every
+    /// dropped packet under one reason, answered or not).
+    #[inline]
+    pub fn count_drop(&mut self, reason: DropReason, segs: u32) {
+        self.drops[reason as usize] += u64::from(segs);
     }
 
     /// Counts an answer of a router-local service sent back out of `port`.

@@ -200,7 +200,13 @@ impl Worker {
                 None => false,
             };
             if !sent {
-                self.pipeline.stats.tx_error(out);
+                // Every segment of a lost super-packet, as `tx_packets` counted them.
+                let segs = if out_meta.is_gso() {
+                    offload::segments(bytes.len(), usize::from(out_meta.hdr_len), out_meta.size)
+                } else {
+                    1
+                };
+                self.pipeline.stats.tx_errors(out, segs as u64);
             }
         }
         Ok(())
