@@ -156,9 +156,11 @@ fn internet_gateway_ingress<'s, O: Observer<'s>>(
 /// A route to the IGW: translate the private IPv4 source to the ENI's public IP
 /// (R-IGW-NAT, R-IGW-NOPUBLIC), pass IPv6 unchanged (R-IGW-V6), then hand the packet to
 /// the host that holds the destination, or back into a VPC for a public IP (R-IGW-HAIRPIN).
+/// `src_owner`: the ENI of `vpc` that holds the source address, as the caller found it.
 pub(crate) fn internet_gateway_egress<'s, O: Observer<'s>>(
     cx: &mut Ctx<'_, 's, O>,
     vpc: VpcIx,
+    src_owner: Option<EniIx>,
     pkt: &Packet,
     buf: &mut [u8],
 ) -> Verdict {
@@ -169,8 +171,7 @@ pub(crate) fn internet_gateway_egress<'s, O: Observer<'s>>(
     let out = match pkt.src {
         IpAddr::V4(_) => {
             // R-IGW-NAT: the public IP belongs to the ENI's primary private IPv4 only.
-            let public = snap
-                .eni_by_addr(vpc, pkt.src)
+            let public = src_owner
                 .map(|e| snap.eni(e))
                 .filter(|e| IpAddr::V4(e.primary_v4()) == pkt.src)
                 .and_then(|e| e.public_v4);

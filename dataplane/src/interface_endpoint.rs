@@ -17,7 +17,7 @@ use crate::nat::{rewrite_port, rewrite_v4, Field};
 use crate::nat_gateway::{allocate, unpack, Mapping, IDLE_TIMEOUT};
 use crate::observer::{Observer, Step};
 use crate::packet::{Packet, Transport};
-use crate::pipeline::{from_internal_eni, Ctx, Verdict};
+use crate::pipeline::{leave_eni, Ctx, Verdict};
 use crate::reason::DropReason;
 use crate::snapshot::{EniIx, HostIx, InterfaceEndpointIx};
 
@@ -154,7 +154,7 @@ pub(crate) fn reply<'s, O: Observer<'s>>(
         let out = rewrite_port(buf, &out, Field::Destination, cport);
         // Back out of the endpoint's ENI: its SGs (the flow is tracked), its subnet's
         // NACL, its route table.
-        return Some(from_internal_eni(cx, eni_ix, &out, buf));
+        return Some(leave_eni(cx, eni_ix, &out, buf));
     }
     None
 }

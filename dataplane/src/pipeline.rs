@@ -21,9 +21,9 @@
 //! Packets from outside the VPC (internet, services, on-premises) start at step 6 with the
 //! gateway's rules.
 //!
-//! The TTL is not decremented on the way: semantics.md is silent, and on AWS the VPC router
-//! is not a hop that traceroute shows between instances of one VPC. Where the router shows
-//! as a hop (issue: router-local services), that stage will decrement it.
+//! Between instances of one VPC the TTL is not decremented: semantics.md is silent, and
+//! on AWS the VPC router is not a hop traceroute shows inside a VPC. A packet leaving
+//! through a gateway passes the router as a hop ([`router_hop`]).
 
 use std::sync::Arc;
 
@@ -293,8 +293,9 @@ fn from_eni<'s, O: Observer<'s>>(
 }
 
 /// Steps 3 to 6 for a packet leaving `sender`, logged at it (R-FL-ACTION): its SGs, the
-/// same-subnet shortcut, its subnet's NACL, the route table.
-fn leave_eni<'s, O: Observer<'s>>(
+/// same-subnet shortcut, its subnet's NACL, the route table. Also for an ENI living inside
+/// vpcd (an interface endpoint answering its client).
+pub(crate) fn leave_eni<'s, O: Observer<'s>>(
     cx: &mut Ctx<'_, 's, O>,
     sender: EniIx,
     pkt: &Packet,
@@ -326,18 +327,6 @@ fn leave_eni<'s, O: Observer<'s>>(
     route(cx, eni.subnet, receiver, pkt, buf)
 }
 
-/// Steps 3 to 6 for a packet that leaves an ENI living inside vpcd (an interface
-/// endpoint answering its client): its SGs (the flow is tracked), the same-subnet shortcut,
-/// its subnet's NACL, its route table.
-pub(crate) fn from_internal_eni<'s, O: Observer<'s>>(
-    cx: &mut Ctx<'_, 's, O>,
-    sender: EniIx,
-    pkt: &Packet,
-    buf: &mut [u8],
-) -> Verdict {
-    leave_eni(cx, sender, pkt, buf)
-}
-
 /// Step 6 and 7: longest prefix match in `subnet`'s route table, then the target's rules.
 /// `receiver` is the ENI of the subnet's VPC that holds the destination, already looked up
 /// by the caller, so the local route does not look it up again.
@@ -362,6 +351,9 @@ pub(crate) fn route<'s, O: Observer<'s>>(
             "no route in the subnet's route table matches the destination",
         );
     };
+    // The ENI that holds the source, for a packet leaving through a gateway: looked up
+    // once for the router hop and the IGW's translation.
+    let mut src_owner = None;
     if matches!(
         route.target,
         Target::InternetGateway(_)
@@ -369,7 +361,8 @@ pub(crate) fn route<'s, O: Observer<'s>>(
             | Target::VirtualPrivateGateway(_)
             | Target::NatGateway(_)
     ) {
-        if let Some(v) = router_hop(cx, subnet, pkt, buf) {
+        src_owner = snap.eni_by_addr(sn.vpc, pkt.src);
+        if let Some(v) = router_hop(cx, subnet, src_owner, pkt, buf) {
             return v;
         }
     }
@@ -385,7 +378,9 @@ pub(crate) fn route<'s, O: Observer<'s>>(
             DropReason::RouteBlackhole,
             "the matching route's target is blackhole",
         ),
-        Target::InternetGateway(vpc) => gateways::internet_gateway_egress(cx, vpc, pkt, buf),
+        Target::InternetGateway(vpc) => {
+            gateways::internet_gateway_egress(cx, vpc, src_owner, pkt, buf)
+        }
         Target::EgressOnlyInternetGateway(vpc) => {
             gateways::egress_only_gateway_egress(cx, vpc, pkt, buf)
         }
@@ -401,18 +396,21 @@ pub(crate) fn route<'s, O: Observer<'s>>(
 /// The VPC router as a hop (issue: router services): a packet an instance sends out of the
 /// VPC through a gateway has its TTL (hop limit) decremented here, and one that arrives
 /// with 1 left is answered with "time exceeded" from the subnet's router address, so
-/// traceroute shows the router. semantics.md is silent; inside the VPC (local routes) the
+/// traceroute shows the router. semantics.md is silent; this follows what traceroute shows
+/// from an EC2 instance to the internet (the subnet's router, base + 1, as the first hop
+/// past the instance), our reading, not a documented rule. Inside the VPC (local routes) the
 /// router stays invisible, as on AWS. Only an instance's own packet counts (a NAT
 /// gateway's translated packet passes the router once, already counted).
 fn router_hop<'s, O: Observer<'s>>(
     cx: &mut Ctx<'_, 's, O>,
     subnet: SubnetIx,
+    src_owner: Option<EniIx>,
     pkt: &Packet,
     buf: &mut [u8],
 ) -> Option<Verdict> {
     let snap = cx.snap;
     let sn = snap.subnet(subnet);
-    let sender = snap.eni_by_addr(sn.vpc, pkt.src)?;
+    let sender = src_owner?;
     let eni = snap.eni(sender);
     let port = eni.port.filter(|_| eni.subnet == subnet)?;
     if pkt.ttl <= 1 {
