@@ -72,13 +72,11 @@ impl Filter {
     }
 }
 
+/// The protocol column's name (`6` → `tcp`), or the column as it is (`-`).
 fn proto_name(p: &str) -> String {
-    match p {
-        "6" => "tcp".into(),
-        "17" => "udp".into(),
-        "1" => "icmp".into(),
-        "58" => "icmpv6".into(),
-        other => other.to_string(),
+    match p.parse::<u8>() {
+        Ok(n) => dataplane::packet::proto_name(n).into_owned(),
+        Err(_) => p.to_string(),
     }
 }
 

@@ -82,15 +82,13 @@ fn address_of(snap: &Snapshot, port: PortId, v6: bool) -> Option<IpAddr> {
     }
 }
 
+/// `--proto`: the lab file's protocol names (one parser for both), but one protocol.
 fn protocol(name: &str) -> Result<u8, String> {
-    match name.to_ascii_lowercase().as_str() {
-        "tcp" => Ok(6),
-        "udp" => Ok(17),
-        "icmp" => Ok(1),
-        "icmpv6" => Ok(58),
-        n => n
-            .parse()
-            .map_err(|_| format!("--proto {name}: use tcp, udp, icmp, icmpv6 or a number")),
+    match crate::values::protocol(name) {
+        Ok(crate::values::Protocol::Number(n)) => Ok(n),
+        _ => Err(format!(
+            "--proto {name}: use tcp, udp, icmp, icmpv6 or a number"
+        )),
     }
 }
 

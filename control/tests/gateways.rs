@@ -42,10 +42,6 @@ fn icmp_checksum_valid(bytes: &[u8]) -> bool {
     dataplane::checksum::checksum(icmp) == 0
 }
 
-fn udp_to(src: &str, dst: &str, sport: u16, dport: u16) -> Vec<u8> {
-    udp(src, dst, sport, dport)
-}
-
 fn echo(src: &str, dst: &str, id: u16, reply: bool) -> Vec<u8> {
     let (s, d): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
         (src.parse().unwrap(), dst.parse().unwrap());
@@ -122,14 +118,14 @@ fn udp_and_icmp_echo_are_translated_by_port_and_identifier() {
     let mut l = gw_lab();
     let out = l.expect_to(
         "app-1",
-        udp_to("10.0.2.10", "203.0.113.10", 5000, 53),
+        udp("10.0.2.10", "203.0.113.10", 5000, 53),
         "inet-1",
     );
     let (tport, _) = ports_of(&out);
     assert_checksums_valid(&out);
     let back = l.expect_to(
         "inet-1",
-        udp_to("203.0.113.10", "198.51.100.5", 53, tport),
+        udp("203.0.113.10", "198.51.100.5", 53, tport),
         "app-1",
     );
     assert_eq!(ports_of(&back), (53, 5000));
@@ -183,7 +179,7 @@ fn an_icmp_error_is_translated_back_with_its_quote() {
     let mut l = gw_lab();
     let out = l.expect_to(
         "app-1",
-        udp_to("10.0.2.10", "203.0.113.10", 45000, 33434),
+        udp("10.0.2.10", "203.0.113.10", 45000, 33434),
         "inet-1",
     );
     let err = icmp_error("203.0.113.10", "198.51.100.5", 3, 3, &out);
@@ -268,7 +264,7 @@ fn workers_hand_out_disjoint_ports() {
     for w in 0..2u16 {
         let mut pipe = Pipeline::with_shared(Arc::clone(&ct), w, 2);
         for i in 0..50u16 {
-            let mut p = udp_to("10.0.2.10", "203.0.113.10", 10_000 + w * 100 + i, 53);
+            let mut p = udp("10.0.2.10", "203.0.113.10", 10_000 + w * 100 + i, 53);
             let v = pipe.process(&l.snap, app, &mut p, now, &mut dataplane::NoObserver);
             assert!(matches!(v, Verdict::Forward(_)));
             assert_eq!(
@@ -292,7 +288,7 @@ fn fifty_five_thousand_connections_to_one_destination_and_no_more() {
     let mut forwarded = 0;
     for i in 0..56_000u32 {
         let port = 1 + (i % 60_000) as u16;
-        let mut p = udp_to("10.0.2.10", "203.0.113.10", port, 53);
+        let mut p = udp("10.0.2.10", "203.0.113.10", port, 53);
         if matches!(
             l.pipe
                 .process(&l.snap, app, &mut p, now, &mut dataplane::NoObserver),
@@ -307,7 +303,7 @@ fn fifty_five_thousand_connections_to_one_destination_and_no_more() {
         56_000 - forwarded
     );
     // Another destination port is another destination.
-    let mut p = udp_to("10.0.2.10", "203.0.113.10", 60_001, 54);
+    let mut p = udp("10.0.2.10", "203.0.113.10", 60_001, 54);
     assert!(matches!(
         l.pipe
             .process(&l.snap, app, &mut p, now, &mut dataplane::NoObserver),
@@ -385,7 +381,7 @@ fn on_premises_reaches_private_addresses_both_ways_but_never_public_ones() {
 fn fragments_do_not_cross_the_nat_gateway() {
     // R-NAT-FRAG.
     let mut l = gw_lab();
-    let mut p = udp_to("10.0.2.10", "203.0.113.10", 5000, 53);
+    let mut p = udp("10.0.2.10", "203.0.113.10", 5000, 53);
     // More-fragments flag set, offset 0: the first fragment of a datagram.
     let old_word = u16::from_be_bytes([p[6], p[7]]);
     p[6] |= 0x20;

@@ -595,16 +595,16 @@ fn with_udp_gro_a_run_of_one_flow_leaves_as_one_uso_write_that_cuts_back_exactly
     // The lengths of the whole, a right IPv4 header, and the partial sum the receiving
     // kernel completes for each segment.
     let h = SlicedPacket::from_ip(sp).unwrap();
-    let Some(NetSlice::Ipv4(ip)) = &h.net else {
+    let Some(NetSlice::Ipv4(v4)) = &h.net else {
         panic!("ipv4")
     };
-    assert_eq!(usize::from(ip.header().total_len()), sp.len());
-    assert!(checksum::ipv4_header_ok(ip.header().slice()));
-    assert_eq!(ip.header().identification(), 100);
+    assert_eq!(usize::from(v4.header().total_len()), sp.len());
+    assert!(checksum::ipv4_header_ok(v4.header().slice()));
+    assert_eq!(v4.header().identification(), 100);
     assert_eq!(usize::from(u16::from_be_bytes([sp[24], sp[25]])), udp_len);
     assert_eq!(
         u16::from_be_bytes([sp[26], sp[27]]),
-        pseudo(ip_of("10.0.1.10"), ip_of("10.0.2.10"), 17, udp_len)
+        pseudo(ip("10.0.1.10"), ip("10.0.2.10"), 17, udp_len)
     );
     // Cut as the receiving kernel cuts it: the same datagrams, ids and checksums.
     let pkt = dataplane::Packet::parse(sp).unwrap();
@@ -624,10 +624,6 @@ fn with_udp_gro_a_run_of_one_flow_leaves_as_one_uso_write_that_cuts_back_exactly
     r.q[app.ix()].uso = false;
     drain(&mut r, web, &plain(&sent));
     assert_eq!(r.q[app.ix()].take_sent().len(), 6);
-}
-
-fn ip_of(s: &str) -> IpAddr {
-    s.parse().unwrap()
 }
 
 #[test]
@@ -702,8 +698,8 @@ fn with_udp_gro_only_datagrams_the_cut_gives_back_exactly_are_merged() {
     assert_eq!(
         u16::from_be_bytes([sp[46], sp[47]]),
         pseudo(
-            ip_of("2001:db8:10:1::10"),
-            ip_of("2001:db8:10:2::10"),
+            ip("2001:db8:10:1::10"),
+            ip("2001:db8:10:2::10"),
             17,
             8 + 3 * 64
         )

@@ -11,15 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use control::generations::Generations;
-use dataplane::{NoObserver, Pipeline, PortId, Snapshot, SnapshotCell, Verdict};
+use dataplane::{NoObserver, Pipeline, Snapshot, SnapshotCell, Verdict};
 use etherparse::PacketBuilder;
 use hdrhistogram::Histogram;
 use perf::*;
-
-fn port(snap: &Snapshot, name: &str) -> PortId {
-    snap.port_named(name)
-        .unwrap_or_else(|| panic!("no port {name}"))
-}
 
 /// Runs a worker over `cell` until `stop`, recording each batch's time (ns).
 fn worker(cell: Arc<SnapshotCell>, stop: Arc<AtomicBool>) -> (Histogram<u64>, u64) {

@@ -3,13 +3,13 @@
 //! and without a VPC-wide flow log (two ENIs record each packet). Per packet; the flush
 //! (formatting lines every 100 ms, off the packet path) is timed separately per record.
 
+use perf::{port, NOW};
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use dataplane::{NoObserver, Pipeline, PortId, Snapshot, Timestamp};
+use dataplane::{NoObserver, Pipeline, Snapshot};
 use etherparse::PacketBuilder;
 
-const NOW: Timestamp = Timestamp::from_secs(1_700_000_000);
 const FLOWS: u16 = 1024;
 
 fn lab(with_log: bool) -> Snapshot {
@@ -21,11 +21,6 @@ fn lab(with_log: bool) -> Snapshot {
         );
     }
     control::load_text(&text, 1).expect("lab").1
-}
-
-fn port(s: &Snapshot, name: &str) -> PortId {
-    s.port_named(name)
-        .unwrap_or_else(|| panic!("no port {name}"))
 }
 
 fn bench(c: &mut Criterion) {

@@ -10,22 +10,17 @@
 //! - `nat/new_translation`: packets that each open a translation (port allocation, two
 //!   inserts) on a fresh table. Per flow.
 
+use perf::{port, NOW};
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dataplane::conntrack::Conntrack;
-use dataplane::{NoObserver, Pipeline, PortId, Snapshot, Timestamp, Verdict};
+use dataplane::{NoObserver, Pipeline, Verdict};
 use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
 
 const LAB: &str = include_str!("../../control/tests/labs/gateways.yaml");
-const NOW: Timestamp = Timestamp::from_secs(1_700_000_000);
 const FLOWS: usize = 1024;
-
-fn port(snap: &Snapshot, name: &str) -> PortId {
-    snap.port_named(name)
-        .unwrap_or_else(|| panic!("no port {name}"))
-}
 
 fn udp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
     let mut out = Vec::new();

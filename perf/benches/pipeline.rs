@@ -30,7 +30,7 @@ use std::sync::LazyLock;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use dataplane::snapshot::RouteTableIx;
-use dataplane::{NoObserver, Pipeline, PortId, Snapshot, Verdict};
+use dataplane::{NoObserver, Pipeline, Snapshot, Verdict};
 use etherparse::PacketBuilder;
 
 use perf::*;
@@ -67,11 +67,6 @@ static LAB: LazyLock<Bench> = LazyLock::new(|| {
     };
     Bench { yaml, snapshot }
 });
-
-fn port(snap: &Snapshot, name: &str) -> PortId {
-    snap.port_named(name)
-        .unwrap_or_else(|| panic!("no port {name}"))
-}
 
 /// A tiny deterministic generator (xorshift64), so every run looks up the same addresses.
 struct XorShift(u64);

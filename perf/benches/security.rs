@@ -17,6 +17,7 @@
 //! Memory per tracked flow is printed once (the table never grows: its size over the
 //! flows it holds).
 
+use perf::{port, NOW};
 use std::hint::black_box;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, LazyLock};
@@ -24,10 +25,9 @@ use std::sync::{Arc, LazyLock};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use dataplane::conntrack::{Conntrack, FlowKey, Timeouts};
 use dataplane::observer::Direction;
-use dataplane::{NoObserver, Packet, Pipeline, PortId, Snapshot, Timestamp, Verdict};
+use dataplane::{NoObserver, Packet, Pipeline, Snapshot, Verdict};
 use etherparse::PacketBuilder;
 
-const NOW: Timestamp = Timestamp::from_secs(1_700_000_000);
 const FLOWS: usize = 1_000_000;
 const SPREAD: usize = 1024;
 const INET: [u8; 4] = [203, 0, 113, 10];
@@ -92,11 +92,6 @@ fn snapshot(rules: usize) -> Snapshot {
     control::load_text(&lab_yaml(rules), 1)
         .unwrap_or_else(|e| panic!("bench lab: {e:?}"))
         .1
-}
-
-fn port(snap: &Snapshot, name: &str) -> PortId {
-    snap.port_named(name)
-        .unwrap_or_else(|| panic!("no port {name}"))
 }
 
 /// Flow `i`: UDP from the internet host, a distinct (source port, destination port) pair.

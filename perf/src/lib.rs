@@ -2,7 +2,7 @@
 
 use std::net::Ipv4Addr;
 
-use dataplane::Timestamp;
+use dataplane::{PortId, Snapshot, Timestamp};
 
 /// Static routes written into `rtb-big`, besides `0.0.0.0/0`.
 pub const ROUTES: usize = 100_000;
@@ -14,6 +14,12 @@ pub const BATCH: usize = 64;
 pub const LOOKUPS: usize = 1024;
 pub const PAYLOAD: [u8; 64] = [0x5a; 64];
 pub const NOW: Timestamp = Timestamp::from_secs(1_700_000_000);
+
+/// The port of the instance or host `name` of a bench lab.
+pub fn port(snap: &Snapshot, name: &str) -> PortId {
+    snap.port_named(name)
+        .unwrap_or_else(|| panic!("no port {name}"))
+}
 
 pub const IGW: &str = "igw-bench";
 pub const TABLE: &str = "rtb-big";
