@@ -21,6 +21,20 @@ pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
     acc
 }
 
+/// The pseudo-header sum (RFC 793, RFC 768, RFC 8200 §8.1) of a transport segment of
+/// `l4_len` bytes and protocol `proto`, the addresses read from the IP header at the start
+/// of `packet` (IPv4 without options or IPv6: the caller checked the version).
+#[inline]
+pub fn pseudo_header(packet: &[u8], proto: u8, l4_len: usize) -> u32 {
+    let addrs = if packet[0] >> 4 == 6 {
+        &packet[8..40]
+    } else {
+        &packet[12..20]
+    };
+    let len = l4_len as u32;
+    sum(0, addrs) + u32::from(proto) + (len >> 16) + (len & 0xffff)
+}
+
 /// Folds a 32-bit accumulator into 16 bits (not complemented).
 #[inline]
 pub fn fold(mut acc: u32) -> u16 {

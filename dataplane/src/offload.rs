@@ -227,7 +227,7 @@ pub fn segment(
         }
     };
     out[check_at..check_at + 2].copy_from_slice(&[0, 0]);
-    let mut acc = pseudo_header_sum(&out[..total], pkt, total - l4);
+    let mut acc = checksum::pseudo_header(&out[..total], pkt.proto, total - l4);
     acc = checksum::sum(acc, &out[l4..total]);
     let mut c = !checksum::fold(acc);
     if c == 0 && pkt.proto == proto::UDP {
@@ -235,19 +235,6 @@ pub fn segment(
     }
     out[check_at..check_at + 2].copy_from_slice(&c.to_be_bytes());
     Some(total)
-}
-
-/// The pseudo-header sum (RFC 793 / RFC 8200 §8.1) of a transport segment of `l4_len`
-/// bytes, with the addresses taken from the packet's own header.
-fn pseudo_header_sum(packet: &[u8], pkt: &Packet, l4_len: usize) -> u32 {
-    let mut acc = if pkt.is_ipv6() {
-        checksum::sum(0, &packet[8..40])
-    } else {
-        checksum::sum(0, &packet[12..20])
-    };
-    acc = acc.wrapping_add(u32::from(pkt.proto));
-    acc = acc.wrapping_add((l4_len as u32) >> 16);
-    acc.wrapping_add(l4_len as u32 & 0xffff)
 }
 
 #[cfg(test)]
@@ -282,7 +269,7 @@ mod tests {
         };
         if partial {
             // What the sending kernel leaves in the field: the pseudo-header sum.
-            let s = pseudo_header_sum(&buf, &pkt, buf.len() - l4);
+            let s = checksum::pseudo_header(&buf, pkt.proto, buf.len() - l4);
             buf[l4 + 16..l4 + 18].copy_from_slice(&checksum::fold(s).to_be_bytes());
         }
         (buf, meta)
@@ -307,7 +294,7 @@ mod tests {
             .unwrap();
         let good = buf.clone();
         let pkt = Packet::parse(&buf).unwrap();
-        let s = pseudo_header_sum(&buf, &pkt, buf.len() - 20);
+        let s = checksum::pseudo_header(&buf, pkt.proto, buf.len() - 20);
         buf[26..28].copy_from_slice(&checksum::fold(s).to_be_bytes());
         let meta = Offload {
             needs_csum: true,

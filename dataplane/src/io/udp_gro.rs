@@ -88,8 +88,7 @@ fn checksum_ok(p: &[u8], l4: usize, meta: &Offload) -> bool {
     if meta.needs_csum || (l4 == 20 && p[l4 + 6..l4 + 8] == [0, 0]) {
         return true;
     }
-    let addrs = if l4 == 20 { &p[12..20] } else { &p[8..40] };
-    let pseudo = checksum::sum(0, addrs) + 17 + (p.len() - l4) as u32;
+    let pseudo = checksum::pseudo_header(p, 17, p.len() - l4);
     checksum::fold(checksum::sum(pseudo, &p[l4..])) == 0xffff
 }
 
@@ -201,8 +200,7 @@ impl UdpGro {
             let udp_len = len - l4;
             b[l4 + 4..l4 + 6].copy_from_slice(&(udp_len as u16).to_be_bytes());
             // The partial checksum: the pseudo-header sum, completed by whoever cuts it.
-            let addrs = if l4 == 20 { &b[12..20] } else { &b[8..40] };
-            let acc = checksum::sum(0, addrs) + 17 + udp_len as u32;
+            let acc = checksum::pseudo_header(b, 17, udp_len);
             b[l4 + 6..l4 + 8].copy_from_slice(&checksum::fold(acc).to_be_bytes());
             Offload {
                 gso: Gso::Udp,
