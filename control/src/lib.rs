@@ -39,7 +39,7 @@ pub enum LoadError {
         path: String,
         source: std::io::Error,
     },
-    #[error("the lab has {} error(s)", .0.len())]
+    #[error("the lab has {} error(s)", diag::count(.0))]
     Invalid(Vec<Diagnostic>),
     #[error(transparent)]
     Compile(#[from] compile::CompileError),
@@ -52,6 +52,9 @@ pub fn check_text(text: &str) -> Result<Lab, Vec<Diagnostic>> {
         return Err(diags.into_sorted());
     };
     let lab = model::decode(&root, &mut diags);
+    // The tree is the larger copy of the file (a node, a span and a string per value):
+    // freed before validation, which needs only the lab.
+    drop(root);
     validate::validate(&lab, &mut diags);
     if diags.is_empty() {
         Ok(lab)

@@ -167,7 +167,17 @@ fn main() -> ExitCode {
         Command::Apply { lab } => {
             let file = lab.display().to_string();
             match read(lab) {
-                Ok(text) => remote(&cli, &format!("apply {file}"), &text),
+                // Checked here first: a file with errors never reaches the router.
+                Ok(text) => match control::check_text(&text) {
+                    Ok(_) => remote(&cli, &format!("apply {file}"), &text),
+                    Err(diags) => {
+                        eprintln!(
+                            "{}; nothing was sent to the router: the running lab is unchanged",
+                            control::diag::render(&file, &diags)
+                        );
+                        ExitCode::from(1)
+                    }
+                },
                 Err(code) => code,
             }
         }
@@ -237,10 +247,7 @@ fn load(text: &str, file: &str) -> Result<(control::Lab, dataplane::Snapshot), E
     match control::load_text(text, 1) {
         Ok(loaded) => Ok(loaded),
         Err(control::LoadError::Invalid(diags)) => {
-            for d in &diags {
-                eprintln!("{}", control::InFile { file, diag: d });
-            }
-            eprintln!("{file}: {} error(s)", diags.len());
+            eprintln!("{}", control::diag::render(file, &diags));
             Err(ExitCode::from(1))
         }
         Err(e) => {
@@ -316,20 +323,28 @@ fn control_path(control: &Option<PathBuf>, prefix: &str) -> PathBuf {
         .unwrap_or_else(|| control::control_socket::default_path(prefix))
 }
 
-/// A request to the running router over its control socket.
+/// A request to the running router over its control socket. A result (`ok`, or a trace
+/// that is not reachable) goes to stdout, a refusal or a bad request to stderr; exit 0, 1
+/// (not reachable, refused) or 2 (bad request, no router).
 fn remote(cli: &Cli, command: &str, body: &str) -> ExitCode {
+    use control::control_socket::Status;
     let path = control_path(&cli.control, &cli.prefix);
     match control::control_socket::request(&path, command, body) {
-        Ok((true, text)) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Ok((false, text)) => {
-            eprint!("{text}");
-            if !text.ends_with('\n') {
-                eprintln!();
+        Ok((status, text)) => {
+            let text = if text.is_empty() || text.ends_with('\n') {
+                text
+            } else {
+                text + "\n"
+            };
+            match status {
+                Status::Ok | Status::No => print!("{text}"),
+                Status::Refused | Status::Bad => eprint!("{text}"),
             }
-            ExitCode::from(1)
+            ExitCode::from(match status {
+                Status::Ok => 0,
+                Status::No | Status::Refused => 1,
+                Status::Bad => 2,
+            })
         }
         Err(e) => {
             eprintln!("vpcd: {e}");
@@ -363,16 +378,7 @@ fn up(
     let lab = match control::check_text(&text) {
         Ok(lab) => lab,
         Err(diags) => {
-            for d in &diags {
-                eprintln!(
-                    "{}",
-                    control::InFile {
-                        file: &title,
-                        diag: d
-                    }
-                );
-            }
-            eprintln!("{title}: {} error(s)", diags.len());
+            eprintln!("{}", control::diag::render(&title, &diags));
             return ExitCode::from(1);
         }
     };

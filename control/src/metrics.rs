@@ -96,6 +96,16 @@ pub fn render(router: &Router) -> String {
             stats.dropped(*r)
         );
     }
+    let _ = writeln!(
+        s,
+        "# HELP vpcd_router_service_refused_total What the router's own services (DNS, instance metadata) refused or cut off, by reason.\n# TYPE vpcd_router_service_refused_total counter"
+    );
+    for (reason, n) in stats.services.named() {
+        let _ = writeln!(
+            s,
+            "vpcd_router_service_refused_total{{reason=\"{reason}\"}} {n}"
+        );
+    }
     for (name, help) in [
         (
             "vpcd_port_rx_packets_total",

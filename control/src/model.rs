@@ -604,7 +604,7 @@ fn sg_rules(d: &mut Decoder<'_>, m: &Map<'_>, key: &str, peer_key: &str) -> Vec<
                 val::net(s).map(Peer::Cidr)
             }
         });
-        let description = d.opt(&r, "description", val::text).map(|s| s.v);
+        let description = d.opt(&r, "description", val::description).map(|s| s.v);
         if let (Some(protocol), Some(peer)) = (protocol, peer) {
             out.push(SgRule {
                 at: r.at.clone(),
@@ -628,7 +628,7 @@ fn security_group(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Securi
         &["id", "description", "inbound", "outbound"],
     )?;
     let id = d.req(&m, "id", "sg-web", val::id);
-    let description = d.opt(&m, "description", val::text).map(|s| s.v);
+    let description = d.opt(&m, "description", val::description).map(|s| s.v);
     let inbound = sg_rules(d, &m, "inbound", "source");
     let outbound = m
         .node

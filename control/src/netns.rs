@@ -49,6 +49,15 @@ pub fn ip(args: &[&str], batch: Option<&str>) -> Result<(), NetnsError> {
         // Its own process group: a Ctrl-C at the terminal goes to vpcd, which tears down in
         // order, not to an `ip` half-way through creating or deleting a namespace.
         .process_group(0);
+    // But it dies with vpcd: an `ip netns add` that outlived a killed vpcd could create
+    // its namespace after `vpcd down` looked, and leave it behind.
+    // SAFETY: prctl is async-signal-safe and touches nothing of the parent's memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
+            Ok(())
+        });
+    }
     let mut child = cmd.spawn().map_err(NetnsError::NoIp)?;
     if let Some(text) = batch {
         let mut stdin = child.stdin.take().expect("stdin is piped");

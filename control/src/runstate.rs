@@ -6,7 +6,7 @@
 //! remove exactly what a killed run made, and never a namespace vpcd did not create.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, Write};
+use std::io::{self, Read};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -186,10 +186,16 @@ impl Lease {
             namespaces: namespaces.to_vec(),
         };
         let path = self.path.clone();
+        let text = rec.render();
+        // Written over the old record, then cut to length: a kill between the two leaves
+        // the new record followed by the old one's tail, whose whole lines name only
+        // namespaces this run recorded earlier (a superset, safe for `down`). Truncating
+        // first would leave an empty record for a moment, and a kill then would lose the
+        // list.
+        use std::os::unix::fs::FileExt;
         let f = &mut self.file;
-        f.set_len(0)
-            .and_then(|_| f.rewind())
-            .and_then(|_| f.write_all(rec.render().as_bytes()))
+        f.write_all_at(text.as_bytes(), 0)
+            .and_then(|_| f.set_len(text.len() as u64))
             .and_then(|_| f.sync_data())
             .map_err(io_err(&path))
     }

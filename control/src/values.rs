@@ -33,6 +33,18 @@ pub fn text(s: &str) -> Parsed<String> {
     Ok(s.to_string())
 }
 
+/// A security group's or rule's description: AWS takes up to 255 characters.
+pub fn description(s: &str) -> Parsed<String> {
+    let n = s.chars().count();
+    if n > 255 {
+        return err(
+            format!("the description has {n} characters; AWS allows at most 255"),
+            "shorten it to 255 characters",
+        );
+    }
+    Ok(s.to_string())
+}
+
 pub fn boolean(s: &str) -> Parsed<bool> {
     match s {
         "true" => Ok(true),

@@ -14,8 +14,32 @@ use crate::diag::{closest, Diagnostics, Loc, S};
 /// The result of a value parser: the value, or (what is wrong, how to fix it).
 pub type Parsed<T> = Result<T, (String, String)>;
 
+/// The largest lab file vpcd reads (`check`, `up`, `apply`, the control socket): a lab
+/// of 100,000 routes (the performance target's size) is about 6 MB, so 16 MiB leaves room
+/// while bounding what one hostile file can cost (issue 22).
+pub const MAX_LAB_BYTES: usize = 16 << 20;
+
+/// The deepest nesting of lists and mappings a lab file may have. The deepest the format
+/// goes is 8 (`vpcs[].endpoints[].policy.allow[]` items); yaml-rust2's loader recurses
+/// once per level, so a file of 5,000 nested `- - - …` (10 KB) overflowed the stack.
+pub const MAX_DEPTH: usize = 32;
+
+/// The longest single value: ids, CIDRs and names are short, and AWS bounds its own
+/// free text (a security group's description: 255 characters; a flow log's format:
+/// a few hundred). Longer values are refused where they are read.
+pub const MAX_SCALAR: usize = 4096;
+
 /// Parses the whole text; a YAML syntax error is one diagnostic (the parser cannot go on).
+///
+/// A first pass over yaml-rust2's event stream (a loop, no recursion) refuses what the
+/// tree builder cannot take safely: too large, too deep. It also knows which collections
+/// are open, so a syntax error found at the end of the file (an unclosed `[`) is reported
+/// where that construct opened.
 pub fn parse_document(text: &str, diags: &mut Diagnostics) -> Option<Node> {
+    if let Err((line, col, message, fix)) = precheck(text) {
+        diags.error(&Loc::new(line, col, "(document)"), message, fix);
+        return None;
+    }
     let opts = LoaderOptions::default().error_on_duplicate_keys(true);
     match marked_yaml::parse_yaml_with_options(0, text, opts) {
         Ok(node) => Some(node),
@@ -57,6 +81,86 @@ pub fn parse_document(text: &str, diags: &mut Diagnostics) -> Option<Node> {
             let (line, col) = marker.map_or((1, 1), |m| (m.line(), m.column()));
             diags.error(&Loc::new(line, col, "(document)"), message, fix);
             None
+        }
+    }
+}
+
+/// A place and what is wrong there, with the fix.
+type Refusal = (usize, usize, String, String);
+
+/// Size, depth and syntax, checked on the event stream before any tree is built.
+fn precheck(text: &str) -> Result<(), Refusal> {
+    use yaml_rust2::parser::{Event, Parser};
+    if text.len() > MAX_LAB_BYTES {
+        return Err((
+            1,
+            1,
+            format!(
+                "the lab file has {} bytes; vpcd reads at most {} MiB",
+                text.len(),
+                MAX_LAB_BYTES >> 20
+            ),
+            "split the lab or remove what it does not need".to_string(),
+        ));
+    }
+    // The open collections: (line, column, the `[` or `{` that opened it, if any).
+    let mut open: Vec<(usize, usize, Option<char>)> = Vec::new();
+    let lines: Vec<&str> = text.lines().collect();
+    let opener = |line: usize, col: usize| {
+        lines
+            .get(line.wrapping_sub(1))
+            .and_then(|l| l.chars().nth(col.wrapping_sub(1)))
+            .filter(|c| matches!(c, '[' | '{'))
+    };
+    let mut parser = Parser::new_from_str(text);
+    loop {
+        match parser.next_token() {
+            Ok((Event::StreamEnd, _)) => return Ok(()),
+            Ok((Event::SequenceStart(..) | Event::MappingStart(..), m)) => {
+                let (line, col) = (m.line(), m.col() + 1);
+                if open.len() >= MAX_DEPTH {
+                    return Err((
+                        line,
+                        col,
+                        format!("lists and mappings nest more than {MAX_DEPTH} deep here"),
+                        "no lab field nests this deep; check the indentation and the `- ` markers"
+                            .to_string(),
+                    ));
+                }
+                open.push((line, col, opener(line, col)));
+            }
+            Ok((Event::SequenceEnd | Event::MappingEnd, _)) => {
+                open.pop();
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let m = e.marker();
+                let at_end = m.index() + 1 >= text.trim_end().chars().count();
+                // An error at the end of the file is about what is still open: point at
+                // the innermost unclosed `[` or `{`, where the person has to look.
+                let unclosed = open
+                    .iter()
+                    .rev()
+                    .find_map(|&(l, c, o)| o.map(|o| (l, c, o)));
+                if let (true, Some((line, col, o))) = (at_end, unclosed) {
+                    let close = if o == '[' { ']' } else { '}' };
+                    return Err((
+                        line,
+                        col,
+                        format!(
+                            "YAML syntax error: this `{o}` is never closed ({})",
+                            e.info()
+                        ),
+                        format!("add the `{close}` that ends it"),
+                    ));
+                }
+                return Err((
+                    m.line(),
+                    m.col() + 1,
+                    format!("YAML syntax error: {}", e.info()),
+                    "fix the YAML syntax at this place".to_string(),
+                ));
+            }
         }
     }
 }
@@ -111,6 +215,8 @@ impl<'d> Decoder<'d> {
         for key in m.keys() {
             let k = key.as_str();
             if !known.contains(&k) {
+                // A hostile key is not echoed whole (issue 22): errors stay small.
+                let k = shown(k);
                 let kat = loc(key.span(), &join(path, k));
                 let fix = match closest(k, known) {
                     Some(c) => format!("did you mean `{c}`?"),
@@ -178,7 +284,19 @@ impl<'d> Decoder<'d> {
             );
             return None;
         };
-        match parse(scalar_text(s)) {
+        let text = scalar_text(s);
+        if text.len() > MAX_SCALAR {
+            self.diags.error(
+                &at,
+                format!(
+                    "this value is {} bytes long; a lab value may have at most {MAX_SCALAR}",
+                    text.len()
+                ),
+                "shorten it",
+            );
+            return None;
+        }
+        match parse(text) {
             Ok(v) => Some(S::new(v, at)),
             Err((message, fix)) => {
                 self.diags.error(&at, message, fix);
@@ -230,6 +348,14 @@ impl<'d> Decoder<'d> {
             Some(n) => loc(n.span(), &join(&m.path, key)),
             None => m.at.clone(),
         }
+    }
+}
+
+/// A name from the file as errors show it: at most 64 characters.
+pub fn shown(name: &str) -> &str {
+    match name.char_indices().nth(64) {
+        Some((i, _)) => &name[..i],
+        None => name,
     }
 }
 

@@ -183,22 +183,8 @@ fn the_vpc_router_answers_ping_and_dns_and_shows_in_traceroute() {
     );
     // R-ADDR-IMDS with an IMDSv2 token: each instance gets its own facts; an outside
     // host cannot reach the service at all.
-    let curl = |id: &str, args: &[&str]| {
-        let mut all = vec!["curl", "-s", "-m", "3"];
-        all.extend(args);
-        let o = lab.exec(id, &all);
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    let token = curl(
-        "web-1",
-        &[
-            "-X",
-            "PUT",
-            "-H",
-            "X-aws-ec2-metadata-token-ttl-seconds: 60",
-            "http://169.254.169.254/latest/api/token",
-        ],
-    );
+    let curl = |id: &str, args: &[&str]| lab.curl(id, args);
+    let token = lab.imds_token("web-1");
     assert_eq!(token.len(), 32, "{token:?}");
     let header = format!("X-aws-ec2-metadata-token: {token}");
     let md = |id: &str, path: &str, h: &str| {

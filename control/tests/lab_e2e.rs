@@ -4,22 +4,10 @@
 
 mod common;
 
-use common::{dropped, e2e, iperf, namespaces_with, received_bytes, unique_prefix, LabRun};
+use common::{
+    assert_clean, dropped, e2e, iperf, namespaces_with, received_bytes, unique_prefix, LabRun,
+};
 use std::process::Command;
-
-pub fn assert_clean(prefix: &str) {
-    assert_eq!(
-        namespaces_with(prefix),
-        Vec::<String>::new(),
-        "namespaces left"
-    );
-    for left in [
-        format!("/run/vpcd/up-{prefix}.state"),
-        format!("/run/vpcd/ctl-{prefix}.sock"),
-    ] {
-        assert!(!std::path::Path::new(&left).exists(), "{left} left behind");
-    }
-}
 
 /// Everything about the namespace the tests (and vpcd) run in that vpcd must not change.
 fn host_network() -> String {

@@ -7,6 +7,7 @@
 use crate::observer::Direction;
 use crate::pipeline::Verdict;
 use crate::reason::DropReason;
+use crate::router_services::ServiceCounters;
 use crate::snapshot::{EniIx, PortId, Snapshot};
 
 /// The precise place a packet was dropped, beyond its [`DropReason`]: which ENI's security
@@ -56,6 +57,9 @@ pub struct Stats {
     pub sg_drops: Vec<[u64; 2]>,
     /// Drops per NACL rule (and per NACL's `*`), by per-rule counter.
     pub nacl_drops: Vec<u64>,
+    /// What the router's own services refused or timed out; kept by the worker's
+    /// [`crate::router_services::RouterServices`] and copied here when it publishes.
+    pub services: ServiceCounters,
 }
 
 impl Default for Stats {
@@ -69,6 +73,7 @@ impl Default for Stats {
             ports: Vec::new(),
             sg_drops: Vec::new(),
             nacl_drops: Vec::new(),
+            services: ServiceCounters::default(),
         }
     }
 }
@@ -215,5 +220,6 @@ impl Stats {
         for (a, b) in self.nacl_drops.iter_mut().zip(&other.nacl_drops) {
             *a += b;
         }
+        self.services.merge(&other.services);
     }
 }

@@ -234,6 +234,27 @@ impl LabRun {
 
     /// `ping` from `id` (`-6` in `extra` for IPv6); panics with ping's output unless every
     /// echo is answered.
+    /// `curl -s -m 3 ARGS` inside `id`: what it printed.
+    pub fn curl(&self, id: &str, args: &[&str]) -> String {
+        let mut all = vec!["curl", "-s", "-m", "3"];
+        all.extend(args);
+        String::from_utf8_lossy(&self.exec(id, &all).stdout).into_owned()
+    }
+
+    /// An IMDSv2 token for instance `id`, asked for as the AWS CLI does (empty if none).
+    pub fn imds_token(&self, id: &str) -> String {
+        self.curl(
+            id,
+            &[
+                "-X",
+                "PUT",
+                "-H",
+                "X-aws-ec2-metadata-token-ttl-seconds: 60",
+                "http://169.254.169.254/latest/api/token",
+            ],
+        )
+    }
+
     pub fn ping(&self, id: &str, to: &str, extra: &[&str]) {
         let mut args = vec!["ping", "-c", "3", "-i", "0.2", "-W", "2"];
         args.extend(extra);
@@ -510,4 +531,52 @@ pub fn iperf(lab: &LabRun, from: &str, to: &str, extra: &[&str]) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
     panic!("iperf3 {from} -> {to}: the server never started");
+}
+
+/// Processes whose command line names `prefix` (an `ip netns add PREFIXk-3`, say).
+fn processes_naming(prefix: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        if !name.to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains(prefix) && !cmd.contains("cargo") {
+                found.push(cmd);
+            }
+        }
+    }
+    found
+}
+
+/// Nothing of a lab with `prefix` is left: no namespace, state file, control socket,
+/// `/etc/netns` entry, or process that names it.
+pub fn assert_clean(prefix: &str) {
+    assert_eq!(
+        namespaces_with(prefix),
+        Vec::<String>::new(),
+        "namespaces left"
+    );
+    for left in [
+        format!("/run/vpcd/up-{prefix}.state"),
+        format!("/run/vpcd/ctl-{prefix}.sock"),
+    ] {
+        assert!(!std::path::Path::new(&left).exists(), "{left} left behind");
+    }
+    let etc: Vec<String> = std::fs::read_dir("/etc/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(etc, Vec::<String>::new(), "/etc/netns entries left");
+    assert_eq!(
+        processes_naming(prefix),
+        Vec::<String>::new(),
+        "processes left"
+    );
 }

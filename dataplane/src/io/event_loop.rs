@@ -203,7 +203,7 @@ pub fn run<Q: Queue + AsRawFd>(
         let n = epoll.wait(&mut events, (PUBLISH_EVERY_NS / 1_000_000) as i32)?;
         let now = now();
         if now.0.saturating_sub(published) >= PUBLISH_EVERY_NS {
-            publish(&worker.pipeline.stats);
+            publish(counters(worker));
             // Flow-log windows that are over: formatted here, between batches.
             worker
                 .pipeline
@@ -218,7 +218,7 @@ pub fn run<Q: Queue + AsRawFd>(
         for ev in &events[..n] {
             let token = ev.u64;
             if token == STOP {
-                publish(&worker.pipeline.stats);
+                publish(counters(worker));
                 // R-FL-WRITE: every open window is written at shutdown.
                 worker
                     .pipeline
@@ -242,6 +242,13 @@ pub fn run<Q: Queue + AsRawFd>(
             }
         }
     }
+}
+
+/// The worker's counters as readers see them: the pipeline's, with its router services'
+/// (kept apart on the packet path, joined here when publishing).
+fn counters(worker: &mut Worker) -> &crate::Stats {
+    worker.pipeline.stats.services = worker.services.counters;
+    &worker.pipeline.stats
 }
 
 /// Takes the queue changes the control thread sent: off the packet path (between

@@ -5,11 +5,12 @@
 //! [`RouterServices::answer`] with its whole buffer, so an answer may be longer than the
 //! question. Sans-IO like the pipeline: bytes and the time in, an answer in the buffer out.
 //!
-//! Instance metadata (R-ADDR-IMDS) is HTTP over TCP, served by [`metadata`] with smoltcp
+//! Instance metadata (R-ADDR-IMDS) is HTTP over TCP, served by [`tcp_services`] with smoltcp
 //! as the router's TCP stack, shared by the workers behind a mutex (its packets are not on
 //! the forwarding path).
 
 pub mod dns;
+pub mod metadata;
 pub mod names;
 pub mod tcp_services;
 
@@ -21,18 +22,61 @@ use crate::packet::{proto, Packet, Transport};
 use crate::snapshot::{Attachment, EniIx, LocalService, PortId, Snapshot};
 use crate::Timestamp;
 
-/// AWS's limit of packets per second from one ENI to the Amazon DNS resolver; beyond it
-/// queries are dropped (a flood stays bounded).
-pub const DNS_PACKETS_PER_SECOND: u32 = 1024;
+/// AWS's limit of packets per second from one ENI to the services at link-local and
+/// router addresses: the Amazon DNS resolver (UDP and TCP), instance metadata and time
+/// sync share it; beyond it packets are dropped, so a flood stays bounded. "Each EC2
+/// instance limits the number of packets that can be sent to the Amazon-provided DNS
+/// server to a maximum of 1024 packets per second per network interface", and the same
+/// for IMDS and Time Sync (AWS, "Amazon DNS server" and "Instance metadata service"
+/// limits in the VPC and EC2 user guides).
+pub const LINK_LOCAL_PACKETS_PER_SECOND: u32 = 1024;
 
-/// One worker's router-service state: the DNS budget per port, and the metadata service
-/// shared by all workers.
+/// What the router's services refused or cut short, by reason: plain integers of one
+/// worker (the TCP services are shared, but each worker counts what its own packets met),
+/// summed by readers with the rest of [`crate::Stats`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ServiceCounters {
+    /// Packets to DNS, metadata or time sync beyond [`LINK_LOCAL_PACKETS_PER_SECOND`] of
+    /// one ENI, dropped.
+    pub link_local_throttled: u64,
+    /// SYNs to a TCP service (metadata, DNS) that found no free connection slot, dropped.
+    pub tcp_refused_busy: u64,
+    /// SYNs from an address that already holds [`tcp_services::PER_SOURCE`] of the port's
+    /// slots, dropped.
+    pub tcp_refused_per_source: u64,
+    /// Connections aborted for being half-open, idle or old too long (their slot listens
+    /// again).
+    pub tcp_timed_out: u64,
+}
+
+impl ServiceCounters {
+    /// Each counter with its name, as `vpcd stats` and the metrics report them.
+    pub fn named(&self) -> [(&'static str, u64); 4] {
+        [
+            ("link_local_throttled", self.link_local_throttled),
+            ("tcp_refused_busy", self.tcp_refused_busy),
+            ("tcp_refused_per_source", self.tcp_refused_per_source),
+            ("tcp_timed_out", self.tcp_timed_out),
+        ]
+    }
+
+    /// Adds another worker's counters into these (for a reader).
+    pub fn merge(&mut self, other: &ServiceCounters) {
+        self.link_local_throttled += other.link_local_throttled;
+        self.tcp_refused_busy += other.tcp_refused_busy;
+        self.tcp_refused_per_source += other.tcp_refused_per_source;
+        self.tcp_timed_out += other.tcp_timed_out;
+    }
+}
+
+/// One worker's router-service state: the link-local budget per port, its counters, and the
+/// metadata service shared by all workers.
 #[derive(Default)]
 pub struct RouterServices {
-    /// Per port: (the second, queries answered in it).
-    dns_budget: Vec<(u64, u32)>,
-    /// Queries refused by the budget.
-    pub dns_throttled: u64,
+    /// Per port: (the second, link-local packets taken in it).
+    budget: Vec<(u64, u32)>,
+    /// What was refused or timed out, by reason.
+    pub counters: ServiceCounters,
     pub metadata: Option<Arc<Mutex<TcpServices>>>,
 }
 
@@ -62,6 +106,14 @@ impl RouterServices {
         let Some(eni) = sender(snap, ingress) else {
             return 0;
         };
+        let link_local = matches!(
+            service,
+            LocalService::Dns | LocalService::Metadata | LocalService::TimeSync
+        );
+        if link_local && !self.within_budget(ingress, now) {
+            self.counters.link_local_throttled += 1;
+            return 0;
+        }
         let single = match service {
             LocalService::Router(subnet) => {
                 // R-ADDR-ROUTER: answers ping from its own subnet.
@@ -73,13 +125,7 @@ impl RouterServices {
             LocalService::Dns if matches!(pkt.transport, Transport::Tcp { .. }) => {
                 return self.over_tcp(snap, eni, &pkt, &buf[..len], 53, now, out);
             }
-            LocalService::Dns => {
-                if !self.within_budget(ingress, now) {
-                    self.dns_throttled += 1;
-                    return 0;
-                }
-                dns::answer_udp(snap, eni, &pkt, buf)
-            }
+            LocalService::Dns => dns::answer_udp(snap, eni, &pkt, buf),
             LocalService::Metadata => {
                 return self.over_tcp(snap, eni, &pkt, &buf[..len], 80, now, out);
             }
@@ -110,10 +156,14 @@ impl RouterServices {
         if !matches!(pkt.transport, Transport::Tcp { dst_port, .. } if dst_port == port) {
             return 0;
         }
-        let packets = m
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .handle(snap, eni, bytes, now);
+        let packets = m.lock().unwrap_or_else(|e| e.into_inner()).handle(
+            snap,
+            eni,
+            pkt,
+            bytes,
+            now,
+            &mut self.counters,
+        );
         for p in &packets {
             out(p);
         }
@@ -123,17 +173,17 @@ impl RouterServices {
 
 impl RouterServices {
     fn within_budget(&mut self, port: PortId, now: Timestamp) -> bool {
-        if self.dns_budget.len() <= port.ix() {
-            self.dns_budget.resize(port.ix() + 1, (0, 0));
+        if self.budget.len() <= port.ix() {
+            self.budget.resize(port.ix() + 1, (0, 0));
         }
-        let (second, used) = &mut self.dns_budget[port.ix()];
+        let (second, used) = &mut self.budget[port.ix()];
         let s = now.secs();
         if *second != s {
             *second = s;
             *used = 0;
         }
         *used += 1;
-        *used <= DNS_PACKETS_PER_SECOND
+        *used <= LINK_LOCAL_PACKETS_PER_SECOND
     }
 }
 

@@ -17,9 +17,16 @@
 //!
 //! Not on the forwarding path: the workers share this service behind a mutex and reach
 //! it only for packets addressed to the metadata address.
+//!
+//! Slots: each port has [`SOCKETS`] listening sockets per instance, and nothing may hold
+//! one for good (issue 22). There is no timer: [`TcpServices::handle`] runs only when a
+//! packet arrives, so each call first aborts the connections that overstayed
+//! ([`HALF_OPEN_SECS`], [`IDLE_SECS`], [`LIFETIME_SECS`]) and their sockets listen again;
+//! a SYN then finds a slot if any was stale. One remote address holds at most
+//! [`PER_SOURCE`] of a port's slots, and a client that closes mid-request is answered and
+//! closed at once. What is refused or cut off is counted in [`ServiceCounters`].
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
@@ -28,11 +35,36 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{HardwareAddress, IpAddress, IpCidr};
 
+use super::ServiceCounters;
+use crate::packet::{tcp_flags, Packet, Transport};
 use crate::snapshot::{EniIx, Snapshot, DNS_LINK_LOCAL, DNS_V6, METADATA_V4, METADATA_V6};
 use crate::Timestamp;
 
-/// Concurrent connections per instance.
-const SOCKETS: usize = 8;
+/// Concurrent connections per port (metadata, DNS) and instance. A request is one small
+/// HTTP head or one DNS message, answered at once, so a slot is busy for a round trip or
+/// two: eight serve many more clients than one instance runs.
+pub const SOCKETS: usize = 8;
+/// Slots of one port that one remote address may hold at once: half, so that whatever one
+/// address does (a client that never finishes, or SYNs spoofed from one address of the
+/// subnet, which reach the router before any check, R-ADDR-EXEMPT) the other half stays
+/// free for every other address, the instance's own among them. AWS bounds these services
+/// by rate only (1024 packets per second per ENI to the link-local services, as
+/// [`super::LINK_LOCAL_PACKETS_PER_SECOND`]); a few SYNs every few seconds, far below that rate,
+/// would still take every slot, hence a bound on slots.
+pub const PER_SOURCE: usize = SOCKETS / 2;
+/// Seconds a connection may stay half-open (SYN-RECEIVED). A client on the instance's own
+/// link answers the SYN-ACK in well under a millisecond, and 5 s still leaves it the two
+/// SYN retries Linux makes (after 1 s and 3 s) if an answer was lost; a spoofed source
+/// never answers, so its SYNs hold their slots this long at most.
+pub const HALF_OPEN_SECS: u64 = 5;
+/// Seconds a connection may go without progress (request bytes, or a step of the TCP state
+/// machine such as the ACK of the answer or the client's FIN). The AWS SDKs and CLI give up
+/// on the metadata service after 1 s (`metadata_service_timeout`), so ten times that is
+/// only ever a client that stalled or vanished.
+pub const IDLE_SECS: u64 = 10;
+/// Seconds any connection may live, progress or not: a client trickling its request a byte
+/// at a time (each within [`IDLE_SECS`]) holds its slot no longer than this.
+pub const LIFETIME_SECS: u64 = 30;
 /// Bytes of one request (headers included) the service reads; larger ones get 400.
 const MAX_REQUEST: usize = 8192;
 /// Tokens alive at once, over all instances (oldest dropped beyond).
@@ -89,8 +121,57 @@ struct Endpoint {
     iface: Interface,
     wire: Wire,
     sockets: SocketSet<'static>,
-    /// Each socket, the port it listens on, and the bytes of its request so far.
-    handles: Vec<(SocketHandle, u16, Vec<u8>)>,
+    slots: Vec<Slot>,
+}
+
+/// One listening socket and the connection it holds, if any.
+struct Slot {
+    handle: SocketHandle,
+    /// The port it listens on.
+    port: u16,
+    /// The bytes of the request so far.
+    pending: Vec<u8>,
+    /// When its connection left LISTEN; `None` while listening.
+    opened: Option<Timestamp>,
+    /// When its connection last made progress (bytes in, or a change of state).
+    progress: Timestamp,
+    /// The state it was last seen in.
+    state: tcp::State,
+}
+
+impl Slot {
+    fn new(handle: SocketHandle, port: u16) -> Slot {
+        Slot {
+            handle,
+            port,
+            pending: Vec::new(),
+            opened: None,
+            progress: Timestamp(0),
+            state: tcp::State::Listen,
+        }
+    }
+
+    /// Whether its connection overstayed: half-open, idle or alive too long.
+    fn is_stale(&self, now: Timestamp) -> bool {
+        let Some(opened) = self.opened else {
+            return false;
+        };
+        let over = |since: Timestamp, secs: u64| {
+            now.0.saturating_sub(since.0) >= Timestamp::from_secs(secs).0
+        };
+        (self.state == tcp::State::SynReceived && over(opened, HALF_OPEN_SECS))
+            || over(self.progress, IDLE_SECS)
+            || over(opened, LIFETIME_SECS)
+    }
+}
+
+/// Whether a SYN may reach the stack.
+enum Admission {
+    Admit,
+    /// Its source already holds [`PER_SOURCE`] of the port's slots.
+    PerSource,
+    /// No slot of the port is listening.
+    Busy,
 }
 
 /// The metadata port, and DNS.
@@ -145,18 +226,96 @@ impl Endpoint {
             .routes_mut()
             .add_default_ipv6_route(Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 1));
         let mut sockets = SocketSet::new(Vec::new());
-        let handles = [HTTP, DNS]
+        let slots = [HTTP, DNS]
             .into_iter()
             .flat_map(|port| std::iter::repeat_n(port, SOCKETS))
-            .map(|port| (sockets.add(listening_socket(port)), port, Vec::new()))
+            .map(|port| Slot::new(sockets.add(listening_socket(port)), port))
             .collect();
         Endpoint {
             iface,
             wire,
             sockets,
-            handles,
+            slots,
         }
     }
+
+    /// Aborts the connections that overstayed (each sends the client an RST) and makes
+    /// their sockets listen again. Returns how many.
+    fn sweep(&mut self, now: Timestamp) -> u64 {
+        let mut aborted = 0;
+        for slot in &self.slots {
+            if slot.is_stale(now) {
+                self.sockets.get_mut::<tcp::Socket>(slot.handle).abort();
+                aborted += 1;
+            }
+        }
+        if aborted > 0 {
+            self.iface
+                .poll(instant(now), &mut self.wire, &mut self.sockets);
+            self.relisten();
+        }
+        aborted
+    }
+
+    /// Whether a SYN from `src`:`src_port` to `port` may reach the stack. A SYN of a
+    /// connection the stack already holds (a retry) always may.
+    fn admits(&self, src: IpAddress, src_port: u16, port: u16) -> Admission {
+        let mut held = 0;
+        let mut listening = false;
+        for slot in self.slots.iter().filter(|s| s.port == port) {
+            let s = self.sockets.get::<tcp::Socket>(slot.handle);
+            listening |= s.is_listening();
+            match s.remote_endpoint() {
+                Some(r) if r.addr == src && r.port == src_port => return Admission::Admit,
+                Some(r) if r.addr == src => held += 1,
+                _ => {}
+            }
+        }
+        if held >= PER_SOURCE {
+            Admission::PerSource
+        } else if !listening {
+            Admission::Busy
+        } else {
+            Admission::Admit
+        }
+    }
+
+    /// Sockets whose connection ended listen again.
+    fn relisten(&mut self) {
+        for slot in &mut self.slots {
+            let s = self.sockets.get_mut::<tcp::Socket>(slot.handle);
+            if !s.is_open() {
+                *s = listening_socket(slot.port);
+                slot.pending.clear();
+                slot.opened = None;
+                slot.state = tcp::State::Listen;
+            }
+        }
+    }
+
+    /// Notes when each connection opened and when it last changed state.
+    fn note_progress(&mut self, now: Timestamp) {
+        for slot in &mut self.slots {
+            let state = self.sockets.get::<tcp::Socket>(slot.handle).state();
+            if state == tcp::State::Listen {
+                slot.opened = None;
+            } else if slot.opened.is_none() {
+                slot.opened = Some(now);
+                slot.progress = now;
+            } else if state != slot.state {
+                slot.progress = now;
+            }
+            slot.state = state;
+        }
+    }
+}
+
+/// What a connection's bytes so far ask for.
+enum Request {
+    /// A whole request, to answer.
+    Complete(Vec<u8>),
+    /// The client closed before finishing it: an HTTP 400, nothing for DNS, and close.
+    Abandoned,
 }
 
 /// The metadata service of every instance of the lab.
@@ -178,14 +337,17 @@ impl TcpServices {
         TcpServices::default()
     }
 
-    /// Takes a packet instance `eni` sent to the metadata address; returns the packets to
-    /// send back to it.
+    /// Takes a packet (`pkt`, parsed from `packet`) instance `eni` sent to one of the
+    /// services; returns the packets to send back to it. What is refused or times out is
+    /// counted in `counters`.
     pub fn handle(
         &mut self,
         snap: &Snapshot,
         eni: EniIx,
+        pkt: &Packet,
         packet: &[u8],
         now: Timestamp,
+        counters: &mut ServiceCounters,
     ) -> Vec<Vec<u8>> {
         let zone = snap.eni(eni).zone;
         self.counter += 1;
@@ -197,30 +359,63 @@ impl TcpServices {
             .endpoints
             .entry(zone)
             .or_insert_with(|| Endpoint::new(t, seed, dns));
+        // No timer runs between packets: the stale connections go before this one is seen.
+        counters.tcp_timed_out += ep.sweep(now);
+        if let Transport::Tcp {
+            src_port,
+            dst_port,
+            flags,
+        } = pkt.transport
+        {
+            if flags & (tcp_flags::SYN | tcp_flags::ACK | tcp_flags::RST) == tcp_flags::SYN {
+                // A refused SYN is dropped, not reset: the client retries (after 1 s, 3 s),
+                // by when a stale slot has been swept.
+                match ep.admits(IpAddress::from(pkt.src), src_port, dst_port) {
+                    Admission::Admit => {}
+                    Admission::PerSource => {
+                        counters.tcp_refused_per_source += 1;
+                        return std::mem::take(&mut ep.wire.tx);
+                    }
+                    Admission::Busy => {
+                        counters.tcp_refused_busy += 1;
+                        return std::mem::take(&mut ep.wire.tx);
+                    }
+                }
+            }
+        }
         ep.wire.rx.push_back(packet.to_vec());
         ep.iface.poll(t, &mut ep.wire, &mut ep.sockets);
 
         let mut requests = Vec::new();
-        for (h, port, pending) in ep.handles.iter_mut() {
-            let s = ep.sockets.get_mut::<tcp::Socket>(*h);
+        for slot in ep.slots.iter_mut() {
+            let s = ep.sockets.get_mut::<tcp::Socket>(slot.handle);
             if s.can_recv() {
                 let mut chunk = [0u8; 2048];
                 while let Ok(n) = s.recv_slice(&mut chunk) {
                     if n == 0 {
                         break;
                     }
-                    pending.extend_from_slice(&chunk[..n]);
+                    slot.pending.extend_from_slice(&chunk[..n]);
+                    slot.progress = now;
                 }
-                if complete(*port, pending) {
-                    requests.push((*h, *port, std::mem::take(pending)));
+                if complete(slot.port, &slot.pending) {
+                    let request = Request::Complete(std::mem::take(&mut slot.pending));
+                    requests.push((slot.handle, slot.port, request));
+                    continue;
                 }
+            }
+            // The client closed (FIN) mid-request: no more bytes can come.
+            if s.state() == tcp::State::CloseWait {
+                slot.pending.clear();
+                requests.push((slot.handle, slot.port, Request::Abandoned));
             }
         }
         for (h, port, request) in requests {
-            let response = if port == DNS {
-                dns_over_tcp(snap, eni, &request)
-            } else {
-                self.respond(snap, eni, zone, &request, now)
+            let response = match (request, port) {
+                (Request::Complete(r), DNS) => dns_over_tcp(snap, eni, &r),
+                (Request::Complete(r), _) => self.respond(snap, eni, zone, &r, now),
+                (Request::Abandoned, DNS) => Vec::new(),
+                (Request::Abandoned, _) => http(400, "Bad Request", ""),
             };
             let ep = self.endpoints.get_mut(&zone).expect("just used");
             let s = ep.sockets.get_mut::<tcp::Socket>(h);
@@ -229,14 +424,8 @@ impl TcpServices {
         }
         let ep = self.endpoints.get_mut(&zone).expect("just used");
         ep.iface.poll(t, &mut ep.wire, &mut ep.sockets);
-        // Sockets whose connection ended listen again.
-        for (h, port, pending) in ep.handles.iter_mut() {
-            let s = ep.sockets.get_mut::<tcp::Socket>(*h);
-            if !s.is_open() {
-                pending.clear();
-                *s = listening_socket(*port);
-            }
-        }
+        ep.relisten();
+        ep.note_progress(now);
         std::mem::take(&mut ep.wire.tx)
     }
 
@@ -307,7 +496,7 @@ impl TcpServices {
                 if !allowed {
                     return http(401, "Unauthorized", "");
                 }
-                match facts(snap, eni, path) {
+                match super::metadata::facts(snap, eni, path) {
                     Some(body) => http(200, "OK", &body),
                     None => http(404, "Not Found", ""),
                 }
@@ -337,85 +526,4 @@ fn http(code: u16, reason: &str, body: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
-}
-
-/// A stable, locally administered MAC address for an ENI.
-pub fn mac(snap: &Snapshot, eni: EniIx) -> String {
-    let z = snap.eni(eni).zone;
-    format!(
-        "02:76:70:{:02x}:{:02x}:{:02x}",
-        (z >> 16) as u8,
-        (z >> 8) as u8,
-        z as u8
-    )
-}
-
-/// The metadata document at `path`, as AWS lays it out.
-fn facts(snap: &Snapshot, eni_ix: EniIx, path: &str) -> Option<String> {
-    let eni = snap.eni(eni_ix);
-    let subnet = snap.subnet(eni.subnet);
-    let vpc = snap.vpc(eni.vpc);
-    let region = &*snap.topo.region;
-    let mac = mac(snap, eni_ix);
-    let path = path.trim_end_matches('/');
-    let rest = path
-        .strip_prefix("/latest/meta-data")
-        .or_else(|| (path == "/latest" || path.is_empty()).then_some("@"))?;
-    let primary = eni.primary_v4();
-    let name = super::names::private_name(region, primary);
-    let sgs: Vec<&str> = eni
-        .security_groups
-        .iter()
-        .map(|g| &*snap.security_group(*g).id)
-        .collect();
-    let iface = format!("/network/interfaces/macs/{mac}");
-    let v = match rest {
-        "@" => "meta-data".to_string(),
-        "" => "hostname\ninstance-id\nlocal-hostname\nlocal-ipv4\nmac\nnetwork/\nplacement/\npublic-ipv4\nsecurity-groups"
-            .to_string(),
-        "/instance-id" => eni.id.to_string(),
-        "/local-ipv4" => primary.to_string(),
-        "/public-ipv4" => eni.public_v4?.to_string(),
-        "/mac" => mac.clone(),
-        "/hostname" | "/local-hostname" => name,
-        "/placement" => "availability-zone\nregion".to_string(),
-        "/placement/availability-zone" => subnet.availability_zone.to_string(),
-        "/placement/region" => region.to_string(),
-        "/security-groups" => sgs.join("\n"),
-        "/network" => "interfaces/".to_string(),
-        "/network/interfaces" => "macs/".to_string(),
-        "/network/interfaces/macs" => format!("{mac}/"),
-        p if p == iface => "local-ipv4s\nmac\nsecurity-group-ids\nsubnet-id\nsubnet-ipv4-cidr-block\nvpc-id\nvpc-ipv4-cidr-block\nvpc-ipv4-cidr-blocks\nipv6s"
-            .to_string(),
-        p => match p.strip_prefix(&iface)? {
-            "/local-ipv4s" => {
-                let mut s = String::new();
-                for a in &eni.private_v4 {
-                    let _ = writeln!(s, "{a}");
-                }
-                s.trim_end().to_string()
-            }
-            "/mac" => mac.clone(),
-            "/security-group-ids" => sgs.join("\n"),
-            "/subnet-id" => subnet.id.to_string(),
-            "/subnet-ipv4-cidr-block" => subnet.cidr_v4.to_string(),
-            "/vpc-id" => vpc.id.to_string(),
-            "/vpc-ipv4-cidr-block" => vpc.cidrs_v4.first()?.to_string(),
-            "/vpc-ipv4-cidr-blocks" => vpc
-                .cidrs_v4
-                .iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join("\n"),
-            "/ipv6s" => {
-                let v6: Vec<String> = eni.ipv6.iter().map(|a| a.to_string()).collect();
-                if v6.is_empty() {
-                    return None;
-                }
-                v6.join("\n")
-            }
-            _ => return None,
-        },
-    };
-    Some(v)
 }
