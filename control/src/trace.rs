@@ -155,14 +155,12 @@ fn build_sized(
             t.write(&mut out, if pad > 0 { &payload } else { &[] })
         }
         17 => base.udp(sport, dport).write(&mut out, &payload),
-        1 if reply => base.icmpv4_echo_reply(0x7472, 1).write(&mut out, &payload),
-        1 => base
-            .icmpv4_echo_request(0x7472, 1)
-            .write(&mut out, &payload),
-        58 if reply => base.icmpv6_echo_reply(0x7472, 1).write(&mut out, &payload),
-        58 => base
-            .icmpv6_echo_request(0x7472, 1)
-            .write(&mut out, &payload),
+        // An echo's identifier plays the source port's part (a NAT gateway translates it):
+        // the request carries `sport`, its reply the identifier the request arrived with.
+        1 if reply => base.icmpv4_echo_reply(sport, 1).write(&mut out, &payload),
+        1 => base.icmpv4_echo_request(sport, 1).write(&mut out, &payload),
+        58 if reply => base.icmpv6_echo_reply(sport, 1).write(&mut out, &payload),
+        58 => base.icmpv6_echo_request(sport, 1).write(&mut out, &payload),
         n => base.write(&mut out, etherparse::IpNumber(n), &payload),
     };
     r.map_err(|e| e.to_string())?;
@@ -210,6 +208,31 @@ fn dir_text(d: Direction) -> (&'static str, &'static str) {
     match d {
         Direction::Ingress => ("inbound", "from"),
         Direction::Egress => ("outbound", "to"),
+    }
+}
+
+/// What a translation from `from` to `to` (address, and port or echo id) does to the
+/// packet: its source if the source was `from`, else its destination.
+fn translate(p: &mut dataplane::Packet, from: (IpAddr, Option<u16>), to: (IpAddr, Option<u16>)) {
+    use dataplane::packet::Transport;
+    let source = p.src == from.0;
+    if source {
+        p.src = to.0;
+    } else if p.dst == from.0 {
+        p.dst = to.0;
+    } else {
+        return;
+    }
+    let Some(port) = to.1 else { return };
+    match &mut p.transport {
+        Transport::Tcp {
+            src_port, dst_port, ..
+        }
+        | Transport::Udp { src_port, dst_port } => {
+            *(if source { src_port } else { dst_port }) = port;
+        }
+        Transport::Icmp { ident, .. } => *ident = port,
+        Transport::Other => {}
     }
 }
 
@@ -279,7 +302,11 @@ fn leg(
                             rule + 1,
                             proto_text(&r.proto),
                             peer_text(snap, &r.peer),
-                            if *tracked { "; the connection is tracked" } else { "; untracked (all-traffic rules both ways)" }
+                            if *tracked {
+                                "; the connection is tracked"
+                            } else {
+                                "; untracked: allowed from the whole address space, and every port open the other way (R-SG-UNTRACKED)"
+                            }
                         )
                     }
                     SgDecision::Denied => {
@@ -378,6 +405,11 @@ fn leg(
                 format!("VPC router: forwards out of the VPC (TTL now {ttl})")
             }
             Step::InternetGateway { vpc, from, to } => {
+                // Later hints name what the packet carries now (a hairpin arrives from the
+                // sender's public IP).
+                if let Some(p) = last_packet.as_mut() {
+                    translate(p, (*from, None), (*to, None));
+                }
                 let igw = snap
                     .vpc(*vpc)
                     .internet_gateway
@@ -389,14 +421,19 @@ fn leg(
                     format!("internet gateway {igw}: {from} ↔ {to} (1:1 NAT)")
                 }
             }
-            Step::NatGateway { nat, from, to } => format!(
-                "NAT gateway {}: {}:{} → {}:{}",
-                snap.nat_gateway(*nat).id,
-                from.0,
-                from.1,
-                to.0,
-                to.1
-            ),
+            Step::NatGateway { nat, from, to } => {
+                if let Some(p) = last_packet.as_mut() {
+                    translate(p, (from.0, Some(from.1)), (to.0, Some(to.1)));
+                }
+                format!(
+                    "NAT gateway {}: {}:{} → {}:{}",
+                    snap.nat_gateway(*nat).id,
+                    from.0,
+                    from.1,
+                    to.0,
+                    to.1
+                )
+            }
             Step::NatReset { nat } => format!(
                 "NAT gateway {}: connection unknown, answered with RST",
                 snap.nat_gateway(*nat).id
@@ -546,7 +583,10 @@ pub fn trace_live(
         (Some((_, question)), Some("the VPC router")) => Some(router_answer(snap, from, question)),
         (Some((port, bytes)), Some(_)) if !bytes.is_empty() => {
             let p = dataplane::Packet::parse(&bytes).map_err(|r| r.to_string())?;
-            let (sport, dport) = p.ports().unwrap_or((0, 0));
+            let (sport, dport) = match p.transport {
+                dataplane::packet::Transport::Icmp { ident, .. } => (ident, ident),
+                _ => p.ports().unwrap_or((0, 0)),
+            };
             let back = build(p.dst, p.src, proto, dport, sport, true)?;
             Some(leg(snap, &mut pipe, port, back).0)
         }

@@ -528,3 +528,130 @@ fn an_echo_request_from_the_answering_side_is_not_a_reply() {
         o.steps
     );
 }
+
+/// AWS's own example for connection tracking (EC2 User Guide, "Security group connection
+/// tracking"): inbound SSH from one address, HTTP from everywhere (IPv4 and IPv6), ICMP
+/// from everywhere; outbound all traffic to everywhere.
+const AWS_TRACKING_EXAMPLE: &str = r#"
+version: 1
+vpcs:
+  - id: vpc-t
+    cidr_block: 10.6.0.0/16
+    ipv6_cidr_block: 2001:db8:6::/56
+    internet_gateway: igw-t
+    subnets:
+      - { id: pub, cidr_block: 10.6.1.0/24, ipv6_cidr_block: "2001:db8:6:1::/64", route_table: rt }
+    route_tables:
+      - id: rt
+        routes:
+          - { destination: 0.0.0.0/0, target: igw-t }
+          - { destination: "::/0", target: igw-t }
+    security_groups:
+      - id: sg-example
+        inbound:
+          - { protocol: tcp, port_range: 22, source: 203.0.113.1/32 }
+          - { protocol: tcp, port_range: 80, source: 0.0.0.0/0 }
+          - { protocol: tcp, port_range: 80, source: "::/0" }
+          - { protocol: icmp, source: 0.0.0.0/0 }
+        outbound:
+          - { protocol: all, destination: 0.0.0.0/0 }
+          - { protocol: all, destination: "::/0" }
+      - id: sg-client
+        inbound:
+          - { protocol: all, source: 0.0.0.0/0 }
+        outbound:
+          - { protocol: tcp, port_range: 443, destination: 0.0.0.0/0 }
+          - { protocol: udp, port_range: 53, destination: 203.0.113.1/32 }
+      - id: sg-tcp-out
+        inbound:
+          - { protocol: tcp, port_range: 80, source: 0.0.0.0/0 }
+          - { protocol: udp, port_range: 514, source: 0.0.0.0/0 }
+        outbound:
+          - { protocol: tcp, port_range: 0-65535, destination: 0.0.0.0/0 }
+    instances:
+      - { id: web-1, subnet: pub, private_ip: 10.6.1.10, ipv6_address: "2001:db8:6:1::10", public_ip: 198.51.100.70, security_groups: [sg-example] }
+      - { id: cli-1, subnet: pub, private_ip: 10.6.1.11, public_ip: 198.51.100.71, security_groups: [sg-client] }
+      - { id: log-1, subnet: pub, private_ip: 10.6.1.12, public_ip: 198.51.100.72, security_groups: [sg-tcp-out] }
+internet:
+  hosts:
+    - { id: inet-1, ipv4: 203.0.113.1, ipv6: "2001:db8:ffff::1" }
+"#;
+
+/// Whether the security-group step at `dir` opened a tracked flow for `pkt`.
+fn tracked_at(l: &mut Lab, from: &str, pkt: Vec<u8>, dir: Direction) -> bool {
+    let mut rec = Recorder::new();
+    let mut pkt = pkt;
+    let ingress = l.port(from);
+    let v = l
+        .pipe
+        .process(&l.snap, ingress, &mut pkt, support::NOW, &mut rec);
+    assert!(matches!(v, Verdict::Forward(_)), "{v:?}");
+    rec.steps
+        .iter()
+        .find_map(|s| match s {
+            Step::SecurityGroup {
+                direction,
+                decision: SgDecision::Rule { tracked, .. },
+                ..
+            } if *direction == dir => Some(*tracked),
+            _ => None,
+        })
+        .expect("a security-group rule step")
+}
+
+#[test]
+fn r_sg_untracked_follows_aws_example_a_port_rule_from_everywhere_is_untracked() {
+    let mut l = lab_text(AWS_TRACKING_EXAMPLE);
+    let t = |l: &mut Lab, pkt| tracked_at(l, "inet-1", pkt, Direction::Ingress);
+    // "TCP traffic on port 80 (HTTP) to and from the instance is not tracked, because
+    // both the inbound and outbound rules allow traffic from all IP addresses."
+    assert!(!t(
+        &mut l,
+        tcp_syn("203.0.113.1", "198.51.100.70", 41000, 80)
+    ));
+    assert!(!t(
+        &mut l,
+        tcp_syn("2001:db8:ffff::1", "2001:db8:6:1::10", 41000, 80)
+    ));
+    // "TCP traffic on port 22 (SSH) ... is tracked, because the inbound rule allows
+    // traffic from 203.0.113.1/32 only."
+    assert!(t(
+        &mut l,
+        tcp_syn("203.0.113.1", "198.51.100.70", 41001, 22)
+    ));
+    // "ICMP traffic is always tracked, regardless of rules."
+    assert!(t(&mut l, ping("203.0.113.1", "198.51.100.70")));
+}
+
+#[test]
+fn r_sg_untracked_needs_all_ports_of_the_protocol_open_the_other_way() {
+    let mut l = lab_text(AWS_TRACKING_EXAMPLE);
+    // Outbound from everywhere to TCP 443, inbound all traffic: the outgoing flow is not
+    // tracked. UDP 53 goes to one address only: tracked.
+    assert!(!tracked_at(
+        &mut l,
+        "cli-1",
+        tcp_syn("10.6.1.11", "203.0.113.1", 40000, 443),
+        Direction::Egress
+    ));
+    assert!(tracked_at(
+        &mut l,
+        "cli-1",
+        udp("10.6.1.11", "203.0.113.1", 40000, 53),
+        Direction::Egress
+    ));
+    // TCP 0-65535 outbound opens every TCP reply, so TCP 80 in is untracked; it opens no
+    // UDP reply, so UDP 514 in is tracked.
+    assert!(!tracked_at(
+        &mut l,
+        "inet-1",
+        tcp_syn("203.0.113.1", "198.51.100.72", 40000, 80),
+        Direction::Ingress
+    ));
+    assert!(tracked_at(
+        &mut l,
+        "inet-1",
+        udp("203.0.113.1", "198.51.100.72", 40000, 514),
+        Direction::Ingress
+    ));
+}

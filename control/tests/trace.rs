@@ -342,3 +342,68 @@ fn what_the_router_answers_itself_is_reachable_and_what_it_ignores_is_not() {
     assert!(!t.reachable(), "{}", to_text(&t));
     assert!(to_text(&t).contains("the VPC router does not answer this packet"));
 }
+
+/// Two public instances: the second admits nothing from the first.
+const HAIRPIN: &str = r#"
+version: 1
+vpcs:
+  - id: vpc-h
+    cidr_block: 10.7.0.0/16
+    internet_gateway: igw-h
+    subnets:
+      - { id: pub, cidr_block: 10.7.1.0/24, route_table: rt }
+      - { id: priv, cidr_block: 10.7.2.0/24, route_table: rt-nat }
+    route_tables:
+      - id: rt
+        routes: [{ destination: 0.0.0.0/0, target: igw-h }]
+      - id: rt-nat
+        routes: [{ destination: 0.0.0.0/0, target: nat-h }]
+    nat_gateways:
+      - { id: nat-h, subnet: pub, public_ip: 198.51.100.80 }
+    security_groups:
+      - { id: sg-closed, inbound: [] }
+    instances:
+      - { id: a-1, subnet: pub, private_ip: 10.7.1.10, public_ip: 198.51.100.81 }
+      - { id: b-1, subnet: pub, private_ip: 10.7.1.11, public_ip: 198.51.100.82, security_groups: [sg-closed] }
+      - { id: p-1, subnet: priv, private_ip: 10.7.2.10 }
+internet:
+  hosts:
+    - { id: inet-1, ipv4: 203.0.113.10 }
+"#;
+
+#[test]
+fn the_sg_fix_after_a_hairpin_names_the_source_the_receiver_sees() {
+    // R-IGW-HAIRPIN: b-1 sees a-1's public IP as source, so that is what a rule must name.
+    let s = control::load_text(HAIRPIN, 1).unwrap().1;
+    let t = trace(&s, &probe("a-1", "198.51.100.82", "tcp", 22, 40000)).unwrap();
+    assert_eq!(t.forward.reason, Some(DropReason::SgIngress));
+    assert_eq!(
+        t.forward.fix.as_deref(),
+        Some("add an inbound rule to sg-closed allowing tcp 22 from 198.51.100.81")
+    );
+    // Through the NAT gateway and back in: the NAT gateway's public IP and port.
+    let t = trace(&s, &probe("p-1", "198.51.100.82", "tcp", 22, 40000)).unwrap();
+    assert_eq!(t.forward.reason, Some(DropReason::SgIngress));
+    assert_eq!(
+        t.forward.fix.as_deref(),
+        Some("add an inbound rule to sg-closed allowing tcp 22 from 198.51.100.80")
+    );
+}
+
+#[test]
+fn an_echo_through_a_nat_gateway_is_answered_with_its_translated_identifier() {
+    // The reply used to be built with a fixed identifier, which the NAT gateway does not
+    // know: NAT_INBOUND, though the router forwards it.
+    let s = control::load_text(HAIRPIN, 1).unwrap().1;
+    let t = trace(&s, &probe("p-1", "inet-1", "icmp", 0, 40000)).unwrap();
+    assert!(t.reachable(), "{}", to_text(&t));
+    let text = to_text(&t);
+    assert!(
+        text.contains("NAT gateway nat-h: 10.7.2.10:40000 → "),
+        "{text}"
+    );
+    assert!(
+        text.contains(":40000\n"),
+        "the reply is translated back: {text}"
+    );
+}

@@ -69,6 +69,19 @@ impl ProtoMatch {
         }
     }
 
+    /// Whether the packet's reply would match: its protocol, and its *source* port in the
+    /// rule's range (TCP and UDP; R-SG-UNTRACKED asks it of the other direction's rules).
+    #[inline]
+    pub fn matches_reply(&self, pkt: &Packet) -> bool {
+        match (*self, pkt.transport) {
+            (ProtoMatch::Tcp(r), Transport::Tcp { src_port, .. }) => r.contains(src_port),
+            (ProtoMatch::Udp(r), Transport::Udp { src_port, .. }) => r.contains(src_port),
+            (ProtoMatch::All, _) => true,
+            (ProtoMatch::Number(n), _) => n == pkt.proto,
+            _ => false,
+        }
+    }
+
     /// True when the rule covers every packet of `protocol` (all traffic, or all its
     /// ports): the rule shape of R-SG-UNTRACKED.
     pub fn covers_all_of(&self, protocol: u8) -> bool {
@@ -90,6 +103,17 @@ pub enum SgPeer {
     Group(SgIx),
     /// Any CIDR of a service's prefix list (R-SG-PL).
     PrefixList(ServiceIx),
+}
+
+impl SgPeer {
+    /// Whether it is the whole address space of a family: 0.0.0.0/0, or ::/0 with `v6`.
+    pub fn is_everything(&self, v6: bool) -> bool {
+        match self {
+            SgPeer::Cidr(IpNetwork::V4(n)) => !v6 && n.netmask() == 0,
+            SgPeer::Cidr(IpNetwork::V6(n)) => v6 && n.netmask() == 0,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -203,6 +203,16 @@ pub(crate) fn internet_gateway_egress<'s, O: Observer<'s>>(
             return to_host(cx, host);
         }
     }
+    if let IpAddr::V4(dst) = out.dst {
+        if snap.eni_by_public_v4(dst).is_none() {
+            // Out on the internet, but the lab's internet is only the hosts it lists:
+            // nobody would answer. Said as it is, not as an unmapped public IP.
+            return cx.drop(
+                DropReason::IgwNoPublicIp,
+                "nothing in the lab has this address: no internet host, and no ENI as its public IP",
+            );
+        }
+    }
     internet_gateway_ingress(cx, &out, buf)
 }
 

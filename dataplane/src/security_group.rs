@@ -121,12 +121,42 @@ fn starts_over(hit: &Hit, dir: Direction, pkt: &Packet) -> bool {
     }
 }
 
-/// R-SG-UNTRACKED: TCP and UDP flows allowed by all-traffic rules for the whole address
-/// space both ways keep no state, except flows through a NAT gateway, an egress-only
-/// gateway or an interface endpoint, which are always tracked (the route or the
-/// receiving ENI decides, so look them up on the way out).
+/// R-SG-UNTRACKED: a TCP or UDP flow keeps no state when a rule admits it from (or to)
+/// the whole address space, 0.0.0.0/0 or ::/0, whatever its ports, and the other
+/// direction has a rule allowing every port of the protocol to the whole address space
+/// (AWS, "Security group connection tracking", EC2 User Guide: "If a security group rule
+/// permits TCP or UDP flows for all traffic (0.0.0.0/0 or ::/0) and there is a
+/// corresponding rule in the other direction that permits all response traffic
+/// (0.0.0.0/0 or ::/0) for all ports (0-65535), then those flows of traffic are not
+/// tracked"; its example: inbound TCP 80 from 0.0.0.0/0 with all outbound open is not
+/// tracked, SSH from one /32 is). Flows through a NAT gateway, an egress-only gateway or
+/// an interface endpoint are always tracked (the route or the receiving ENI decides, so
+/// look them up on the way out).
+///
+/// The flow is one thing whichever way its packet goes: a reply of an untracked flow
+/// (which left no state) is untracked too, so both orientations are asked.
 fn untracked(snap: &Snapshot, eni: &Eni, dir: Direction, pkt: &Packet) -> bool {
-    if eni.untracked & Untracked::bit(pkt.proto, pkt.is_ipv6()) == 0 {
+    let v6 = pkt.is_ipv6();
+    let other = match dir {
+        Direction::Ingress => Direction::Egress,
+        Direction::Egress => Direction::Ingress,
+    };
+    let open = |d| eni.sg_open & Untracked::open(pkt.proto, v6, d) != 0;
+    let from_anywhere = |d, reply: bool| {
+        eni.security_groups.iter().any(|&g| {
+            snap.security_group(g).rules(d).iter().any(|r| {
+                r.peer.is_everything(v6)
+                    && if reply {
+                        r.proto.matches_reply(pkt)
+                    } else {
+                        r.proto.matches(pkt)
+                    }
+            })
+        })
+    };
+    let opened_here = open(other) && from_anywhere(dir, false);
+    let reply_of_untracked = open(dir) && from_anywhere(other, true);
+    if !opened_here && !reply_of_untracked {
         return false;
     }
     if dir == Direction::Egress {

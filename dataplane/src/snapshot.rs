@@ -14,8 +14,9 @@ use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
 use ip_network_table::IpNetworkTable;
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::acl::{NetworkAcl, SecurityGroup, SgPeer};
+use crate::acl::{NetworkAcl, SecurityGroup};
 use crate::conntrack::Timeouts;
+use crate::observer::Direction;
 use crate::packet::proto;
 use crate::route::RouteTable;
 
@@ -166,9 +167,10 @@ pub struct Eni {
     pub security_groups: Vec<SgIx>,
     /// Its connection-tracking idle timeouts (R-SG-TIMEOUT).
     pub timeouts: Timeouts,
-    /// Which flows its groups leave untracked (R-SG-UNTRACKED): [`Untracked`] bits,
-    /// computed by [`Snapshot::new`].
-    pub untracked: u8,
+    /// Where its groups allow all traffic for the whole address space (R-SG-UNTRACKED):
+    /// [`Untracked`] bits, inbound in the low four, outbound in the high four; computed by
+    /// [`Snapshot::new`].
+    pub sg_open: u8,
     /// Instance metadata answers without a token (IMDSv1).
     pub imds_v1: bool,
     /// The shortest aggregation interval of the flow logs covering it, in seconds; 0 when
@@ -176,8 +178,9 @@ pub struct Eni {
     pub flow_log_interval: u32,
 }
 
-/// Bits of [`Eni::untracked`]: TCP or UDP, IPv4 or IPv6, allowed by all-traffic rules for
-/// 0.0.0.0/0 (::/0) both inbound and outbound, so AWS keeps no state for them.
+/// Bits of [`Eni::sg_open`]: TCP or UDP, IPv4 or IPv6, allowed on all ports for 0.0.0.0/0
+/// (::/0) in one direction. A flow admitted from (to) the whole address space whose
+/// replies are so allowed in the other direction is not tracked (R-SG-UNTRACKED).
 pub struct Untracked;
 
 impl Untracked {
@@ -196,6 +199,15 @@ impl Untracked {
             (proto::UDP, false) => Self::UDP_V4,
             (proto::UDP, true) => Self::UDP_V6,
             _ => 0,
+        }
+    }
+
+    /// The bit, in [`Eni::sg_open`], of all-open rules in direction `dir`.
+    #[inline]
+    pub fn open(protocol: u8, v6: bool, dir: Direction) -> u8 {
+        match dir {
+            Direction::Ingress => Self::bit(protocol, v6),
+            Direction::Egress => Self::bit(protocol, v6) << 4,
         }
     }
 }
@@ -420,18 +432,18 @@ impl Snapshot {
                 }
             }
         }
-        let untracked: Vec<u8> = topo
+        let open: Vec<u8> = topo
             .enis
             .iter()
             // R-SG-UNTRACKED: flows through an interface endpoint (its own ENI) are
             // always tracked; a NAT gateway's ENI has no groups at all.
             .map(|e| match e.kind {
-                EniKind::Instance => untracked_bits(&topo, &e.security_groups),
+                EniKind::Instance => open_bits(&topo, &e.security_groups),
                 _ => 0,
             })
             .collect();
-        for (eni, bits) in topo.enis.iter_mut().zip(untracked) {
-            eni.untracked = bits;
+        for (eni, bits) in topo.enis.iter_mut().zip(open) {
+            eni.sg_open = bits;
         }
         let intervals: Vec<u32> = (0..topo.enis.len())
             .map(|i| {
@@ -671,28 +683,22 @@ fn covers(topo: &Topology, l: &crate::flow_log::FlowLog, eni: EniIx) -> bool {
     }
 }
 
-/// R-SG-UNTRACKED for one ENI: for each of TCP and UDP and each family, is there an
-/// all-ports rule for the whole address space both inbound and outbound?
-fn untracked_bits(topo: &Topology, groups: &[SgIx]) -> u8 {
-    let everything = |peer: &SgPeer, v6: bool| match peer {
-        SgPeer::Cidr(IpNetwork::V4(n)) => !v6 && n.netmask() == 0,
-        SgPeer::Cidr(IpNetwork::V6(n)) => v6 && n.netmask() == 0,
-        _ => false,
-    };
+/// R-SG-UNTRACKED for one ENI: for each of TCP and UDP, each family and each direction,
+/// is there a rule allowing all its ports for the whole address space?
+fn open_bits(topo: &Topology, groups: &[SgIx]) -> u8 {
     let mut bits = 0;
     for protocol in [proto::TCP, proto::UDP] {
         for v6 in [false, true] {
-            let open = |outbound: bool| {
-                groups.iter().any(|g| {
-                    let sg = &topo.security_groups[g.ix()];
-                    let rules = if outbound { &sg.outbound } else { &sg.inbound };
-                    rules
+            for dir in [Direction::Ingress, Direction::Egress] {
+                let open = groups.iter().any(|g| {
+                    topo.security_groups[g.ix()]
+                        .rules(dir)
                         .iter()
-                        .any(|r| r.proto.covers_all_of(protocol) && everything(&r.peer, v6))
-                })
-            };
-            if !groups.is_empty() && open(false) && open(true) {
-                bits |= Untracked::bit(protocol, v6);
+                        .any(|r| r.proto.covers_all_of(protocol) && r.peer.is_everything(v6))
+                });
+                if open {
+                    bits |= Untracked::open(protocol, v6, dir);
+                }
             }
         }
     }

@@ -157,7 +157,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                         .collect::<Result<_, _>>()?
                 },
                 timeouts: acl::timeouts(inst.connection_tracking.as_ref()),
-                untracked: 0,
+                sg_open: 0,
                 imds_v1: inst.imds_v1,
                 flow_log_interval: 0,
             });
@@ -260,7 +260,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 source_dest_check: false,
                 security_groups: Vec::new(),
                 timeouts: Default::default(),
-                untracked: 0,
+                sg_open: 0,
                 imds_v1: false,
                 flow_log_interval: 0,
             });
@@ -320,7 +320,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                         source_dest_check: true,
                         security_groups: groups.clone(),
                         timeouts: Default::default(),
-                        untracked: 0,
+                        sg_open: 0,
                         imds_v1: false,
                         flow_log_interval: 0,
                     });
