@@ -73,7 +73,8 @@ enum Command {
         /// The lab file.
         lab: PathBuf,
     },
-    /// Read a flow-log file (default format): matching records and a table per flow.
+    /// Read a flow-log file (any format: its header line, --format, or AWS's default):
+    /// matching records, a table per flow, lost (SKIPDATA) and quiet (NODATA) windows.
     Flowlogs {
         /// The flow-log file.
         file: PathBuf,
@@ -84,11 +85,15 @@ enum Command {
         #[arg(long)]
         port: Option<u16>,
         /// Only ACCEPT or REJECT records.
-        #[arg(long)]
-        action: Option<String>,
+        #[arg(long, value_enum, ignore_case = true)]
+        action: Option<control::flow_log_reader::Action>,
         /// Only records of this interface (eni-ID or the instance id).
         #[arg(long)]
         eni: Option<String>,
+        /// The format of lines before any header line: `default`, or the flow log's
+        /// `log_format` (`${srcaddr} ${dstaddr} ...`).
+        #[arg(long)]
+        format: Option<String>,
     },
     /// Explain, without root or packets, what the VPC does to a packet and its reply, hop
     /// by hop, with the same pipeline the router runs. Exit 0 reachable, 1 not, 2 bad input.
@@ -187,19 +192,36 @@ fn main() -> ExitCode {
             port,
             action,
             eni,
-        } => match read(file) {
-            Ok(text) => {
-                let filter = control::flow_log_reader::Filter {
-                    addr: addr.clone(),
-                    port: *port,
-                    action: action.clone(),
-                    eni: eni.clone(),
-                };
-                print!("{}", control::flow_log_reader::report(&text, &filter));
-                ExitCode::SUCCESS
+            format,
+        } => {
+            let format = match format
+                .as_deref()
+                .map(control::flow_log_reader::parse_format)
+                .transpose()
+            {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("vpcd flowlogs: --format: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match read(file) {
+                Ok(text) => {
+                    let filter = control::flow_log_reader::Filter {
+                        addr: addr.clone(),
+                        port: *port,
+                        action: *action,
+                        eni: eni.clone(),
+                    };
+                    print!(
+                        "{}",
+                        control::flow_log_reader::report(&text, &filter, format)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(code) => code,
             }
-            Err(code) => code,
-        },
+        }
         Command::Trace {
             lab,
             live,

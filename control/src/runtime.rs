@@ -232,7 +232,7 @@ pub fn up(
     let published: Vec<PublishedStats> = (0..queues.len())
         .map(|_| Arc::new(ArcSwap::from_pointee(Stats::default())))
         .collect();
-    let (lines, writer) = flow_log_writer::start(opts.path.as_deref());
+    let (lines, writer) = flow_log_writer::start(opts.path.as_deref(), Arc::clone(&cell));
     let (handles, links) = match spawn_workers(
         &cell,
         &stop,

@@ -104,7 +104,15 @@ fn rule_and_route_changes_take_effect_and_bad_files_change_nothing() {
     if !e2e("rule_and_route_changes_take_effect_and_bad_files_change_nothing") {
         return;
     }
-    let file = LabFile::new("rules", DEFAULT);
+    // iperf3 from inet-1 only: a rule for one address keeps the flow tracked (a rule for
+    // 0.0.0.0/0 with sg-web's all-open outbound would leave it untracked, R-SG-UNTRACKED,
+    // and removing the rule would cut it: see the next test).
+    let tracked = DEFAULT.replace(
+        "          - { protocol: tcp, port_range: 5201, source: 0.0.0.0/0 }\n",
+        "          - { protocol: tcp, port_range: 5201, source: 203.0.113.10/32 }\n",
+    );
+    assert_ne!(tracked, DEFAULT);
+    let file = LabFile::new("rules", &tracked);
     let lab = LabRun::up(Some(file.path()), &unique_prefix("ar"), &[]);
     let _server = lab.spawn("web-1", &["iperf3", "-s"]);
     let _ = iperf(&lab, "inet-1", "198.51.100.10", &["-t", "1"]);
@@ -129,8 +137,8 @@ fn rule_and_route_changes_take_effect_and_bad_files_change_nothing() {
     };
     // While the rule stands, the same bare connect gets through.
     assert_eq!(connect(&lab), Some(0));
-    file.write(&DEFAULT.replace(
-        "          - { protocol: tcp, port_range: 5201, source: 0.0.0.0/0 }\n",
+    file.write(&tracked.replace(
+        "          - { protocol: tcp, port_range: 5201, source: 203.0.113.10/32 }\n",
         "",
     ));
     let o = vpcd(&lab, &["apply", file.path()]);
@@ -182,6 +190,47 @@ fn rule_and_route_changes_take_effect_and_bad_files_change_nothing() {
     let stopped = lab.stop();
     assert!(stopped.success, "{}", stopped.stderr);
     assert!(common::dropped(&stopped.stdout, "ROUTE_BLACKHOLE") > 0);
+}
+
+#[test]
+fn an_untracked_stream_is_cut_at_once_when_its_rule_goes() {
+    // R-SG-UNTRACKED, R-SG-CHANGE: sg-web admits TCP 5201 from 0.0.0.0/0 and opens every
+    // port outbound, so AWS keeps no state for the stream; with the rule gone, its very
+    // next packets are refused (a tracked stream would go on, as above).
+    if !e2e("an_untracked_stream_is_cut_at_once_when_its_rule_goes") {
+        return;
+    }
+    let file = LabFile::new("untracked", DEFAULT);
+    let lab = LabRun::up(Some(file.path()), &unique_prefix("au"), &[]);
+    let _server = lab.spawn("web-1", &["iperf3", "-s"]);
+    let _ = iperf(&lab, "inet-1", "198.51.100.10", &["-t", "1"]);
+    let dropped = |lab: &LabRun| common::dropped(&text(&vpcd(lab, &["stats"])), "SG_INGRESS");
+    let stream = lab.spawn(
+        "inet-1",
+        &["timeout", "8", "iperf3", "-c", "198.51.100.10", "-t", "4"],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = dropped(&lab);
+    file.write(&DEFAULT.replace(
+        "          - { protocol: tcp, port_range: 5201, source: 0.0.0.0/0 }\n",
+        "",
+    ));
+    assert!(vpcd(&lab, &["apply", file.path()]).status.success());
+    let mut after = before;
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(100));
+        after = dropped(&lab);
+        if after > before {
+            break;
+        }
+    }
+    let out = stream.output(20);
+    assert!(
+        after > before,
+        "the untracked stream's packets still pass: SG_INGRESS {before} -> {after}\n{out}"
+    );
+    let stopped = lab.stop();
+    assert!(stopped.success, "{}", stopped.stderr);
 }
 
 #[test]

@@ -73,6 +73,37 @@ pub const FIELDS: &[&str] = &[
 /// The default (version 2) format: the first 14 fields.
 pub const DEFAULT_FORMAT: &[&str] = FIELDS.split_at(14).0;
 
+/// The flow-log version that introduced `field`: [`FIELDS`] lists versions 2, 3, 4 and 5
+/// in turn (AWS, "Flow log records", the "Version" column of the available fields).
+pub fn field_version(field: &str) -> u8 {
+    match FIELDS.iter().position(|f| *f == field) {
+        Some(0..=13) | None => 2,
+        Some(14..=20) => 3,
+        Some(21..=24) => 4,
+        Some(_) => 5,
+    }
+}
+
+/// A record's `version`: "the highest version among the fields specified" (AWS, the
+/// `version` field), so a default-format record says 2 and one with `tcp-flags` says 3.
+pub fn format_version(format: &[Box<str>]) -> u8 {
+    format.iter().map(|f| field_version(f)).max().unwrap_or(2)
+}
+
+/// The bits of a packet's TCP flags a record ORs together: FIN 1, SYN 2, RST 4, and
+/// SYN-ACK 18 ("ACK is reported only when it is accompanied with SYN", AWS, `tcp-flags`):
+/// a client's flow reads 3, a server's 19.
+#[inline]
+pub fn record_flags(flags: u8) -> u8 {
+    use crate::packet::tcp_flags::{ACK, FIN, RST, SYN};
+    let syn_ack = if flags & (SYN | ACK) == SYN | ACK {
+        ACK
+    } else {
+        0
+    };
+    (flags & (FIN | SYN | RST)) | syn_ack
+}
+
 /// A flow log of the lab.
 #[derive(Clone, Debug)]
 pub struct FlowLog {
@@ -127,6 +158,11 @@ pub struct FlowLogAccumulator {
 pub struct Line {
     pub destination: Box<str>,
     pub text: String,
+    /// The flow log it belongs to, the ENI it is about (its stable zone) and the start of
+    /// its window: what [`NoData`] needs to know which windows had traffic.
+    pub log: Box<str>,
+    pub zone: u32,
+    pub start: u64,
 }
 
 impl FlowLogAccumulator {
@@ -146,7 +182,7 @@ impl FlowLogAccumulator {
                 src_port,
                 dst_port,
                 flags,
-            } => (src_port, dst_port, flags & 0x3f),
+            } => (src_port, dst_port, record_flags(flags)),
             Transport::Udp { src_port, dst_port } => (src_port, dst_port, 0),
             _ => (0, 0, 0),
         };
@@ -225,6 +261,9 @@ impl FlowLogAccumulator {
                 let line = || Line {
                     destination: log.destination.clone(),
                     text: format_record(snap, log, &k, &a, "OK"),
+                    log: log.id.clone(),
+                    zone: snap.eni(k.eni).zone,
+                    start: a.first,
                 };
                 if wanted && !out(line()) {
                     self.skipped.insert(k.eni);
@@ -233,28 +272,11 @@ impl FlowLogAccumulator {
         }
         if all || !self.skipped.is_empty() {
             for eni in std::mem::take(&mut self.skipped) {
+                if snap.topo.enis.get(eni.ix()).is_none() {
+                    continue;
+                }
                 for log in snap.flow_logs_of(eni) {
-                    let k = Key {
-                        eni,
-                        egress: false,
-                        accept: true,
-                        src: IpAddr::from([0u8; 4]),
-                        dst: IpAddr::from([0u8; 4]),
-                        sport: 0,
-                        dport: 0,
-                        proto: 0,
-                    };
-                    let a = Aggregate {
-                        packets: 0,
-                        bytes: 0,
-                        first: now_secs,
-                        last: now_secs,
-                        tcp_flags: 0,
-                    };
-                    let line = Line {
-                        destination: log.destination.clone(),
-                        text: format_record(snap, log, &k, &a, "SKIPDATA"),
-                    };
+                    let line = status_line(snap, log, eni, now_secs, now_secs, "SKIPDATA");
                     if !out(line) {
                         // Said again at the next flush.
                         self.skipped.insert(eni);
@@ -265,12 +287,100 @@ impl FlowLogAccumulator {
     }
 }
 
+/// A record without traffic: `SKIPDATA` (records were lost) or `NODATA` (no traffic in
+/// the window), for ENI `eni` from `start` to `end` (R-FL-STATUS).
+pub fn status_line(
+    snap: &Snapshot,
+    log: &FlowLog,
+    eni: EniIx,
+    start: u64,
+    end: u64,
+    status: &str,
+) -> Line {
+    let k = Key {
+        eni,
+        egress: false,
+        accept: true,
+        src: IpAddr::from([0u8; 4]),
+        dst: IpAddr::from([0u8; 4]),
+        sport: 0,
+        dport: 0,
+        proto: 0,
+    };
+    let a = Aggregate {
+        packets: 0,
+        bytes: 0,
+        first: start,
+        last: end,
+        tcp_flags: 0,
+    };
+    Line {
+        destination: log.destination.clone(),
+        text: format_record(snap, log, &k, &a, status),
+        log: log.id.clone(),
+        zone: snap.eni(eni).zone,
+        start,
+    }
+}
+
+/// `traffic-path` of an egress record: how the packet leaves, by the route its subnet's
+/// table has for the destination (AWS, `traffic-path`: 1 through another resource in the
+/// same VPC, including resources with an ENI there such as a NAT gateway; 3 a virtual
+/// private gateway; 4 an intra-region peering; 7 a gateway endpoint and 8 an internet
+/// gateway, as for Nitro instances, which every current instance type is). vpcd's egress-
+/// only gateway is an internet gateway for IPv6, and takes 8 too.
+fn traffic_path(snap: &Snapshot, eni: EniIx, dst: IpAddr) -> Option<u8> {
+    use crate::route::Target;
+    let e = snap.eni(eni);
+    if snap.eni_by_addr(e.vpc, dst).is_some() {
+        return Some(1);
+    }
+    let table = snap.route_table(snap.subnet(e.subnet).route_table);
+    Some(match table.lookup(dst)?.1.target {
+        Target::Local | Target::Eni(_) | Target::NatGateway(_) => 1,
+        Target::InternetGateway(_) | Target::EgressOnlyInternetGateway(_) => 8,
+        Target::VirtualPrivateGateway(_) => 3,
+        Target::Peering(_) => 4,
+        Target::GatewayEndpoint(_) => 7,
+        Target::Blackhole => return None,
+    })
+}
+
+/// `pkt-src-aws-service` / `pkt-dst-aws-service`: the service whose ranges hold `addr`,
+/// as AWS names its ranges (`S3`, `DYNAMODB`), from the lab's `services`.
+fn aws_service(snap: &Snapshot, addr: IpAddr) -> Option<String> {
+    snap.topo
+        .services
+        .iter()
+        .find(|svc| {
+            svc.cidrs
+                .iter()
+                .any(|c| crate::route::net_contains(c, addr))
+        })
+        .map(|svc| svc.name.to_ascii_uppercase())
+}
+
 /// A record line in `log`'s format; `-` for what does not apply (R-FL-DEFAULT).
 fn format_record(snap: &Snapshot, log: &FlowLog, k: &Key, a: &Aggregate, status: &str) -> String {
     let eni = snap.eni(k.eni);
     let subnet = snap.subnet(eni.subnet);
     let vpc = snap.vpc(eni.vpc);
     let data = status == "OK";
+    // A NAT gateway's ENI names itself where the packet's far end is beyond it (AWS's NAT
+    // gateway example: the instance's packet to the internet is 10.0.1.5 → 10.0.0.220 at
+    // srcaddr/dstaddr, 10.0.1.5 → 203.0.113.5 at pkt-srcaddr/pkt-dstaddr).
+    let own = IpAddr::V4(eni.primary_v4());
+    let nat = matches!(eni.kind, crate::snapshot::EniKind::NatGateway(_)) && !k.src.is_ipv6();
+    let srcaddr = if nat && !eni.owns(k.src) && k.egress {
+        own
+    } else {
+        k.src
+    };
+    let dstaddr = if nat && !eni.owns(k.dst) && !k.egress {
+        own
+    } else {
+        k.dst
+    };
     let mut s = String::new();
     for (i, field) in log.format.iter().enumerate() {
         if i > 0 {
@@ -278,19 +388,23 @@ fn format_record(snap: &Snapshot, log: &FlowLog, k: &Key, a: &Aggregate, status:
         }
         let dash = |s: &mut String| s.push('-');
         match &**field {
-            "version" => s.push_str(if log.format.len() == DEFAULT_FORMAT.len() {
-                "2"
-            } else {
-                "5"
-            }),
+            "version" => {
+                let _ = write!(s, "{}", format_version(&log.format));
+            }
             "account-id" => s.push_str(&snap.topo.account_id),
             "interface-id" => {
                 let _ = write!(s, "eni-{}", eni.id);
             }
-            "srcaddr" | "pkt-srcaddr" if data => {
+            "srcaddr" if data => {
+                let _ = write!(s, "{srcaddr}");
+            }
+            "dstaddr" if data => {
+                let _ = write!(s, "{dstaddr}");
+            }
+            "pkt-srcaddr" if data => {
                 let _ = write!(s, "{}", k.src);
             }
-            "dstaddr" | "pkt-dstaddr" if data => {
+            "pkt-dstaddr" if data => {
                 let _ = write!(s, "{}", k.dst);
             }
             "srcport" if data => {
@@ -327,10 +441,88 @@ fn format_record(snap: &Snapshot, log: &FlowLog, k: &Key, a: &Aggregate, status:
             }
             "type" if data => s.push_str(if k.src.is_ipv6() { "IPv6" } else { "IPv4" }),
             "region" => s.push_str(&snap.topo.region),
-            "az-id" => s.push_str(&subnet.availability_zone),
+            "az-id" => s.push_str(&crate::region::zone_id(
+                &snap.topo.region,
+                &subnet.availability_zone,
+            )),
             "flow-direction" if data => s.push_str(if k.egress { "egress" } else { "ingress" }),
+            "traffic-path" if data && k.egress => match traffic_path(snap, k.eni, k.dst) {
+                Some(p) => {
+                    let _ = write!(s, "{p}");
+                }
+                None => dash(&mut s),
+            },
+            "pkt-src-aws-service" if data => match aws_service(snap, k.src) {
+                Some(n) => s.push_str(&n),
+                None => dash(&mut s),
+            },
+            "pkt-dst-aws-service" if data => match aws_service(snap, k.dst) {
+                Some(n) => s.push_str(&n),
+                None => dash(&mut s),
+            },
             _ => dash(&mut s),
         }
     }
     s
+}
+
+/// `NODATA` records (R-FL-STATUS): "there was no network traffic to or from the network
+/// interface during the aggregation interval". Which windows had traffic is known only
+/// from all workers' records together, so the flow-log writer (one thread) keeps this and
+/// asks it each second; it is sans-IO like the rest (time comes in).
+///
+/// Windows tile each (flow log, ENI) from when the writer first saw it, one interval
+/// long. A window's records arrive up to one interval after it ends (an aggregate opened
+/// near its end closes an interval later), so a window is judged one interval plus
+/// [`NoData::SLACK`] seconds after its end: `NODATA` if no record started inside it.
+#[derive(Default)]
+pub struct NoData {
+    /// (flow log, ENI zone) → (start of the next window to judge, starts of the records
+    /// seen from it on).
+    windows: FxHashMap<(Box<str>, u32), (u64, Vec<u64>)>,
+}
+
+impl NoData {
+    /// Seconds allowed for a closed window's lines to reach the writer.
+    pub const SLACK: u64 = 2;
+
+    /// Notes a record line written.
+    pub fn saw(&mut self, line: &Line) {
+        if let Some((from, starts)) = self.windows.get_mut(&(line.log.clone(), line.zone)) {
+            if line.start >= *from {
+                starts.push(line.start);
+            }
+        }
+    }
+
+    /// The `NODATA` lines due at `now_secs` for every ENI the snapshot's flow logs cover.
+    pub fn due(&mut self, snap: &Snapshot, now_secs: u64) -> Vec<Line> {
+        let mut out = Vec::new();
+        let mut covered = FxHashSet::default();
+        for log in &snap.topo.flow_logs {
+            let interval = u64::from(log.interval.max(1));
+            for (i, eni) in snap.topo.enis.iter().enumerate() {
+                let ix = EniIx(i as u32);
+                if !snap.flow_logs_of(ix).any(|l| l.id == log.id) {
+                    continue;
+                }
+                covered.insert((log.id.clone(), eni.zone));
+                let (from, starts) = self
+                    .windows
+                    .entry((log.id.clone(), eni.zone))
+                    .or_insert_with(|| (now_secs, Vec::new()));
+                while now_secs >= *from + 2 * interval + Self::SLACK {
+                    let end = *from + interval;
+                    if !starts.iter().any(|s| (*from..end).contains(s)) {
+                        out.push(status_line(snap, log, ix, *from, end, "NODATA"));
+                    }
+                    *from = end;
+                    starts.retain(|s| *s >= end);
+                }
+            }
+        }
+        // ENIs and flow logs an apply removed.
+        self.windows.retain(|k, _| covered.contains(k));
+        out
+    }
 }

@@ -21,6 +21,7 @@ pub mod offload;
 pub mod packet;
 pub mod pipeline;
 pub mod reason;
+pub mod region;
 pub mod route;
 pub mod router_services;
 pub mod security_group;

@@ -78,9 +78,12 @@ pub(crate) fn egress<'s, O: Observer<'s>>(
     // R-NAT-PATH: entering the gateway's subnet from another one crosses its NACL.
     if from_subnet != nat.subnet {
         if let Err(v) = network_acl::check(cx, nat.subnet, Direction::Ingress, pkt) {
+            cx.log(nat.eni, Direction::Ingress, pkt, false);
             return v;
         }
     }
+    // R-FL-SCOPE: the gateway's ENI records what reaches it, as it arrives.
+    cx.log(nat.eni, Direction::Ingress, pkt, true);
     // R-NAT-FRAG. AWS reassembles UDP fragments; vpcd has no reassembly, so it drops them
     // too and says so.
     if pkt.fragment != Fragment::None {
@@ -273,9 +276,12 @@ fn forward<'s, O: Observer<'s>>(
     let leaves = receiver.is_none_or(|r| cx.snap.eni(r).subnet != nat.subnet);
     if leaves {
         if let Err(v) = network_acl::check(cx, nat.subnet, Direction::Egress, pkt) {
+            cx.log(nat.eni, Direction::Egress, pkt, false);
             return v;
         }
     }
+    // ... and what leaves it, translated.
+    cx.log(nat.eni, Direction::Egress, pkt, true);
     route(cx, nat.subnet, receiver, pkt, buf)
 }
 

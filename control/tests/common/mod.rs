@@ -469,11 +469,12 @@ pub fn send_raw(ns: &str, packets: &[Vec<u8>]) {
     });
 }
 
-/// The count of one drop reason in the summary `vpcd up` prints when it stops.
+/// The count of one drop reason in the summary `vpcd up` prints when it stops, or in
+/// `vpcd stats`.
 pub fn dropped(summary: &str, reason: &str) -> u64 {
     let line = summary
         .lines()
-        .find(|l| l.starts_with("vpcd: stopped"))
+        .find(|l| l.starts_with("vpcd: ") && l.contains("forwarded"))
         .unwrap_or_else(|| panic!("no summary in:\n{summary}"));
     let key = format!("{reason} ");
     line.find(&key)
