@@ -98,10 +98,13 @@ fn flow_log_files_hold_the_traffic_that_crossed_the_lab() {
     assert!(!reject.contains("ACCEPT"), "{reject}");
     // The custom log covers only the private subnet, with its fields.
     let custom = read("custom.log");
-    assert!(
-        custom.lines().all(|l| l.contains(" private-a ")),
-        "{custom}"
+    // Its first line names the fields, as AWS's files in S3 do.
+    let mut lines = custom.lines();
+    assert_eq!(
+        lines.next(),
+        Some("version vpc-id subnet-id instance-id interface-id flow-direction tcp-flags type pkt-srcaddr pkt-dstaddr region az-id action"),
     );
+    assert!(lines.all(|l| l.contains(" private-a ")), "{custom}");
     assert!(
         has(&custom, &["eni-app-1", "egress", "IPv4", "ACCEPT"]),
         "{custom}"
