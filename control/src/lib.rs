@@ -13,6 +13,7 @@ pub mod model;
 pub mod netns;
 pub mod public_ips;
 pub mod router;
+pub mod routes;
 pub mod runstate;
 pub mod runtime;
 pub mod trace;

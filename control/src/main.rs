@@ -129,6 +129,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Route tables as the console shows them (destination, target, origin, state): of a
+    /// lab file (`vpcd routes LAB.yaml [TABLE]`, no root), or of the running router (`vpcd
+    /// routes [TABLE]`, same --prefix).
+    Routes {
+        /// A lab file, or a route table id of the running lab.
+        first: Option<String>,
+        /// With a lab file: only this route table.
+        table: Option<String>,
+    },
     /// The running router: lab, generation, namespaces, flow table.
     Status,
     /// The running router's counters: packets and bytes per port, drops by reason and
@@ -258,6 +267,41 @@ fn main() -> ExitCode {
                 eprintln!("vpcd trace: give a lab file, or --live to ask the running router");
                 ExitCode::from(2)
             }
+        },
+        Command::Routes { first, table } => match first.as_deref() {
+            Some(f) if Path::new(f).is_file() => {
+                let file = Path::new(f);
+                let text = match read(file) {
+                    Ok(t) => t,
+                    Err(code) => return code,
+                };
+                let snap = match load(&text, f) {
+                    Ok((_, snap)) => snap,
+                    Err(code) => return code,
+                };
+                match control::routes::render(&snap, table.as_deref()) {
+                    Ok(t) => {
+                        print!("{t}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("vpcd routes: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            Some(_) if table.is_some() => {
+                eprintln!(
+                    "vpcd routes: {} is not a lab file",
+                    first.as_deref().unwrap_or("")
+                );
+                ExitCode::from(2)
+            }
+            _ => remote(
+                &cli,
+                &format!("routes {}", first.as_deref().unwrap_or("")),
+                "",
+            ),
         },
         Command::Status => remote(&cli, "status", ""),
         Command::Stats => remote(&cli, "stats", ""),

@@ -90,6 +90,9 @@ pub struct Route {
     pub at: Loc,
     pub destination: S<Destination>,
     pub target: S<String>,
+    /// `state: blackhole`: the target was deleted (a NAT gateway, an instance): the route
+    /// stays and drops what it matches (R-RT-BLACKHOLE), and its target need not exist.
+    pub blackhole: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -477,7 +480,12 @@ fn route_table(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RouteTabl
     let main = d.opt(&m, "main", val::boolean);
     let mut routes = Vec::new();
     for (rpath, rnode) in d.list(&m, "routes") {
-        let Some(r) = d.map(rnode, &rpath, "a route", &["destination", "target"]) else {
+        let Some(r) = d.map(
+            rnode,
+            &rpath,
+            "a route",
+            &["destination", "target", "state"],
+        ) else {
             continue;
         };
         let destination = d.req(&r, "destination", "0.0.0.0/0", |s| {
@@ -488,11 +496,20 @@ fn route_table(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RouteTabl
             }
         });
         let target = d.req(&r, "target", "igw-lab", val::id);
+        let state = d.opt(&r, "state", |s| match s {
+            "active" => Ok(false),
+            "blackhole" => Ok(true),
+            _ => Err((
+                format!("`{s}` is not a route state"),
+                "write `active` or `blackhole`".to_string(),
+            )),
+        });
         if let (Some(destination), Some(target)) = (destination, target) {
             routes.push(Route {
                 at: r.at.clone(),
                 destination,
                 target,
+                blackhole: state.is_some_and(|s| s.v),
             });
         }
     }

@@ -325,6 +325,13 @@ impl Handler for Router {
                 }
             }
             "trace" => self.trace(words.next().unwrap_or("")),
+            "routes" => {
+                let only = words.next().map(str::trim).filter(|t| !t.is_empty());
+                match crate::routes::render(&self.cell.load(), only) {
+                    Ok(t) => (Status::Ok, t),
+                    Err(e) => (Status::Bad, e),
+                }
+            }
             other => (
                 Status::Bad,
                 format!("unknown command `{}`", crate::yaml::shown(other)),

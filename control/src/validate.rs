@@ -1061,7 +1061,11 @@ fn check_routes(
             );
         }
         // The target: the word blackhole, or an object of this VPC (or a peering of it).
-        let target = if r.target.v == "blackhole" || r.target.v == "local" {
+        // With `state: blackhole` it was deleted: it need not exist (R-RT-BLACKHOLE).
+        let deleted = r.blackhole && reg.get(&r.target.v, v).is_none();
+        let target = if deleted {
+            None
+        } else if r.target.v == "blackhole" || r.target.v == "local" {
             if r.target.v == "local" {
                 diags.error(
                     &r.target.at,
@@ -1096,10 +1100,27 @@ fn check_routes(
                         .ipv6_cidr_block
                         .as_ref()
                         .is_some_and(|c| IpNetwork::from(c.v) == n);
-                if is_block {
-                    diags.error(&r.destination.at, format!("{n} is a VPC block: its local route is implicit and cannot be replaced"), "remove this route (R-RT-LOCAL)");
-                } else if in_vpc(n) && target != Some(Kind::Instance) {
-                    diags.error(&r.destination.at, format!("{n} lies inside the VPC: a route more specific than the local route may only point to an instance (ENI)"), "remove it, or target an appliance instance (R-RT-LOCAL)");
+                // AWS (Route tables, "Subnet route tables"): the local route's target may
+                // be replaced, and a route more specific than it added for a whole
+                // subnet's CIDR, with a network interface, a NAT gateway or a Gateway Load
+                // Balancer / firewall endpoint as target (middlebox inspection).
+                let middlebox = matches!(target, Some(Kind::Instance | Kind::NatGateway));
+                let reserved: IpNetwork = "169.254.168.0/22".parse().expect("constant");
+                if within(n, reserved) {
+                    diags.error(
+                        &r.destination.at,
+                        format!(
+                            "{n} lies in 169.254.168.0/22, which AWS reserves for its own services"
+                        ),
+                        "route another destination (AWS refuses routes there)",
+                    );
+                }
+                if is_block && !middlebox && !deleted {
+                    diags.error(&r.destination.at, format!("{n} is a VPC block: its local route is implicit; only its target may be replaced, by an instance (ENI) or a NAT gateway"), "remove this route, or target an appliance (R-RT-LOCAL)");
+                } else if is_block {
+                    // Replaces the local route's target: all of the VPC goes through it.
+                } else if in_vpc(n) && !middlebox && !deleted {
+                    diags.error(&r.destination.at, format!("{n} lies inside the VPC: a route more specific than the local route may only point to an instance (ENI) or a NAT gateway"), "remove it, or target an appliance (R-RT-LOCAL)");
                 } else if in_vpc(n) {
                     // AWS: a middlebox route's destination must be a whole subnet's CIDR.
                     let whole_subnet = vpc.subnets.iter().any(|s| {

@@ -157,6 +157,19 @@ impl RouteTableBuilder {
         }
     }
 
+    /// Whether `prefix` has a local route (it is a block of the VPC).
+    pub fn has_local(&self, prefix: IpNetwork) -> bool {
+        self.routes
+            .get(&prefix)
+            .is_some_and(|r| r.origin == RouteOrigin::Local)
+    }
+
+    /// Gives the local route of `prefix` another target (AWS lets the local route point at
+    /// an appliance or a NAT gateway for inspection); it stays the local route.
+    pub fn replace_local(&mut self, prefix: IpNetwork, route: Route) {
+        self.routes.insert(prefix, route);
+    }
+
     /// Freezes the table: its routes (IPv4 first, by address, then length), and one
     /// LC-trie per family indexing them.
     pub fn build(self) -> RouteTable {

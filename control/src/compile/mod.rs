@@ -476,8 +476,23 @@ fn route_table(
         b.add(c6.v.into(), local(c6.v.into()));
     }
     for r in routes {
-        let target = resolve_target(v, vpc, &r.target.v, n)?;
+        // R-RT-BLACKHOLE: a deleted target (`state: blackhole`) drops what it matches.
+        let target = if r.blackhole {
+            Target::Blackhole
+        } else {
+            resolve_target(v, vpc, &r.target.v, n)?
+        };
         match &r.destination.v {
+            // A VPC block: the local route, its target replaced (middlebox inspection).
+            Destination::Cidr(net) if b.has_local(*net) => b.replace_local(
+                *net,
+                Route {
+                    destination: net.to_string().into(),
+                    origin: RouteOrigin::Local,
+                    target,
+                    target_name: r.target.v.as_str().into(),
+                },
+            ),
             Destination::Cidr(net) => b.add(
                 *net,
                 Route {
