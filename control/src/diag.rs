@@ -96,10 +96,15 @@ pub struct InFile<'a> {
 impl fmt::Display for InFile<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.diag;
+        let path = if d.at.path.is_empty() {
+            "(top level)"
+        } else {
+            &d.at.path
+        };
         write!(
             f,
-            "{}:{}:{}: {}: {}; {}",
-            self.file, d.at.line, d.at.col, d.at.path, d.message, d.fix
+            "{}:{}:{}: {path}: {}; {}",
+            self.file, d.at.line, d.at.col, d.message, d.fix
         )
     }
 }

@@ -1,8 +1,12 @@
 //! The lab file as typed values (../shared/spec/config.md), each with its location.
 //!
-//! Decoding is lenient in one way only: an object whose fields cannot all be read is left
-//! out of the model, its id remembered in [`Lab::broken`] so that references to it do not
-//! pile up more errors. Every problem found is a diagnostic; `check` prints them all.
+//! An object whose fields cannot all be read is left out of the model, its id remembered
+//! in [`Lab::broken`] so that references to it do not pile up more errors. What can still
+//! be read of it (its id, its references to other objects) is kept in [`Lab::partial`] and
+//! checked like the rest, so that one pass of `check` finds every mistake (issue 21): a
+//! broken subnet's unknown route table is reported now, not after the subnet is fixed. A
+//! CIDR with host bits set is an error, but the object keeps the prefix that was meant.
+//! Every problem found is a diagnostic; `check` prints them all.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -10,6 +14,7 @@ use ip_network::{IpNetwork, Ipv4Network, Ipv6Network};
 use marked_yaml::Node;
 
 use crate::diag::{Diagnostics, Loc, S};
+use crate::validate::Kind;
 use crate::values::{self as val, Protocol};
 use crate::yaml::{Decoder, Map};
 
@@ -28,6 +33,101 @@ pub struct Lab {
     pub on_premises: Option<OnPremises>,
     /// Ids of objects that could not be decoded (their errors are reported).
     pub broken: Vec<String>,
+    /// What could be read of those objects, checked too.
+    pub partial: Vec<Partial>,
+}
+
+/// What is readable of an object that could not be decoded whole.
+#[derive(Clone, Debug)]
+pub struct Partial {
+    pub kind: Kind,
+    pub id: Option<S<String>>,
+    /// Its references to other objects, each with the kinds it may name.
+    pub refs: Vec<(S<String>, &'static [Kind])>,
+}
+
+/// The fields that refer to other objects, and what they may name.
+const REFERENCES: &[(&str, &[Kind])] = &[
+    ("subnet", &[Kind::Subnet]),
+    ("subnets", &[Kind::Subnet]),
+    ("route_table", &[Kind::RouteTable]),
+    ("route_tables", &[Kind::RouteTable]),
+    ("network_acl", &[Kind::NetworkAcl]),
+    ("security_groups", &[Kind::SecurityGroup]),
+    ("service", &[Kind::Service]),
+    ("resource", &[Kind::Vpc, Kind::Subnet, Kind::Instance]),
+    ("requester_vpc", &[Kind::Vpc]),
+    ("accepter_vpc", &[Kind::Vpc]),
+];
+
+/// The objects a VPC holds, by list and kind.
+const VPC_LISTS: &[(&str, Kind)] = &[
+    ("subnets", Kind::Subnet),
+    ("route_tables", Kind::RouteTable),
+    ("network_acls", Kind::NetworkAcl),
+    ("security_groups", Kind::SecurityGroup),
+    ("nat_gateways", Kind::NatGateway),
+    ("endpoints", Kind::GatewayEndpoint),
+    ("instances", Kind::Instance),
+    ("flow_logs", Kind::FlowLog),
+];
+
+/// Objects that could not be decoded whole: their ids, and what can be read of them.
+#[derive(Default)]
+struct Broken {
+    ids: Vec<String>,
+    partial: Vec<Partial>,
+}
+
+impl Broken {
+    /// Notes an object that failed to decode: its id, and what can be read of it.
+    fn note(&mut self, node: &Node, path: &str, kind: Kind) {
+        let Some(m) = node.as_mapping() else { return };
+        let id = m.get_scalar("id").map(|id| {
+            S::new(
+                id.as_str().trim().to_string(),
+                crate::yaml::loc(id.span(), &crate::yaml::join(path, "id")),
+            )
+        });
+        if let Some(id) = &id {
+            self.ids.push(id.v.clone());
+        }
+        let kind = match (kind, m.get_scalar("type").map(|t| t.as_str().trim())) {
+            (Kind::GatewayEndpoint, Some("interface")) => Kind::InterfaceEndpoint,
+            (k, _) => k,
+        };
+        let mut refs = Vec::new();
+        for (field, kinds) in REFERENCES {
+            let at = crate::yaml::join(path, field);
+            match m.get(*field) {
+                Some(Node::Scalar(v)) => refs.push((
+                    S::new(
+                        v.as_str().trim().to_string(),
+                        crate::yaml::loc(v.span(), &at),
+                    ),
+                    *kinds,
+                )),
+                Some(Node::Sequence(items)) => {
+                    for (i, item) in items.iter().enumerate() {
+                        if let Some(v) = item.as_scalar() {
+                            let at = format!("{at}[{i}]");
+                            refs.push((
+                                S::new(
+                                    v.as_str().trim().to_string(),
+                                    crate::yaml::loc(v.span(), &at),
+                                ),
+                                *kinds,
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // `main` and `default` name a VPC's own implicit objects: not checked from here.
+        refs.retain(|(r, _)| r.v != "main" && r.v != "default" && !r.v.is_empty());
+        self.partial.push(Partial { kind, id, refs });
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -255,6 +355,8 @@ pub struct OnPremises {
 /// Decodes a parsed document into a [`Lab`], reporting every problem into `diags`.
 pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
     let mut d = Decoder::new(diags);
+    d.hints = crate::yaml::Hints::of(root);
+    let mut broken = Broken::default();
     let mut lab = Lab {
         region: S::new("us-east-1".into(), Loc::implicit("region")),
         account_id: S::new("123456789012".into(), Loc::implicit("account_id")),
@@ -270,9 +372,12 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
         "services",
         "on_premises",
     ];
-    let Some(top) = d.map(root, "", "the lab file", &known) else {
+    let Some(mut top) = d.map(root, "", "the lab file", &known) else {
         return lab;
     };
+    // The document itself starts at its first line (its mapping's span starts at the
+    // first value).
+    top.at = Loc::new(1, 1, "");
     lab.version = d.req(&top, "version", "1", val::uint);
     if let Some(r) = d.opt(&top, "region", val::text) {
         lab.region = r;
@@ -288,7 +393,7 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
         );
     }
     for (path, node) in d.list(&top, "vpcs") {
-        if let Some(v) = vpc(&mut d, node, &path, &mut lab.broken) {
+        if let Some(v) = vpc(&mut d, node, &path, &mut broken) {
             lab.vpcs.push(v);
         }
     }
@@ -296,7 +401,7 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
         if let Some(p) = peering(&mut d, node, &path) {
             lab.peering_connections.push(p);
         } else {
-            note_broken(node, &mut lab.broken);
+            broken.note(node, &path, Kind::Peering);
         }
     }
     if let Some(node) = d.node(&top, "internet") {
@@ -306,7 +411,7 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
             "the internet",
             &["hosts", "public_ip_pool"],
         ) {
-            lab.internet = hosts(&mut d, &m, &mut lab.broken);
+            lab.internet = hosts(&mut d, &m, &mut broken);
             lab.public_ip_pool = d.opt(&m, "public_ip_pool", val::cidr4);
         }
     }
@@ -323,7 +428,7 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
         let prefix_list = d.req(&m, "prefix_list", "pl-s3", val::id);
         let cidr_blocks = d.scalar_list(&m, "cidr_blocks", val::net);
         let dns_name = d.opt(&m, "dns_name", val::text);
-        let hosts = hosts(&mut d, &m, &mut lab.broken);
+        let hosts = hosts(&mut d, &m, &mut broken);
         if let (Some(name), Some(prefix_list)) = (name, prefix_list) {
             lab.services.push(Service {
                 at: m.at.clone(),
@@ -343,7 +448,7 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
             &["cidr_blocks", "hosts"],
         ) {
             let cidr_blocks = d.scalar_list(&m, "cidr_blocks", val::net);
-            let hosts = hosts(&mut d, &m, &mut lab.broken);
+            let hosts = hosts(&mut d, &m, &mut broken);
             lab.on_premises = Some(OnPremises {
                 at: m.at.clone(),
                 cidr_blocks,
@@ -351,35 +456,31 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
             });
         }
     }
+    lab.broken = broken.ids;
+    lab.partial = broken.partial;
     lab
 }
 
-/// Remembers the id of an object that failed to decode, if its id is readable.
-fn note_broken(node: &Node, broken: &mut Vec<String>) {
-    if let Some(id) = node.as_mapping().and_then(|m| m.get_scalar("id")) {
-        broken.push(id.as_str().trim().to_string());
-    }
-}
-
-/// Decodes each item of list `key` with `f`, noting broken ids.
+/// Decodes each item of list `key` with `f`, noting what is readable of broken ones.
 fn each<T>(
     d: &mut Decoder<'_>,
     m: &Map<'_>,
     key: &str,
-    broken: &mut Vec<String>,
+    kind: Kind,
+    broken: &mut Broken,
     mut f: impl FnMut(&mut Decoder<'_>, &Node, &str) -> Option<T>,
 ) -> Vec<T> {
     let mut out = Vec::new();
     for (path, node) in d.list(m, key) {
         match f(d, node, &path) {
             Some(v) => out.push(v),
-            None => note_broken(node, broken),
+            None => broken.note(node, &path, kind),
         }
     }
     out
 }
 
-fn vpc(d: &mut Decoder<'_>, node: &Node, path: &str, broken: &mut Vec<String>) -> Option<Vpc> {
+fn vpc(d: &mut Decoder<'_>, node: &Node, path: &str, broken: &mut Broken) -> Option<Vpc> {
     let known = [
         "id",
         "cidr_block",
@@ -409,16 +510,29 @@ fn vpc(d: &mut Decoder<'_>, node: &Node, path: &str, broken: &mut Vec<String>) -
     let internet_gateway = d.opt(&m, "internet_gateway", val::id);
     let egress_only_internet_gateway = d.opt(&m, "egress_only_internet_gateway", val::id);
     let virtual_private_gateway = d.opt(&m, "virtual_private_gateway", val::id);
-    let subnets = each(d, &m, "subnets", broken, subnet);
-    let route_tables = each(d, &m, "route_tables", broken, route_table);
-    let network_acls = each(d, &m, "network_acls", broken, network_acl);
-    let security_groups = each(d, &m, "security_groups", broken, security_group);
-    let nat_gateways = each(d, &m, "nat_gateways", broken, nat_gateway);
-    let endpoints = each(d, &m, "endpoints", broken, endpoint);
-    let instances = each(d, &m, "instances", broken, instance);
-    let flow_logs = each(d, &m, "flow_logs", broken, flow_log);
+    let subnets = each(d, &m, "subnets", Kind::Subnet, broken, subnet);
+    let route_tables = each(d, &m, "route_tables", Kind::RouteTable, broken, route_table);
+    let network_acls = each(d, &m, "network_acls", Kind::NetworkAcl, broken, network_acl);
+    let security_groups = each(
+        d,
+        &m,
+        "security_groups",
+        Kind::SecurityGroup,
+        broken,
+        security_group,
+    );
+    let nat_gateways = each(d, &m, "nat_gateways", Kind::NatGateway, broken, nat_gateway);
+    let endpoints = each(d, &m, "endpoints", Kind::GatewayEndpoint, broken, endpoint);
+    let instances = each(d, &m, "instances", Kind::Instance, broken, instance);
+    let flow_logs = each(d, &m, "flow_logs", Kind::FlowLog, broken, flow_log);
     let (Some(id), Some(cidr_block)) = (id, cidr_block) else {
-        note_broken(node, broken);
+        broken.note(node, path, Kind::Vpc);
+        // What it holds is left out with it: read what can be checked of each.
+        for (key, kind) in VPC_LISTS {
+            for (p, child) in d.list(&m, key) {
+                broken.note(child, &p, *kind);
+            }
+        }
         return None;
     };
     Some(Vpc {
@@ -495,7 +609,8 @@ fn route_table(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RouteTabl
                 val::net(s).map(Destination::Cidr)
             }
         });
-        let target = d.req(&r, "target", "igw-lab", val::id);
+        let example = d.hints.target.clone();
+        let target = d.req(&r, "target", &example, val::id);
         let state = d.opt(&r, "state", |s| match s {
             "active" => Ok(false),
             "blackhole" => Ok(true),
@@ -668,7 +783,8 @@ fn nat_gateway(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<NatGatewa
         &["id", "subnet", "private_ip", "public_ip", "connectivity"],
     )?;
     let id = d.req(&m, "id", "nat-a", val::id);
-    let subnet = d.req(&m, "subnet", "public-a", val::id);
+    let example = d.hints.subnet.clone();
+    let subnet = d.req(&m, "subnet", &example, val::id);
     let private_ip = d.opt(&m, "private_ip", val::ipv4);
     let public_ip = d.opt(&m, "public_ip", val::ipv4);
     let connectivity = d.opt(&m, "connectivity", val::one_of(&["public", "private"]));
@@ -718,7 +834,8 @@ fn endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpoint> {
         "gateway",
         val::one_of(&["gateway", "interface"]),
     );
-    let service = d.req(&m, "service", "s3", val::id);
+    let example = d.hints.service.clone();
+    let service = d.req(&m, "service", &example, val::id);
     let ty = ty?;
     let only = |d: &mut Decoder<'_>, fields: &[&str], kind: &str| {
         for f in fields {
@@ -802,7 +919,8 @@ fn instance(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Instance> {
     ];
     let m = d.map(node, path, "an instance", &known)?;
     let id = d.req(&m, "id", "web-1", val::id);
-    let subnet = d.req(&m, "subnet", "public-a", val::id);
+    let example = d.hints.subnet.clone();
+    let subnet = d.req(&m, "subnet", &example, val::id);
     let private_ip = d.req(&m, "private_ip", "10.0.1.10", val::ipv4);
     let secondary_private_ips = d.scalar_list(&m, "secondary_private_ips", val::ipv4);
     let ipv6_address = d.opt(&m, "ipv6_address", val::ipv6);
@@ -860,7 +978,8 @@ fn flow_log(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<FlowLog> {
     ];
     let m = d.map(node, path, "a flow log", &known)?;
     let id = d.req(&m, "id", "fl-lab", val::id);
-    let resource = d.req(&m, "resource", "vpc-lab", val::id);
+    let example = d.hints.vpc.clone();
+    let resource = d.req(&m, "resource", &example, val::id);
     let traffic_type = d
         .opt(
             &m,
@@ -896,8 +1015,10 @@ fn peering(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<PeeringConnec
     ];
     let m = d.map(node, path, "a peering connection", &known)?;
     let id = d.req(&m, "id", "pcx-lab-shared", val::id);
-    let requester_vpc = d.req(&m, "requester_vpc", "vpc-lab", val::id);
-    let accepter_vpc = d.req(&m, "accepter_vpc", "vpc-shared", val::id);
+    let example = d.hints.vpc.clone();
+    let requester_vpc = d.req(&m, "requester_vpc", &example, val::id);
+    let example = d.hints.other_vpc.clone();
+    let accepter_vpc = d.req(&m, "accepter_vpc", &example, val::id);
     let status = d
         .opt(
             &m,
@@ -918,8 +1039,8 @@ fn peering(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<PeeringConnec
     })
 }
 
-fn hosts(d: &mut Decoder<'_>, m: &Map<'_>, broken: &mut Vec<String>) -> Vec<OutsideHost> {
-    each(d, m, "hosts", broken, |d, node, path| {
+fn hosts(d: &mut Decoder<'_>, m: &Map<'_>, broken: &mut Broken) -> Vec<OutsideHost> {
+    each(d, m, "hosts", Kind::Host, broken, |d, node, path| {
         let h = d.map(node, path, "a host", &["id", "ipv4", "ipv6"])?;
         let id = d.req(&h, "id", "inet-1", val::id);
         let ipv4 = d.opt(&h, "ipv4", val::ipv4);

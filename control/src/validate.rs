@@ -214,6 +214,18 @@ pub fn validate(lab: &Lab, diags: &mut Diagnostics) -> Registry {
         }
     }
     define_all(lab, &mut reg, diags);
+    // What is readable of objects that could not be decoded: their ids take part in the
+    // duplicate check and resolve references; their own references are checked.
+    for p in &lab.partial {
+        if let Some(id) = &p.id {
+            reg.define(diags, id, p.kind, None);
+        }
+    }
+    for p in &lab.partial {
+        for (r, kinds) in &p.refs {
+            reg.resolve(diags, r, kinds, None);
+        }
+    }
     let mut addrs = AddressBook::default();
     for (vi, vpc) in lab.vpcs.iter().enumerate() {
         check_vpc(lab, &reg, diags, vi, vpc, &mut addrs);

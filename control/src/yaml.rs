@@ -184,14 +184,94 @@ fn is_null(node: &Node) -> bool {
     matches!(node, Node::Scalar(s) if matches!(s.as_str(), "~" | "null" | ""))
 }
 
+/// Ids of the file itself, for the examples in fixes: "add `subnet: app-a`" names a
+/// subnet the person wrote, not one of vpcd's own examples.
+#[derive(Clone, Debug)]
+pub struct Hints {
+    pub vpc: String,
+    pub other_vpc: String,
+    pub subnet: String,
+    pub target: String,
+    pub service: String,
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Hints {
+            vpc: "vpc-lab".into(),
+            other_vpc: "vpc-shared".into(),
+            subnet: "public-a".into(),
+            target: "igw-lab".into(),
+            service: "s3".into(),
+        }
+    }
+}
+
+impl Hints {
+    /// The first ids of each kind the document holds, where it has them.
+    pub fn of(root: &Node) -> Hints {
+        let mut h = Hints::default();
+        let scalar = |n: Option<&Node>| {
+            n.and_then(Node::as_scalar)
+                .map(|s| s.as_str().trim().to_string())
+                .filter(|s| !s.is_empty())
+        };
+        fn list(n: Option<&Node>) -> Vec<&Node> {
+            n.and_then(Node::as_sequence)
+                .map(|s| s.iter().collect())
+                .unwrap_or_default()
+        }
+        let Some(top) = root.as_mapping() else {
+            return h;
+        };
+        let vpcs = list(top.get("vpcs"));
+        let ids: Vec<String> = vpcs
+            .iter()
+            .filter_map(|v| scalar(v.as_mapping()?.get("id")))
+            .collect();
+        if let Some(v) = ids.first() {
+            h.vpc = v.clone();
+        }
+        if let Some(v) = ids.get(1) {
+            h.other_vpc = v.clone();
+        }
+        if let Some(v) = vpcs.first().and_then(|v| v.as_mapping()) {
+            if let Some(s) = list(v.get("subnets"))
+                .iter()
+                .find_map(|s| scalar(s.as_mapping()?.get("id")))
+            {
+                h.subnet = s;
+            }
+            h.target = scalar(v.get("internet_gateway"))
+                .or_else(|| {
+                    list(v.get("nat_gateways"))
+                        .iter()
+                        .find_map(|n| scalar(n.as_mapping()?.get("id")))
+                })
+                .unwrap_or_else(|| "blackhole".into());
+        }
+        if let Some(s) = list(top.get("services"))
+            .iter()
+            .find_map(|s| scalar(s.as_mapping()?.get("name")))
+        {
+            h.service = s;
+        }
+        h
+    }
+}
+
 /// Decodes typed values out of YAML nodes, collecting every problem.
 pub struct Decoder<'d> {
     pub diags: &'d mut Diagnostics,
+    pub hints: Hints,
 }
 
 impl<'d> Decoder<'d> {
     pub fn new(diags: &'d mut Diagnostics) -> Self {
-        Decoder { diags }
+        Decoder {
+            diags,
+            hints: Hints::default(),
+        }
     }
 
     /// `node` as a mapping whose keys are all in `known`; an unknown key is an error that
@@ -300,7 +380,11 @@ impl<'d> Decoder<'d> {
             Ok(v) => Some(S::new(v, at)),
             Err((message, fix)) => {
                 self.diags.error(&at, message, fix);
-                None
+                // A prefix with host bits set says which prefix was meant: the object
+                // keeps that one, so the rest of it is still checked (one pass finds
+                // every mistake).
+                let meant = meant_prefix(text)?;
+                parse(&meant).ok().map(|v| S::new(v, at))
             }
         }
     }
@@ -349,6 +433,17 @@ impl<'d> Decoder<'d> {
             None => m.at.clone(),
         }
     }
+}
+
+/// `10.0.3.5/24` → `10.0.3.0/24`: the prefix a CIDR with host bits set means.
+fn meant_prefix(text: &str) -> Option<String> {
+    let (addr, len) = text.split_once('/')?;
+    let net = ip_network::IpNetwork::new_truncate(
+        addr.parse::<std::net::IpAddr>().ok()?,
+        len.parse().ok()?,
+    )
+    .ok()?;
+    (net.to_string() != text).then(|| net.to_string())
 }
 
 /// A name from the file as errors show it: at most 64 characters.

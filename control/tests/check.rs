@@ -392,3 +392,97 @@ services:
     );
     has(&e, 19, "services[0].cidr_blocks[1]", "overlaps vpc-b");
 }
+
+/// Mistakes hidden behind others: in objects that cannot be decoded whole, behind a CIDR
+/// with host bits, inside a VPC whose block is unreadable.
+const HIDDEN: &str = "version: 1
+vpcs:
+  - id: vpc-a
+    cidr_block: 10.0.0.0/16
+    subnets:
+      - { id: s-1, cidr_block: 10.0.1.0/33, route_table: rtb-x }
+      - { id: s-2, cidr_block: 10.0.2.5/24, network_acl: acl-x }
+    instances:
+      - { id: i-1, subnet: s-2, private_ip: 10.0.2.1 }
+      - { id: i-2, subnet: s-9, private_ip: nope }
+  - id: vpc-b
+    cidr_block: banana
+    subnets:
+      - { id: s-1, cidr_block: 10.1.1.0/24, route_table: rtb-y }
+    flow_logs:
+      - { id: fl-1, resource: vpc-z, destination: x.log }
+";
+
+#[test]
+fn every_mistake_is_found_in_one_pass() {
+    let errs = errors(HIDDEN);
+    for (line, path, words) in [
+        (6, "vpcs[0].subnets[0].cidr_block", "bad prefix length"),
+        (6, "vpcs[0].subnets[0].route_table", "`rtb-x`"),
+        (7, "vpcs[0].subnets[1].cidr_block", "host bits"),
+        (7, "vpcs[0].subnets[1].network_acl", "`acl-x`"),
+        // Found because s-2 keeps the prefix that was meant.
+        (9, "vpcs[0].instances[0].private_ip", "R-ADDR-RESERVED"),
+        (10, "vpcs[0].instances[1].private_ip", "nope"),
+        (10, "vpcs[0].instances[1].subnet", "`s-9`"),
+        (12, "vpcs[1].cidr_block", "banana"),
+        // Inside the VPC whose block cannot be read: still checked.
+        (14, "vpcs[1].subnets[0].id", "already used"),
+        (14, "vpcs[1].subnets[0].route_table", "`rtb-y`"),
+        (16, "vpcs[1].flow_logs[0].resource", "`vpc-z`"),
+    ] {
+        has(&errs, line, path, words);
+    }
+    // Fixing what was reported leaves nothing to fix.
+    let fixed = HIDDEN
+        .replace("10.0.1.0/33, route_table: rtb-x", "10.0.1.0/24")
+        .replace("10.0.2.5/24, network_acl: acl-x", "10.0.2.0/24")
+        .replace("private_ip: 10.0.2.1", "private_ip: 10.0.2.10")
+        .replace(
+            "subnet: s-9, private_ip: nope",
+            "subnet: s-1, private_ip: 10.0.1.10",
+        )
+        .replace("banana", "10.1.0.0/16")
+        .replace(
+            "{ id: s-1, cidr_block: 10.1.1.0/24, route_table: rtb-y }",
+            "{ id: s-3, cidr_block: 10.1.1.0/24 }",
+        )
+        .replace("vpc-z", "vpc-b");
+    assert_eq!(errors(&fixed), Vec::new());
+}
+
+#[test]
+fn fixes_name_ids_of_the_file_and_top_level_errors_have_a_place() {
+    let text = "version: 1
+vpcs:
+  - id: vpc-main
+    cidr_block: 10.0.0.0/16
+    internet_gateway: igw-main
+    subnets:
+      - { id: app-a, cidr_block: 10.0.1.0/24 }
+    route_tables:
+      - id: rt
+        routes: [{ destination: 0.0.0.0/0 }]
+    instances:
+      - { id: i-1, private_ip: 10.0.1.10 }
+    flow_logs:
+      - { id: fl-1, destination: x.log }
+";
+    let errs = errors(text);
+    has(
+        &errs,
+        10,
+        "vpcs[0].route_tables[0].routes[0]",
+        "add `target: igw-main`",
+    );
+    has(&errs, 12, "vpcs[0].instances[0]", "add `subnet: app-a`");
+    has(
+        &errs,
+        14,
+        "vpcs[0].flow_logs[0]",
+        "add `resource: vpc-main`",
+    );
+    let top = errors("region: us-east-1\n");
+    has(&top, 1, "", "the required field `version` is missing");
+    assert!(top.iter().all(|(l, c, _, _)| (*l, *c) == (1, 1)), "{top:?}");
+}
