@@ -363,5 +363,28 @@ fn trace_live_sees_the_running_routers_tracked_connections() {
         "{t}"
     );
     let _ = stream.output(10);
+    // Unreachable is a result: on stdout, exit 1, also with --json.
+    for json in [false, true] {
+        let mut a = vec![
+            "trace", "--live", "--from", "inet-1", "--to", "web-1", "--proto", "tcp", "--port",
+            "22",
+        ];
+        if json {
+            a.push("--json");
+        }
+        let o = vpcd(&lab, &a);
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+        assert!(out.contains("SG_INGRESS"), "json {json}: {}", text(&o));
+        assert!(o.stderr.is_empty(), "{}", text(&o));
+    }
+    // Bad input is exit 2, on stderr.
+    let o = vpcd(
+        &lab,
+        &["trace", "--live", "--from", "nobody", "--to", "web-1"],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nobody"));
+    assert!(o.stdout.is_empty());
     assert!(lab.stop().success);
 }
