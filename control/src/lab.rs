@@ -88,7 +88,7 @@ pub struct Namespace {
     /// The resolver and search domain of an instance (the VPC's Amazon DNS, R-ADDR-DNS),
     /// written to `/etc/netns/NAME/resolv.conf`, which `ip netns exec` shows as
     /// `/etc/resolv.conf` inside the namespace.
-    pub resolver: Option<(Ipv4Addr, String)>,
+    pub resolver: Option<(IpAddr, String)>,
 }
 
 impl Namespace {
@@ -143,14 +143,21 @@ pub fn plan(snap: &Snapshot, prefix: &str) -> Vec<Namespace> {
                 Attachment::Eni(e) => {
                     let eni = snap.eni(e);
                     let subnet = snap.subnet(eni.subnet);
-                    let len4 = subnet.cidr_v4.netmask();
+                    let len4 = subnet.cidr_v4.map_or(32, |c| c.netmask());
                     addrs.extend(eni.private_v4.iter().map(|a| (IpAddr::V4(*a), len4)));
                     let len6 = subnet.cidr_v6.map_or(128, |c| c.netmask());
                     addrs.extend(eni.ipv6.iter().map(|a| (IpAddr::V6(*a), len6)));
-                    gateway_v4 = Some(subnet.router_v4());
+                    gateway_v4 = subnet.router_v4();
                     let vpc = snap.vpc(eni.vpc);
                     if vpc.enable_dns_support {
-                        resolver = vpc.dns_v4().map(|d| {
+                        // An IPv6-only instance asks the resolver at fd00:ec2::253 (AWS:
+                        // the Amazon DNS server's IPv6 address, for Nitro instances).
+                        let server = if eni.private_v4.is_empty() {
+                            Some(IpAddr::V6(dataplane::snapshot::DNS_V6))
+                        } else {
+                            vpc.dns_v4().map(IpAddr::V4)
+                        };
+                        resolver = server.map(|d| {
                             (
                                 d,
                                 dataplane::router_services::names::private_domain(&t.region),
@@ -497,13 +504,17 @@ pub fn describe(snap: &Snapshot, namespaces: &[Namespace]) -> String {
             if sub.vpc.ix() != vi {
                 continue;
             }
-            let v6 = sub.cidr_v6.map_or(String::new(), |c| format!(" {c}"));
+            let blocks: Vec<String> = sub
+                .cidr_v4
+                .map(|c| c.to_string())
+                .into_iter()
+                .chain(sub.cidr_v6.map(|c| c.to_string()))
+                .collect();
             let _ = writeln!(
                 s,
-                "  {} {}{}  ({})",
+                "  {} {}  ({})",
                 sub.id,
-                sub.cidr_v4,
-                v6,
+                blocks.join(" "),
                 t.route_tables[sub.route_table.ix()].id
             );
             for eni in t.enis.iter().filter(|e| e.subnet.ix() == si) {

@@ -162,7 +162,8 @@ impl Vpc {
 pub struct Subnet {
     pub at: Loc,
     pub id: S<String>,
-    pub cidr_block: S<Ipv4Network>,
+    /// `None` for an IPv6-only subnet (AWS allows them in a VPC with an IPv6 block).
+    pub cidr_block: Option<S<Ipv4Network>>,
     pub ipv6_cidr_block: Option<S<Ipv6Network>>,
     pub availability_zone: Option<S<String>>,
     pub route_table: Option<S<String>>,
@@ -294,7 +295,8 @@ pub struct Instance {
     pub at: Loc,
     pub id: S<String>,
     pub subnet: S<String>,
-    pub private_ip: S<Ipv4Addr>,
+    /// Required in a subnet with IPv4; an instance of an IPv6-only subnet has none.
+    pub private_ip: Option<S<Ipv4Addr>>,
     pub secondary_private_ips: Vec<S<Ipv4Addr>>,
     pub ipv6_address: Option<S<Ipv6Addr>>,
     pub public_ip: Option<S<Ipv4Addr>>,
@@ -568,8 +570,17 @@ fn subnet(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Subnet> {
     ];
     let m = d.map(node, path, "a subnet", &known)?;
     let id = d.req(&m, "id", "public-a", val::id);
-    let cidr_block = d.req(&m, "cidr_block", "10.0.1.0/24", val::cidr4);
+    // One of the two at least: a subnet may be IPv4-only, dual stack or IPv6-only.
+    let cidr_written = d.node(&m, "cidr_block").is_some();
+    let cidr_block = d.opt(&m, "cidr_block", val::cidr4);
     let ipv6_cidr_block = d.opt(&m, "ipv6_cidr_block", val::cidr6);
+    if !cidr_written && d.node(&m, "ipv6_cidr_block").is_none() {
+        d.diags.error(
+            &m.at,
+            "the required field `cidr_block` is missing",
+            "add `cidr_block: 10.0.1.0/24`, or an `ipv6_cidr_block` for an IPv6-only subnet",
+        );
+    }
     let availability_zone = d.opt(&m, "availability_zone", val::text);
     let route_table = d.opt(&m, "route_table", val::id);
     let network_acl = d.opt(&m, "network_acl", val::id);
@@ -579,7 +590,11 @@ fn subnet(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Subnet> {
     Some(Subnet {
         at: m.at.clone(),
         id: id?,
-        cidr_block: cidr_block?,
+        cidr_block: if cidr_written {
+            Some(cidr_block?)
+        } else {
+            None
+        },
         ipv6_cidr_block,
         availability_zone,
         route_table,
@@ -921,7 +936,9 @@ fn instance(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Instance> {
     let id = d.req(&m, "id", "web-1", val::id);
     let example = d.hints.subnet.clone();
     let subnet = d.req(&m, "subnet", &example, val::id);
-    let private_ip = d.req(&m, "private_ip", "10.0.1.10", val::ipv4);
+    // Whether it is required depends on the subnet (validate): here it is read if given.
+    let private_ip_written = d.node(&m, "private_ip").is_some();
+    let private_ip = d.opt(&m, "private_ip", val::ipv4);
     let secondary_private_ips = d.scalar_list(&m, "secondary_private_ips", val::ipv4);
     let ipv6_address = d.opt(&m, "ipv6_address", val::ipv6);
     let public_ip = d.opt(&m, "public_ip", val::ipv4);
@@ -956,7 +973,11 @@ fn instance(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Instance> {
         at: m.at.clone(),
         id: id?,
         subnet: subnet?,
-        private_ip: private_ip?,
+        private_ip: if private_ip_written {
+            Some(private_ip?)
+        } else {
+            None
+        },
         secondary_private_ips,
         ipv6_address,
         public_ip,

@@ -83,7 +83,7 @@ pub fn add(name: &str) -> Result<(), NetnsError> {
 pub const ETC_NETNS: &str = "/etc/netns";
 
 /// Gives the namespace its own `resolv.conf` (the VPC resolver and search domain).
-pub fn write_resolv_conf(name: &str, server: std::net::Ipv4Addr, search: &str) -> io::Result<()> {
+pub fn write_resolv_conf(name: &str, server: std::net::IpAddr, search: &str) -> io::Result<()> {
     let dir = Path::new(ETC_NETNS).join(name);
     std::fs::create_dir_all(&dir)?;
     std::fs::write(

@@ -383,6 +383,11 @@ impl AddressBook {
     fn public(&mut self, diags: &mut Diagnostics, owner: &str, addr: IpAddr, at: &Loc) {
         Self::claim(diags, &mut self.public, addr, owner, addr, at);
     }
+
+    /// Whether a private address of VPC `vpc` is claimed already.
+    fn is_taken(&self, vpc: usize, a: Ipv4Addr) -> bool {
+        self.private.contains_key(&(vpc, IpAddr::V4(a)))
+    }
 }
 
 fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
@@ -395,6 +400,53 @@ fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
         }
         _ => false,
     }
+}
+
+/// AWS's "IPv4 CIDR block association restrictions" (VPC User Guide, VPC CIDR blocks):
+/// which secondary blocks a VPC may take, by the range its primary block is in. `None`
+/// when permitted, else why not.
+///
+/// | primary in       | restricted secondary blocks                                    |
+/// | 10.0.0.0/8       | 172.16.0.0/12, 192.168.0.0/16, 198.19.0.0/16; 10.0.0.0/16 if the primary is in 10.0.0.0/15 |
+/// | 172.16.0.0/12    | 10.0.0.0/8, 192.168.0.0/16, 172.31.0.0/16, 198.19.0.0/16        |
+/// | 192.168.0.0/16   | 10.0.0.0/8, 172.16.0.0/12, 198.19.0.0/16                        |
+/// | 198.19.0.0/16    | the RFC 1918 ranges                                            |
+/// | anything else (public, 100.64.0.0/10) | the RFC 1918 ranges, 198.19.0.0/16        |
+pub fn secondary_restriction(primary: Ipv4Network, secondary: Ipv4Network) -> Option<String> {
+    let net = |s: &str| -> IpNetwork { s.parse().expect("constant range") };
+    let (p, s): (IpNetwork, IpNetwork) = (primary.into(), secondary.into());
+    let inside = |n: IpNetwork, range: &str| within(n, net(range));
+    let touches = |range: &str| overlaps(s, net(range));
+    let rfc1918 = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"];
+    let home = rfc1918.iter().find(|r| inside(p, r)).copied();
+    let other_private = rfc1918
+        .iter()
+        .filter(|r| Some(**r) != home)
+        .find(|r| touches(r));
+    if let (Some(home), Some(r)) = (home, other_private) {
+        return Some(format!(
+            "it is in {r}, another private (RFC 1918) range than the primary's {home}"
+        ));
+    }
+    if home.is_none() && !inside(p, "198.19.0.0/16") {
+        if let Some(r) = rfc1918.iter().find(|r| touches(r)) {
+            return Some(format!("the primary is not private (RFC 1918), and {r} is"));
+        }
+    }
+    if inside(p, "198.19.0.0/16") {
+        if let Some(r) = rfc1918.iter().find(|r| touches(r)) {
+            return Some(format!("a 198.19.0.0/16 primary takes no block of {r}"));
+        }
+    } else if touches("198.19.0.0/16") {
+        return Some("198.19.0.0/16 is restricted unless the primary is in it".into());
+    }
+    if home == Some("10.0.0.0/8") && inside(p, "10.0.0.0/15") && touches("10.0.0.0/16") {
+        return Some("a primary in 10.0.0.0/15 takes no block of 10.0.0.0/16".into());
+    }
+    if home == Some("172.16.0.0/12") && touches("172.31.0.0/16") {
+        return Some("a primary in 172.16.0.0/12 takes no block of 172.31.0.0/16".into());
+    }
+    None
 }
 
 /// A network as the range of addresses it covers (IPv4 in the low 32 bits).
@@ -488,6 +540,18 @@ fn check_vpc(
     let v = Some(vi);
     // VPC blocks: /16 to /28, no overlap between them.
     let blocks: Vec<&S<Ipv4Network>> = vpc.cidrs_v4().collect();
+    for b in &vpc.secondary_cidr_blocks {
+        if let Some(why) = secondary_restriction(vpc.cidr_block.v, b.v) {
+            diags.error(
+                &b.at,
+                format!(
+                    "{} cannot be added to a VPC whose primary block is {}: {why}",
+                    b.v, vpc.cidr_block.v
+                ),
+                "choose a block AWS permits with this primary (VPC CIDR blocks, \"IPv4 CIDR block association restrictions\")",
+            );
+        }
+    }
     for b in &blocks {
         let special: [(&str, &str); 5] = [
             ("0.0.0.0/8", "\"this network\""),
@@ -546,15 +610,17 @@ fn check_vpc(
     };
 
     // Subnets: no two overlap, IPv4 or IPv6.
-    let v4: Vec<IpNetwork> = vpc.subnets.iter().map(|s| s.cidr_block.v.into()).collect();
-    for (i, j) in overlapping(&v4) {
-        let (s, other) = (&vpc.subnets[i], &vpc.subnets[j]);
+    let v4: Vec<(&Subnet, &S<Ipv4Network>)> = vpc
+        .subnets
+        .iter()
+        .filter_map(|s| Some((s, s.cidr_block.as_ref()?)))
+        .collect();
+    let nets: Vec<IpNetwork> = v4.iter().map(|(_, c)| c.v.into()).collect();
+    for (i, j) in overlapping(&nets) {
+        let ((_, c), (other, oc)) = (v4[i], v4[j]);
         diags.error(
-            &s.cidr_block.at,
-            format!(
-                "{} overlaps subnet `{}` ({})",
-                s.cidr_block.v, other.id.v, other.cidr_block.v
-            ),
+            &c.at,
+            format!("{} overlaps subnet `{}` ({})", c.v, other.id.v, oc.v),
             "give each subnet its own range",
         );
     }
@@ -573,25 +639,27 @@ fn check_vpc(
     }
     let mut mains = Vec::new();
     for s in &vpc.subnets {
-        let c = s.cidr_block.v;
-        if !(16..=28).contains(&c.netmask()) {
-            diags.error(
-                &s.cidr_block.at,
-                format!("a subnet must be /16 to /28, not /{}", c.netmask()),
-                "choose a prefix length from 16 to 28",
-            );
-        }
-        if !in_vpc(c.into()) {
-            let list = blocks
-                .iter()
-                .map(|b| b.v.to_string())
-                .collect::<Vec<_>>()
-                .join(", ");
-            diags.error(
-                &s.cidr_block.at,
-                format!("{c} is not inside the VPC's blocks ({list})"),
-                "choose a CIDR inside one of the VPC's blocks",
-            );
+        if let Some(cb) = &s.cidr_block {
+            let c = cb.v;
+            if !(16..=28).contains(&c.netmask()) {
+                diags.error(
+                    &cb.at,
+                    format!("a subnet must be /16 to /28, not /{}", c.netmask()),
+                    "choose a prefix length from 16 to 28",
+                );
+            }
+            if !in_vpc(c.into()) {
+                let list = blocks
+                    .iter()
+                    .map(|b| b.v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                diags.error(
+                    &cb.at,
+                    format!("{c} is not inside the VPC's blocks ({list})"),
+                    "choose a CIDR inside one of the VPC's blocks",
+                );
+            }
         }
         if let Some(c6) = &s.ipv6_cidr_block {
             match &vpc.ipv6_cidr_block {
@@ -750,7 +818,42 @@ fn check_vpc(
         let subnet = reg
             .resolve(diags, &inst.subnet, &[Kind::Subnet], v)
             .and_then(|_| vpc.subnets.iter().find(|s| s.id.v == inst.subnet.v));
-        for ip in std::iter::once(&inst.private_ip).chain(inst.secondary_private_ips.iter()) {
+        let v6_only = subnet.is_some_and(|s| s.cidr_block.is_none());
+        match (&inst.private_ip, subnet) {
+            (None, Some(s)) if !v6_only => {
+                let example = s
+                    .cidr_block
+                    .as_ref()
+                    .and_then(|c| first_free_v4(c.v, |a| addrs.is_taken(vi, a)))
+                    .map_or("10.0.1.10".to_string(), |a| a.to_string());
+                diags.error(
+                    &inst.at,
+                    "the required field `private_ip` is missing",
+                    format!("add `private_ip: {example}`"),
+                );
+            }
+            (Some(ip), Some(s)) if v6_only => diags.error(
+                &ip.at,
+                format!(
+                    "subnet `{}` is IPv6-only: its instances have no IPv4 address",
+                    s.id.v
+                ),
+                "remove `private_ip`, or give the subnet a `cidr_block`",
+            ),
+            _ => {}
+        }
+        if v6_only && inst.ipv6_address.is_none() {
+            diags.error(
+                &inst.at,
+                "an instance of an IPv6-only subnet needs an `ipv6_address`",
+                "add `ipv6_address` inside the subnet's /64",
+            );
+        }
+        for ip in inst
+            .private_ip
+            .iter()
+            .chain(inst.secondary_private_ips.iter())
+        {
             if let Some(s) = subnet {
                 check_private_v4(diags, s, ip, "the instance");
             }
@@ -842,12 +945,20 @@ fn check_vpc(
             }
             None => {
                 let taken = |a: Ipv4Addr| addrs.private.contains_key(&(vi, IpAddr::V4(a)));
-                match first_free_v4(s.cidr_block.v, taken) {
-                    Some(a) => addrs.private(diags, vi, &nat.id.v, IpAddr::V4(a), &nat.at),
-                    None => diags.error(
+                match s.cidr_block.as_ref().map(|c| first_free_v4(c.v, taken)) {
+                    Some(Some(a)) => addrs.private(diags, vi, &nat.id.v, IpAddr::V4(a), &nat.at),
+                    Some(None) => diags.error(
                         &nat.at,
                         format!("subnet `{}` has no free address", s.id.v),
                         "use a larger subnet",
+                    ),
+                    None => diags.error(
+                        &nat.subnet.at,
+                        format!(
+                            "subnet `{}` is IPv6-only, and a NAT gateway needs an IPv4 address",
+                            s.id.v
+                        ),
+                        "put the NAT gateway in a subnet with a `cidr_block`",
                     ),
                 }
             }
@@ -909,7 +1020,19 @@ fn check_vpc(
                     );
                 }
                 for s in subnets {
-                    reg.resolve(diags, s, &[Kind::Subnet], v);
+                    if reg.resolve(diags, s, &[Kind::Subnet], v).is_some() {
+                        let v6_only = vpc
+                            .subnets
+                            .iter()
+                            .any(|x| x.id.v == s.v && x.cidr_block.is_none());
+                        if v6_only {
+                            diags.error(
+                                &s.at,
+                                format!("subnet `{}` is IPv6-only; vpcd's interface endpoints need an IPv4 address in each subnet", s.v),
+                                "name subnets with a `cidr_block`",
+                            );
+                        }
+                    }
                 }
                 for g in security_groups {
                     reg.resolve(diags, g, &[Kind::SecurityGroup], v);
@@ -1003,17 +1126,22 @@ fn check_rule_shape(
 
 /// An instance's or NAT gateway's private IPv4: inside its subnet, not reserved.
 fn check_private_v4(diags: &mut Diagnostics, s: &Subnet, ip: &S<Ipv4Addr>, what: &str) {
-    if !s.cidr_block.v.contains(ip.v) {
+    let Some(cidr) = s.cidr_block.as_ref().map(|c| c.v) else {
         diags.error(
             &ip.at,
-            format!(
-                "{} is not inside subnet `{}` ({})",
-                ip.v, s.id.v, s.cidr_block.v
-            ),
-            format!("give {what} an address inside {}", s.cidr_block.v),
+            format!("subnet `{}` is IPv6-only: it has no IPv4 addresses", s.id.v),
+            format!("give {what} no IPv4 address, or put it in a subnet with a `cidr_block`"),
         );
-    } else if let Some(why) = reserved_v4(s.cidr_block.v, ip.v) {
-        let first = Ipv4Addr::from(u32::from(s.cidr_block.v.network_address()).saturating_add(4));
+        return;
+    };
+    if !cidr.contains(ip.v) {
+        diags.error(
+            &ip.at,
+            format!("{} is not inside subnet `{}` ({cidr})", ip.v, s.id.v),
+            format!("give {what} an address inside {cidr}"),
+        );
+    } else if let Some(why) = reserved_v4(cidr, ip.v) {
+        let first = Ipv4Addr::from(u32::from(cidr.network_address()).saturating_add(4));
         diags.error(
             &ip.at,
             format!(
@@ -1136,7 +1264,9 @@ fn check_routes(
                 } else if in_vpc(n) {
                     // AWS: a middlebox route's destination must be a whole subnet's CIDR.
                     let whole_subnet = vpc.subnets.iter().any(|s| {
-                        IpNetwork::from(s.cidr_block.v) == n
+                        s.cidr_block
+                            .as_ref()
+                            .is_some_and(|c| IpNetwork::from(c.v) == n)
                             || s.ipv6_cidr_block
                                 .as_ref()
                                 .is_some_and(|c| IpNetwork::from(c.v) == n)

@@ -486,3 +486,34 @@ vpcs:
     has(&top, 1, "", "the required field `version` is missing");
     assert!(top.iter().all(|(l, c, _, _)| (*l, *c) == (1, 1)), "{top:?}");
 }
+
+#[test]
+fn secondary_blocks_follow_aws_association_restrictions() {
+    let lab = |primary: &str, secondary: &str| {
+        format!("version: 1\nvpcs:\n  - id: v\n    cidr_block: {primary}\n    secondary_cidr_blocks: [{secondary}]\n")
+    };
+    let refused = |primary: &str, secondary: &str| {
+        let errs = errors(&lab(primary, secondary));
+        errs.iter().any(|(l, _, p, m)| {
+            *l == 5 && p.contains("secondary_cidr_blocks") && m.contains("cannot be added")
+        })
+    };
+    // The example: with a 10/8 primary, the other private ranges and 198.19/16
+    // are refused; more of 10/8, a public block and 100.64/10 are fine.
+    for s in ["172.16.0.0/16", "192.168.0.0/16", "198.19.0.0/16"] {
+        assert!(refused("10.8.0.0/16", s), "{s}");
+    }
+    for s in ["10.9.0.0/16", "100.64.0.0/16", "203.0.113.0/24"] {
+        assert!(!refused("10.8.0.0/16", s), "{s}");
+    }
+    assert!(refused("10.1.0.0/16", "10.0.4.0/24"), "10.0.0.0/15 rule");
+    assert!(refused("172.20.0.0/16", "172.31.0.0/16"));
+    assert!(refused("172.20.0.0/16", "10.1.0.0/16"));
+    assert!(!refused("172.20.0.0/16", "172.21.0.0/16"));
+    assert!(refused("192.168.0.0/16", "10.1.0.0/16"));
+    assert!(refused("203.0.113.0/24", "10.1.0.0/16"));
+    assert!(refused("203.0.113.0/24", "198.19.0.0/16"));
+    assert!(!refused("203.0.113.0/24", "100.64.0.0/16"));
+    assert!(refused("198.19.0.0/16", "10.1.0.0/16"));
+    assert!(!refused("198.19.0.0/16", "100.64.0.0/16"));
+}

@@ -369,17 +369,19 @@ fn format_record(snap: &Snapshot, log: &FlowLog, k: &Key, a: &Aggregate, status:
     // A NAT gateway's ENI names itself where the packet's far end is beyond it (AWS's NAT
     // gateway example: the instance's packet to the internet is 10.0.1.5 → 10.0.0.220 at
     // srcaddr/dstaddr, 10.0.1.5 → 203.0.113.5 at pkt-srcaddr/pkt-dstaddr).
-    let own = IpAddr::V4(eni.primary_v4());
-    let nat = matches!(eni.kind, crate::snapshot::EniKind::NatGateway(_)) && !k.src.is_ipv6();
-    let srcaddr = if nat && !eni.owns(k.src) && k.egress {
-        own
-    } else {
-        k.src
+    let own = match eni.kind {
+        crate::snapshot::EniKind::NatGateway(_) if !k.src.is_ipv6() => {
+            eni.primary_v4().map(IpAddr::V4)
+        }
+        _ => None,
     };
-    let dstaddr = if nat && !eni.owns(k.dst) && !k.egress {
-        own
-    } else {
-        k.dst
+    let srcaddr = match own {
+        Some(own) if !eni.owns(k.src) && k.egress => own,
+        _ => k.src,
+    };
+    let dstaddr = match own {
+        Some(own) if !eni.owns(k.dst) && !k.egress => own,
+        _ => k.dst,
     };
     let mut s = String::new();
     for (i, field) in log.format.iter().enumerate() {

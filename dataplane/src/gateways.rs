@@ -93,7 +93,12 @@ fn internet_gateway_ingress<'s, O: Observer<'s>>(
                     "the public IP's VPC has no internet gateway",
                 );
             }
-            let private = eni.primary_v4();
+            let Some(private) = eni.primary_v4() else {
+                return cx.drop(
+                    DropReason::IgwNoPublicIp,
+                    "the public IP's ENI has no private IPv4 address",
+                );
+            };
             // An ICMP error quotes the packet as it left the IGW, with the public source:
             // the quote is mapped back too (R-IGW-NAT), or the instance (or NAT gateway)
             // could not match it to its flow.
@@ -173,7 +178,7 @@ pub(crate) fn internet_gateway_egress<'s, O: Observer<'s>>(
             // R-IGW-NAT: the public IP belongs to the ENI's primary private IPv4 only.
             let public = src_owner
                 .map(|e| snap.eni(e))
-                .filter(|e| IpAddr::V4(e.primary_v4()) == pkt.src)
+                .filter(|e| e.primary_v4().map(IpAddr::V4) == Some(pkt.src))
                 .and_then(|e| e.public_v4);
             let Some(public) = public else {
                 return cx.drop(
@@ -308,12 +313,8 @@ fn outbound_too_big<'s, O: Observer<'s>>(
         return Some(cx.drop(DropReason::MtuExceeded, "larger than the path MTU (1500)"));
     };
     let subnet = snap.subnet(snap.eni(eni_ix).subnet);
-    let router: IpAddr = match pkt.src {
-        IpAddr::V4(_) => subnet.router_v4().into(),
-        IpAddr::V6(_) => match subnet.router_v6() {
-            Some(r) => r.into(),
-            None => return Some(cx.drop(DropReason::MtuExceeded, "larger than the path MTU")),
-        },
+    let Some(router) = subnet.router_for(pkt.is_ipv6()) else {
+        return Some(cx.drop(DropReason::MtuExceeded, "larger than the path MTU"));
     };
     Some(packet_too_big(
         cx,

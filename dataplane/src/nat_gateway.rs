@@ -99,8 +99,8 @@ pub(crate) fn egress<'s, O: Observer<'s>>(
         let sender = snap
             .eni_by_addr(nat.vpc, pkt.src)
             .and_then(|e| snap.eni(e).port.map(|p| (e, p)));
-        if let Some((eni, port)) = sender {
-            let router = snap.subnet(snap.eni(eni).subnet).router_v4();
+        let router = sender.and_then(|(e, _)| snap.subnet(snap.eni(e).subnet).router_v4());
+        if let (Some((eni, port)), Some(router)) = (sender, router) {
             return packet_too_big(
                 cx,
                 pkt,

@@ -28,7 +28,6 @@
 use std::sync::Arc;
 
 use crate::conntrack::Conntrack;
-use std::net::IpAddr;
 
 use crate::eni;
 use crate::gateways;
@@ -414,12 +413,8 @@ fn router_hop<'s, O: Observer<'s>>(
     let eni = snap.eni(sender);
     let port = eni.port.filter(|_| eni.subnet == subnet)?;
     if pkt.ttl <= 1 {
-        let router: IpAddr = match pkt.src {
-            IpAddr::V4(_) => sn.router_v4().into(),
-            IpAddr::V6(_) => match sn.router_v6() {
-                Some(r) => r.into(),
-                None => return Some(cx.drop(DropReason::TtlExpired, "the TTL ran out")),
-            },
+        let Some(router) = sn.router_for(pkt.is_ipv6()) else {
+            return Some(cx.drop(DropReason::TtlExpired, "the TTL ran out"));
         };
         return Some(router_error(
             cx,

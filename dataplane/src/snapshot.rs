@@ -98,7 +98,8 @@ impl Vpc {
 pub struct Subnet {
     pub id: Box<str>,
     pub vpc: VpcIx,
-    pub cidr_v4: Ipv4Network,
+    /// `None` for an IPv6-only subnet.
+    pub cidr_v4: Option<Ipv4Network>,
     pub cidr_v6: Option<Ipv6Network>,
     pub availability_zone: Box<str>,
     pub route_table: RouteTableIx,
@@ -107,9 +108,20 @@ pub struct Subnet {
 }
 
 impl Subnet {
-    /// The VPC router's address in this subnet: base + 1 (R-ADDR-ROUTER).
-    pub fn router_v4(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.cidr_v4.network_address()) + 1)
+    /// The VPC router's address in this subnet: base + 1 (R-ADDR-ROUTER); `None` in an
+    /// IPv6-only subnet.
+    pub fn router_v4(&self) -> Option<Ipv4Addr> {
+        self.cidr_v4
+            .map(|c| Ipv4Addr::from(u32::from(c.network_address()) + 1))
+    }
+
+    /// The router's address of a family in this subnet, if the subnet has that family.
+    pub fn router_for(&self, v6: bool) -> Option<IpAddr> {
+        if v6 {
+            self.router_v6().map(IpAddr::V6)
+        } else {
+            self.router_v4().map(IpAddr::V4)
+        }
     }
 
     /// The router's IPv6 address in this subnet: base + 1 of the /64.
@@ -222,8 +234,9 @@ impl Eni {
         }
     }
 
-    pub fn primary_v4(&self) -> Ipv4Addr {
-        self.private_v4[0]
+    /// Its primary private IPv4 address; `None` for an ENI of an IPv6-only subnet.
+    pub fn primary_v4(&self) -> Option<Ipv4Addr> {
+        self.private_v4.first().copied()
     }
 }
 
@@ -496,7 +509,9 @@ impl Snapshot {
         let mut local_by_addr = FxHashMap::default();
         for (i, s) in topo.subnets.iter().enumerate() {
             let svc = LocalService::Router(SubnetIx(i as u32));
-            local_by_addr.insert((s.vpc, IpAddr::V4(s.router_v4())), svc);
+            if let Some(r) = s.router_v4() {
+                local_by_addr.insert((s.vpc, IpAddr::V4(r)), svc);
+            }
             if let Some(r6) = s.router_v6() {
                 local_by_addr.insert((s.vpc, IpAddr::V6(r6)), svc);
             }

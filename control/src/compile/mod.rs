@@ -137,8 +137,11 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 vpc: VpcIx(vi as u32),
                 subnet: subnet_ix,
                 port: Some(port),
-                private_v4: std::iter::once(inst.private_ip.v)
-                    .chain(inst.secondary_private_ips.iter().map(|a| a.v))
+                private_v4: inst
+                    .private_ip
+                    .iter()
+                    .chain(inst.secondary_private_ips.iter())
+                    .map(|a| a.v)
                     .collect(),
                 ipv6: inst.ipv6_address.iter().map(|a| a.v).collect(),
                 public_v4: inst
@@ -212,7 +215,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
             t.subnets.push(Subnet {
                 id: s.id.v.as_str().into(),
                 vpc,
-                cidr_v4: s.cidr_block.v,
+                cidr_v4: s.cidr_block.as_ref().map(|c| c.v),
                 cidr_v6: s.ipv6_cidr_block.as_ref().map(|c| c.v),
                 availability_zone: s
                     .availability_zone
@@ -228,7 +231,10 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
             .instances
             .iter()
             .flat_map(|i| {
-                std::iter::once(i.private_ip.v).chain(i.secondary_private_ips.iter().map(|a| a.v))
+                i.private_ip
+                    .iter()
+                    .chain(i.secondary_private_ips.iter())
+                    .map(|a| a.v)
             })
             .collect();
         for nat in &v.nat_gateways {
@@ -239,7 +245,8 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
             let cidr = t.subnets[subnet.ix()].cidr_v4;
             let private_ip = match &nat.private_ip {
                 Some(ip) => ip.v,
-                None => first_free(cidr, &taken)
+                None => cidr
+                    .and_then(|c| first_free(c, &taken))
                     .ok_or_else(|| CompileError(format!("no free address for {}", nat.id.v)))?,
             };
             taken.push(private_ip);
@@ -302,7 +309,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                         .ok_or_else(|| missing("subnet", &sn.v))?;
                     let cidr = t.subnets[subnet.ix()].cidr_v4;
                     // R-IFE-ENI: a private IP in each subnet, the first free one.
-                    let ip = first_free(cidr, &taken).ok_or_else(|| {
+                    let ip = cidr.and_then(|c| first_free(c, &taken)).ok_or_else(|| {
                         CompileError(format!("no free address for {} in {}", ep.id.v, sn.v))
                     })?;
                     taken.push(ip);

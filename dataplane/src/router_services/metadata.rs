@@ -29,7 +29,11 @@ pub(super) fn facts(snap: &Snapshot, eni_ix: EniIx, path: &str) -> Option<String
         .strip_prefix("/latest/meta-data")
         .or_else(|| (path == "/latest" || path.is_empty()).then_some("@"))?;
     let primary = eni.primary_v4();
-    let name = super::names::private_name(region, primary);
+    // An IPv6-only instance has a resource-based name (AWS: `i-0123….ec2.internal`).
+    let name = match primary {
+        Some(a) => super::names::private_name(region, a),
+        None => format!("{}.{}", eni.id, super::names::private_domain(region)),
+    };
     let sgs: Vec<&str> = eni
         .security_groups
         .iter()
@@ -41,12 +45,15 @@ pub(super) fn facts(snap: &Snapshot, eni_ix: EniIx, path: &str) -> Option<String
         "" => "hostname\ninstance-id\nlocal-hostname\nlocal-ipv4\nmac\nnetwork/\nplacement/\npublic-ipv4\nsecurity-groups"
             .to_string(),
         "/instance-id" => eni.id.to_string(),
-        "/local-ipv4" => primary.to_string(),
+        "/local-ipv4" => primary?.to_string(),
         "/public-ipv4" => eni.public_v4?.to_string(),
         "/mac" => mac.clone(),
         "/hostname" | "/local-hostname" => name,
-        "/placement" => "availability-zone\nregion".to_string(),
+        "/placement" => "availability-zone\navailability-zone-id\nregion".to_string(),
         "/placement/availability-zone" => subnet.availability_zone.to_string(),
+        "/placement/availability-zone-id" => {
+            crate::region::zone_id(region, &subnet.availability_zone)
+        }
         "/placement/region" => region.to_string(),
         "/security-groups" => sgs.join("\n"),
         "/network" => "interfaces/".to_string(),
@@ -65,7 +72,7 @@ pub(super) fn facts(snap: &Snapshot, eni_ix: EniIx, path: &str) -> Option<String
             "/mac" => mac.clone(),
             "/security-group-ids" => sgs.join("\n"),
             "/subnet-id" => subnet.id.to_string(),
-            "/subnet-ipv4-cidr-block" => subnet.cidr_v4.to_string(),
+            "/subnet-ipv4-cidr-block" => subnet.cidr_v4?.to_string(),
             "/vpc-id" => vpc.id.to_string(),
             "/vpc-ipv4-cidr-block" => vpc.cidrs_v4.first()?.to_string(),
             "/vpc-ipv4-cidr-blocks" => vpc

@@ -121,6 +121,29 @@ pub fn resolve(snap: &Snapshot, vpc: VpcIx, name: &str, ask: Ask) -> Answer {
             (false, _) => Answer::NxDomain,
         };
     }
+    // Resource-based names (an IPv6-only instance's hostname, AWS: `i-….ec2.internal`):
+    // AAAA gives its IPv6 addresses, A its IPv4 ones if it has any.
+    if let Some(id) = name.strip_suffix(&format!(".{}", private_domain(region))) {
+        let seen = visible(snap, vpc);
+        let eni = t.enis.iter().find(|e| {
+            e.port.is_some()
+                && &*e.id == id
+                && e.primary_v4().is_none()
+                && seen.iter().any(|(v, _)| *v == e.vpc)
+        });
+        if let Some(e) = eni {
+            let addrs: Vec<IpAddr> = match ask {
+                Ask::Aaaa => e.ipv6.iter().map(|a| IpAddr::V6(*a)).collect(),
+                Ask::A => e.private_v4.iter().map(|a| IpAddr::V4(*a)).collect(),
+                _ => Vec::new(),
+            };
+            return if addrs.is_empty() {
+                Answer::NoData
+            } else {
+                Answer::Addresses(addrs)
+            };
+        }
+    }
     // Private names.
     if let Some(host) = name
         .strip_suffix(&format!(".{}", private_domain(region)))
@@ -148,7 +171,10 @@ pub fn resolve(snap: &Snapshot, vpc: VpcIx, name: &str, ask: Ask) -> Answer {
         let inside = visible(snap, vpc)
             .iter()
             .any(|(v, dns)| *v == eni.vpc && *dns);
-        let a = if inside { eni.primary_v4() } else { public };
+        let a = match eni.primary_v4() {
+            Some(private) if inside => private,
+            _ => public,
+        };
         return only_v4(vec![a.into()]);
     }
     // Endpoint names.
