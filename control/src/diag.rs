@@ -68,11 +68,28 @@ pub struct Diagnostic {
     pub fix: String,
     /// For a line that sums up errors not shown: how many it stands for (0 otherwise).
     pub hidden: usize,
+    /// A warning: AWS allows it, but it is likely a mistake (a NAT gateway in a subnet
+    /// without a route to the internet gateway). `check` passes with warnings.
+    pub warning: bool,
 }
 
-/// How many errors a list reports, those summed up included.
+/// How many errors a list reports, those summed up included (warnings are not errors).
 pub fn count(diags: &[Diagnostic]) -> usize {
-    diags.iter().map(|d| d.hidden.max(1)).sum()
+    diags
+        .iter()
+        .filter(|d| !d.warning)
+        .map(|d| d.hidden.max(1))
+        .sum()
+}
+
+/// The warnings of a list, as `check` prints them (one a line).
+pub fn render_warnings(file: &str, diags: &[Diagnostic]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    for d in diags.iter().filter(|d| d.warning) {
+        let _ = writeln!(s, "{}", InFile { file, diag: d });
+    }
+    s
 }
 
 /// Every error of `file` as `check` prints them, one a line, then `FILE: N error(s)`
@@ -101,9 +118,10 @@ impl fmt::Display for InFile<'_> {
         } else {
             &d.at.path
         };
+        let level = if d.warning { "warning: " } else { "" };
         write!(
             f,
-            "{}:{}:{}: {path}: {}; {}",
+            "{}:{}:{}: {level}{path}: {}; {}",
             self.file, d.at.line, d.at.col, d.message, d.fix
         )
     }
@@ -129,6 +147,7 @@ pub struct Diagnostics {
     /// Errors not kept, per kind of place: (how many, where the first was).
     dropped: HashMap<String, (usize, Loc)>,
     seen: HashSet<u64>,
+    warnings: Vec<Diagnostic>,
 }
 
 /// `vpcs[0].subnets[12].cidr_block` → `vpcs[].subnets[].cidr_block`.
@@ -159,6 +178,7 @@ impl Diagnostics {
             message: message.into(),
             fix: fix.into(),
             hidden: 0,
+            warning: false,
         };
         let mut h = std::hash::DefaultHasher::new();
         d.hash(&mut h);
@@ -176,6 +196,22 @@ impl Diagnostics {
         self.list.push(d);
     }
 
+    /// A warning: reported, but the lab is valid.
+    pub fn warn(&mut self, at: &Loc, message: impl Into<String>, fix: impl Into<String>) {
+        self.warnings.push(Diagnostic {
+            at: at.clone(),
+            message: message.into(),
+            fix: fix.into(),
+            hidden: 0,
+            warning: true,
+        });
+    }
+
+    /// Whether there are errors (warnings aside).
+    pub fn has_errors(&self) -> bool {
+        !self.list.is_empty() || !self.dropped.is_empty()
+    }
+
     /// Whether an error at `at` would still be shown: lets a check skip work (such as
     /// finding the closest id for a hint) for an error that would only be counted.
     pub fn wants(&self, at: &Loc) -> bool {
@@ -187,12 +223,14 @@ impl Diagnostics {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.list.is_empty() && self.dropped.is_empty()
+        self.list.is_empty() && self.dropped.is_empty() && self.warnings.is_empty()
     }
 
     /// Sorted by position; errors not kept are summed up, one line per kind of place,
     /// at the place of the first of them.
     pub fn into_sorted(mut self) -> Vec<Diagnostic> {
+        self.warnings.truncate(MAX_KEPT);
+        self.list.append(&mut self.warnings);
         for (key, (n, at)) in self.dropped {
             self.list.push(Diagnostic {
                 at,
@@ -202,6 +240,7 @@ impl Diagnostics {
                 fix: "fix the errors shown first: the same mistake is likely repeated"
                     .to_string(),
                 hidden: n,
+                warning: false,
             });
         }
         self.list.sort_by_key(|d| (d.at.line, d.at.col));

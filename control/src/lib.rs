@@ -57,10 +57,12 @@ pub fn check_text(text: &str) -> Result<Lab, Vec<Diagnostic>> {
     // freed before validation, which needs only the lab.
     drop(root);
     validate::validate(&lab, &mut diags);
-    if diags.is_empty() {
-        Ok(lab)
-    } else {
+    let mut lab = lab;
+    if diags.has_errors() {
         Err(diags.into_sorted())
+    } else {
+        lab.warnings = diags.into_sorted();
+        Ok(lab)
     }
 }
 

@@ -183,7 +183,10 @@ fn main() -> ExitCode {
             match read(lab) {
                 // Checked here first: a file with errors never reaches the router.
                 Ok(text) => match control::check_text(&text) {
-                    Ok(_) => remote(&cli, &format!("apply {file}"), &text),
+                    Ok(lab) => {
+                        eprint!("{}", control::diag::render_warnings(&file, &lab.warnings));
+                        remote(&cli, &format!("apply {file}"), &text)
+                    }
                     Err(diags) => {
                         eprintln!(
                             "{}; nothing was sent to the router: the running lab is unchanged",
@@ -338,6 +341,7 @@ fn check(path: &Path) -> ExitCode {
     };
     match load(&text, &file) {
         Ok((lab, snap)) => {
+            eprint!("{}", control::diag::render_warnings(&file, &lab.warnings));
             let t = &snap.topo;
             println!(
                 "{file}: ok ({} VPC(s), {} subnet(s), {} route table(s), {} instance(s), {} outside host(s))",
@@ -442,7 +446,10 @@ fn up(
         ),
     };
     let lab = match control::check_text(&text) {
-        Ok(lab) => lab,
+        Ok(lab) => {
+            eprint!("{}", control::diag::render_warnings(&title, &lab.warnings));
+            lab
+        }
         Err(diags) => {
             eprintln!("{}", control::diag::render(&title, &diags));
             return ExitCode::from(1);

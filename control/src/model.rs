@@ -35,6 +35,8 @@ pub struct Lab {
     pub broken: Vec<String>,
     /// What could be read of those objects, checked too.
     pub partial: Vec<Partial>,
+    /// What `check` found likely wrong though AWS allows it (set by [`crate::check_text`]).
+    pub warnings: Vec<crate::Diagnostic>,
 }
 
 /// What is readable of an object that could not be decoded whole.

@@ -966,10 +966,12 @@ fn check_vpc(
         if let Some(p) = &nat.public_ip {
             addrs.public(diags, &nat.id.v, IpAddr::V4(p.v), &p.at);
         }
+        // AWS creates a NAT gateway in any subnet; in one without a route to the internet
+        // gateway its internet traffic is dropped: the classic mistake, allowed, warned.
         if !nat.private_connectivity && !subnet_routes_to_igw(vpc, s) {
-            diags.error(
+            diags.warn(
                 &nat.subnet.at,
-                format!("a public NAT gateway must sit in a subnet whose route table sends 0.0.0.0/0 to the internet gateway, and `{}` does not", s.id.v),
+                format!("public NAT gateway `{}` is in subnet `{}`, whose route table sends no 0.0.0.0/0 to an internet gateway: its traffic to the internet will be dropped", nat.id.v, s.id.v),
                 "put it in a public subnet, or add `{ destination: 0.0.0.0/0, target: <igw> }` to that subnet's route table",
             );
         }

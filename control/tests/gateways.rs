@@ -377,18 +377,130 @@ fn on_premises_reaches_private_addresses_both_ways_but_never_public_ones() {
     );
 }
 
+/// Splits an IPv4 packet into two fragments after `at` bytes of its payload (a multiple
+/// of 8), as a sender's stack would.
+fn fragment(pkt: &[u8], at: usize) -> (Vec<u8>, Vec<u8>) {
+    let (mut h, body) = etherparse::Ipv4Header::from_slice(pkt).unwrap();
+    let (first_part, rest) = body.split_at(at);
+    let mut out = Vec::new();
+    for (i, part) in [first_part, rest].into_iter().enumerate() {
+        h.more_fragments = i == 0;
+        h.dont_fragment = false;
+        h.fragment_offset = etherparse::IpFragOffset::try_new((i * at / 8) as u16).unwrap();
+        h.set_payload_len(part.len()).unwrap();
+        h.header_checksum = h.calc_header_checksum();
+        let mut p = h.to_bytes().to_vec();
+        p.extend_from_slice(part);
+        out.push(p);
+    }
+    let later = out.pop().unwrap();
+    (out.pop().unwrap(), later)
+}
+
+/// The UDP datagram the fragments of one packet make, its checksum checked against its
+/// (translated) addresses.
+fn reassembled_udp_is_valid(first: &[u8], later: &[u8]) -> bool {
+    let (h1, p1) = etherparse::Ipv4Header::from_slice(first).unwrap();
+    let (_, p2) = etherparse::Ipv4Header::from_slice(later).unwrap();
+    let mut l4 = p1.to_vec();
+    l4.extend_from_slice(p2);
+    let (udp, payload) = etherparse::UdpHeader::from_slice(&l4).unwrap();
+    udp.calc_checksum_ipv4(&h1, payload).unwrap() == udp.checksum
+}
+
 #[test]
-fn fragments_do_not_cross_the_nat_gateway() {
-    // R-NAT-FRAG.
+fn r_nat_frag_udp_fragments_cross_the_nat_gateway_tcp_and_icmp_ones_do_not() {
+    // AWS, NAT gateway basics: UDP fragments are carried, TCP and ICMP ones dropped.
     let mut l = gw_lab();
-    let mut p = udp("10.0.2.10", "203.0.113.10", 5000, 53);
-    // More-fragments flag set, offset 0: the first fragment of a datagram.
-    let old_word = u16::from_be_bytes([p[6], p[7]]);
-    p[6] |= 0x20;
-    let c = u16::from_be_bytes([p[10], p[11]]);
-    let fixed = dataplane::checksum::update16(c, old_word, u16::from_be_bytes([p[6], p[7]]));
-    p[10..12].copy_from_slice(&fixed.to_be_bytes());
-    l.expect_drop("app-1", p, DropReason::Fragment);
+    let mut whole = Vec::new();
+    etherparse::PacketBuilder::ipv4([10, 0, 2, 10], [203, 0, 113, 10], 64)
+        .udp(5000, 53)
+        .write(&mut whole, &[0x5a; 1200])
+        .unwrap();
+    let (first, later) = fragment(&whole, 600);
+    let out1 = l.expect_to("app-1", first, "inet-1");
+    let out2 = l.expect_to("app-1", later, "inet-1");
+    // Both leave from the NAT gateway's public IP; the port is in the first alone.
+    assert_eq!(src_of(&out1), ip("198.51.100.5"));
+    assert_eq!(src_of(&out2), ip("198.51.100.5"));
+    assert!(reassembled_udp_is_valid(&out1, &out2));
+    // (A fragment's ports, read where the UDP header starts.)
+    let nat_port = u16::from_be_bytes([out1[20], out1[21]]);
+    // The answer, fragmented too: the first finds the mapping, the later one follows it.
+    let mut answer = Vec::new();
+    etherparse::PacketBuilder::ipv4([203, 0, 113, 10], [198, 51, 100, 5], 64)
+        .udp(53, nat_port)
+        .write(&mut answer, &[0xa5; 1000])
+        .unwrap();
+    answer[4..6].copy_from_slice(&0x4242u16.to_be_bytes());
+    let (first, later) = fragment(&answer, 504);
+    // A later fragment before its first cannot be placed.
+    l.expect_drop("inet-1", later.clone(), DropReason::Fragment);
+    let back1 = l.expect_to("inet-1", first, "app-1");
+    let back2 = l.expect_to("inet-1", later, "app-1");
+    assert_eq!(dst_of(&back1), ip("10.0.2.10"));
+    assert_eq!(dst_of(&back2), ip("10.0.2.10"));
+    assert_eq!(u16::from_be_bytes([back1[22], back1[23]]), 5000);
+    assert!(reassembled_udp_is_valid(&back1, &back2));
+    // TCP and ICMP fragments stop at the gateway.
+    let mut tcp = Vec::new();
+    etherparse::PacketBuilder::ipv4([10, 0, 2, 10], [203, 0, 113, 10], 64)
+        .tcp(5001, 80, 1, 64240)
+        .write(&mut tcp, &[0x11; 1200])
+        .unwrap();
+    let verdict = |l: &mut Lab, p| l.send("app-1", p).verdict;
+    assert_eq!(
+        verdict(&mut l, fragment(&tcp, 600).0),
+        Verdict::Drop(DropReason::Fragment)
+    );
+    let mut icmp = Vec::new();
+    etherparse::PacketBuilder::ipv4([10, 0, 2, 10], [203, 0, 113, 10], 64)
+        .icmpv4_echo_request(7, 1)
+        .write(&mut icmp, &[0x22; 1200])
+        .unwrap();
+    assert_eq!(
+        verdict(&mut l, fragment(&icmp, 600).0),
+        Verdict::Drop(DropReason::Fragment)
+    );
+}
+
+/// The lab with its NAT gateway moved to the private subnet, whose table sends
+/// 0.0.0.0/0 to that NAT gateway: AWS creates it; its traffic goes nowhere.
+#[test]
+fn a_public_nat_gateway_in_a_private_subnet_is_allowed_warned_and_drops_with_a_reason() {
+    let text = LAB.replace(
+        "{ id: nat-a, subnet: public-a, private_ip: 10.0.1.5,",
+        "{ id: nat-a, subnet: private-a, private_ip: 10.0.2.5,",
+    );
+    let lab = control::check_text(&text).expect("valid, with a warning");
+    assert!(
+        lab.warnings
+            .iter()
+            .any(|w| w.warning && w.message.contains("will be dropped")),
+        "{:?}",
+        lab.warnings
+    );
+    let mut l = lab_text(&text);
+    let o = l.send("app-1", tcp_syn("10.0.2.10", "203.0.113.10", 40000, 443));
+    assert_eq!(o.verdict, Verdict::Drop(DropReason::NoRoute));
+    let t = control::trace::trace(
+        &l.snap,
+        &control::trace::Probe {
+            from: "app-1".into(),
+            to: "203.0.113.10".into(),
+            proto: "tcp".into(),
+            port: 443,
+            src_port: 40000,
+            size: 0,
+            ttl: 64,
+        },
+    )
+    .unwrap();
+    let text = control::trace::to_text(&t);
+    assert!(
+        text.contains("routes the translated traffic to a NAT gateway again"),
+        "{text}"
+    );
 }
 
 fn big_udp(src: &str, dst: &str, df: bool) -> Vec<u8> {

@@ -232,3 +232,44 @@ fn the_vpc_router_answers_ping_and_dns_and_shows_in_traceroute() {
         "resolv.conf left behind"
     );
 }
+
+#[test]
+fn udp_fragments_cross_the_nat_gateway() {
+    // R-NAT-FRAG: AWS's NAT gateway carries UDP fragments. app-1's link is cut to 1500
+    // bytes, so its stack fragments each 3000-byte datagram; inet-1's reassembles them.
+    if !e2e("udp_fragments_cross_the_nat_gateway") {
+        return;
+    }
+    let lab = LabRun::up(None, &unique_prefix("uf"), &[]);
+    let o = lab.exec("app-1", &["ip", "link", "set", "eth0", "mtu", "1500"]);
+    assert!(o.status.success(), "{o:?}");
+    let _server = lab.spawn("inet-1", &["iperf3", "-s"]);
+    let out = iperf(
+        &lab,
+        "app-1",
+        "203.0.113.10",
+        &["-u", "-l", "3000", "-b", "20M", "-t", "2"],
+    );
+    // The receiver's line: "0.00-2.00 sec ... Mbits/sec  0.010 ms  0/1667 (0%)  receiver".
+    let line = out
+        .lines()
+        .rev()
+        .find(|l| l.contains("receiver"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let (lost, total): (u64, u64) = line
+        .split_whitespace()
+        .find_map(|w| {
+            let (a, b) = w.split_once('/')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .unwrap_or_else(|| panic!("{line}"));
+    assert!(total > 100 && lost * 20 < total, "{out}");
+    let stopped = lab.stop();
+    assert!(stopped.success, "{}", stopped.stderr);
+    assert_eq!(
+        common::dropped(&stopped.stdout, "FRAGMENT"),
+        0,
+        "{}",
+        stopped.stdout
+    );
+}

@@ -151,6 +151,9 @@ pub mod zone {
     pub const NAT_IN: u32 = 0x50_0000;
     /// An egress-only internet gateway's state, per VPC (R-EIGW).
     pub const EIGW: u32 = 0x60_0000;
+    /// A NAT gateway's fragments on the way back: (remote, IP id, NAT address) → the
+    /// private address the first fragment went to (R-NAT-FRAG).
+    pub const NAT_FRAG: u32 = 0x70_0000;
 }
 
 impl FlowKey {

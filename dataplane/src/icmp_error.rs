@@ -150,6 +150,7 @@ pub(crate) fn router_error<'s, O: Observer<'s>>(
             worker: cx.worker,
             workers: cx.workers,
             fl: cx.fl,
+            hops: cx.hops,
         };
         if security_group::check(&mut quiet, eni, Direction::Ingress, &error).is_err() {
             return cx.drop(

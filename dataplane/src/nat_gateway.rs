@@ -84,13 +84,21 @@ pub(crate) fn egress<'s, O: Observer<'s>>(
     }
     // R-FL-SCOPE: the gateway's ENI records what reaches it, as it arrives.
     cx.log(nat.eni, Direction::Ingress, pkt, true);
-    // R-NAT-FRAG. AWS reassembles UDP fragments; vpcd has no reassembly, so it drops them
-    // too and says so.
+    // R-NAT-FRAG: TCP and ICMP fragments are dropped, UDP fragments carried (AWS, NAT
+    // gateway basics). A later fragment has no ports: only its source address changes,
+    // to the gateway's, which is all the first fragment's translation changed in the IP
+    // header (its port is in the first fragment alone).
     if pkt.fragment != Fragment::None {
-        return cx.drop(
-            DropReason::Fragment,
-            "the NAT gateway drops IP fragments (UDP reassembly is not built)",
-        );
+        if pkt.proto != proto::UDP {
+            return cx.drop(
+                DropReason::Fragment,
+                "the NAT gateway drops TCP and ICMP fragments (it carries UDP ones)",
+            );
+        }
+        if pkt.fragment == Fragment::Later {
+            let translated = rewrite_v4(buf, pkt, Field::Source, nat.private_ip);
+            return forward(cx, nat_ix, &translated, buf);
+        }
     }
     // R-IGW-MTU: a public NAT gateway's path is the IGW's 1500 bytes; the instance hears
     // it from its subnet's router before any translation, so path-MTU discovery works
@@ -173,6 +181,10 @@ pub(crate) fn egress<'s, O: Observer<'s>>(
     // route table (R-NAT-PATH).
     forward(cx, nat_ix, &translated, buf)
 }
+
+/// Seconds the fragments of a datagram have to follow its first one (Linux's
+/// `ipfrag_time` default).
+pub const FRAGMENT_TIMEOUT: u32 = 30;
 
 /// A new translation's facts: who is translated to which own address, towards whom.
 pub(crate) struct Mapping {
@@ -282,6 +294,25 @@ fn forward<'s, O: Observer<'s>>(
     }
     // ... and what leaves it, translated.
     cx.log(nat.eni, Direction::Egress, pkt, true);
+    // AWS creates a NAT gateway in any subnet; where that subnet's table has no route on
+    // (a public NAT gateway in a private subnet: the classic mistake), or sends the
+    // traffic to a NAT gateway again, it goes nowhere. Said as such.
+    let table = cx.snap.route_table(cx.snap.subnet(nat.subnet).route_table);
+    match table.lookup(pkt.dst).map(|(_, r)| r.target) {
+        None => {
+            return cx.drop(
+                DropReason::NoRoute,
+                "the NAT gateway's subnet has no route for the translated traffic (a public NAT gateway needs one to the internet gateway)",
+            )
+        }
+        Some(crate::route::Target::NatGateway(_)) => {
+            return cx.drop(
+                DropReason::NoRoute,
+                "the NAT gateway's subnet routes the translated traffic to a NAT gateway again, not to the internet gateway",
+            )
+        }
+        Some(_) => {}
+    }
     route(cx, nat.subnet, receiver, pkt, buf)
 }
 
@@ -297,13 +328,31 @@ pub(crate) fn ingress<'s, O: Observer<'s>>(
     let nat = cx.snap.nat_gateway(nat_ix);
     let nat_ip: IpAddr = nat.private_ip.into();
     let zone_in = zone::NAT_IN | nat.zone;
-    if pkt.fragment != Fragment::None {
+    let expires = secs(cx.now).saturating_add(IDLE_TIMEOUT);
+    // R-NAT-FRAG, on the way back: the first fragment finds the mapping by its ports and
+    // leaves its private address under (remote, IP id) for the fragments that follow,
+    // which have no ports. One that comes before its first cannot be placed: dropped.
+    let frag_key = (pkt.fragment != Fragment::None).then(|| {
+        let id = u16::from_be_bytes([buf[4], buf[5]]);
+        FlowKey::new(zone::NAT_FRAG | nat.zone, pkt.proto, pkt.src, id, nat_ip, 0)
+    });
+    if pkt.fragment != Fragment::None && pkt.proto != proto::UDP {
         return cx.drop(
             DropReason::Fragment,
-            "the NAT gateway drops IP fragments (UDP reassembly is not built)",
+            "the NAT gateway drops TCP and ICMP fragments (it carries UDP ones)",
         );
     }
-    let expires = secs(cx.now).saturating_add(IDLE_TIMEOUT);
+    if let (Fragment::Later, Some(key)) = (pkt.fragment, &frag_key) {
+        let Some(hit) = cx.ct.lookup(key, cx.now) else {
+            return cx.drop(
+                DropReason::Fragment,
+                "a later fragment whose first fragment has not come through the NAT gateway",
+            );
+        };
+        let (private, _) = unpack(hit.value());
+        let translated = rewrite_v4(buf, pkt, Field::Destination, private);
+        return forward(cx, nat_ix, &translated, buf);
+    }
     if let Some(inner) = embedded(buf, pkt) {
         // An ICMP error about a packet the gateway sent: the quote is that packet.
         let rport = if inner.proto == proto::ICMP {
@@ -355,6 +404,19 @@ pub(crate) fn ingress<'s, O: Observer<'s>>(
     );
     if let Some(h) = cx.ct.lookup(&out_key, cx.now) {
         cx.ct.touch(h, expires);
+    }
+    if let Some(key) = &frag_key {
+        let until = secs(cx.now).saturating_add(FRAGMENT_TIMEOUT);
+        if cx
+            .ct
+            .insert_raw(key, 0, until, pack(private, 0), cx.now)
+            .is_err()
+        {
+            return cx.drop(
+                DropReason::TableFull,
+                "the flow table has no room for the fragments to come",
+            );
+        }
     }
     let translated = rewrite_v4(buf, pkt, Field::Destination, private);
     let translated = rewrite_port(buf, &translated, Field::Destination, pport);

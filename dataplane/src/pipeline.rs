@@ -96,7 +96,14 @@ pub(crate) struct Ctx<'c, 's, O> {
     pub worker: u16,
     pub workers: u16,
     pub fl: &'c mut crate::flow_log::FlowLogAccumulator,
+    /// Route tables this packet has met: a guard against loops through vpcd's own
+    /// gateways (every stage is a call, and a loop would exhaust the worker's stack).
+    pub hops: u8,
 }
+
+/// The most route tables one packet may meet inside vpcd (instance → NAT gateway → IGW →
+/// peering → ... takes a handful).
+pub const MAX_HOPS: u8 = 16;
 
 impl<'s, O: Observer<'s>> Ctx<'_, 's, O> {
     /// A flow-log record of `pkt` at `eni` (R-FL-ACTION), if a flow log covers it.
@@ -201,6 +208,7 @@ impl Pipeline {
             worker: self.worker,
             workers: self.workers,
             fl: &mut self.flow_logs,
+            hops: 0,
         };
         let len = len.min(buf.len());
         let mut wire = (1, len);
@@ -337,6 +345,13 @@ pub(crate) fn route<'s, O: Observer<'s>>(
     buf: &mut [u8],
 ) -> Verdict {
     let snap = cx.snap;
+    cx.hops += 1;
+    if cx.hops > MAX_HOPS {
+        return cx.drop(
+            DropReason::NoRoute,
+            "a routing loop: the packet met route tables more than 16 times",
+        );
+    }
     let sn = snap.subnet(subnet);
     let table = snap.route_table(sn.route_table);
     let matched = table.lookup(pkt.dst);
