@@ -171,6 +171,8 @@ pub struct Subnet {
     pub route_table: Option<S<String>>,
     pub network_acl: Option<S<String>>,
     pub map_public_ip_on_launch: bool,
+    /// AWS's EnableDns64: AAAA answers for IPv4-only names, for NAT64.
+    pub enable_dns64: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -569,6 +571,7 @@ fn subnet(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Subnet> {
         "route_table",
         "network_acl",
         "map_public_ip_on_launch",
+        "enable_dns64",
     ];
     let m = d.map(node, path, "a subnet", &known)?;
     let id = d.req(&m, "id", "public-a", val::id);
@@ -589,6 +592,7 @@ fn subnet(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Subnet> {
     let map_public_ip_on_launch = d
         .opt(&m, "map_public_ip_on_launch", val::boolean)
         .is_some_and(|b| b.v);
+    let enable_dns64 = d.opt(&m, "enable_dns64", val::boolean).is_some_and(|b| b.v);
     Some(Subnet {
         at: m.at.clone(),
         id: id?,
@@ -602,6 +606,7 @@ fn subnet(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Subnet> {
         route_table,
         network_acl,
         map_public_ip_on_launch,
+        enable_dns64,
     })
 }
 

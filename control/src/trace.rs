@@ -425,13 +425,15 @@ fn leg(
                 if let Some(p) = last_packet.as_mut() {
                     translate(p, (from.0, Some(from.1)), (to.0, Some(to.1)));
                 }
+                let end = |(a, p): (IpAddr, u16)| match a {
+                    IpAddr::V4(_) => format!("{a}:{p}"),
+                    IpAddr::V6(_) => format!("[{a}]:{p}"),
+                };
                 format!(
-                    "NAT gateway {}: {}:{} → {}:{}",
+                    "NAT gateway {}: {} → {}",
                     snap.nat_gateway(*nat).id,
-                    from.0,
-                    from.1,
-                    to.0,
-                    to.1
+                    end(*from),
+                    end(*to)
                 )
             }
             Step::NatReset { nat } => format!(
@@ -476,6 +478,10 @@ fn leg(
         Verdict::Forward(p) => (
             Some(snap.topo.ports[p.ix()].name.to_string()),
             Some((p, bytes[..len].to_vec())),
+        ),
+        Verdict::Translated { port: p, len, .. } => (
+            Some(snap.topo.ports[p.ix()].name.to_string()),
+            Some((p, bytes[..len as usize].to_vec())),
         ),
         Verdict::Reply { port, .. } => (None, Some((port, Vec::new()))),
         // The router's own services answer on the way back: the caller asks them.
@@ -587,7 +593,8 @@ pub fn trace_live(
                 dataplane::packet::Transport::Icmp { ident, .. } => (ident, ident),
                 _ => p.ports().unwrap_or((0, 0)),
             };
-            let back = build(p.dst, p.src, proto, dport, sport, true)?;
+            // The reply of what arrived: after NAT64 its protocol is the other family's.
+            let back = build(p.dst, p.src, p.proto, dport, sport, true)?;
             Some(leg(snap, &mut pipe, port, back).0)
         }
         _ => None,

@@ -1284,11 +1284,12 @@ fn check_routes(
                         "route \"::/0\" to it, and IPv4 to a NAT gateway (R-EIGW)",
                     );
                 }
-                if target == Some(Kind::NatGateway) && !n.is_ipv4() {
+                let nat64: IpNetwork = "64:ff9b::/96".parse().expect("constant");
+                if target == Some(Kind::NatGateway) && !n.is_ipv4() && !within(n, nat64) {
                     diags.error(
                         &r.destination.at,
-                        "a NAT gateway translates IPv4 only",
-                        "route IPv6 to the egress-only internet gateway",
+                        "a NAT gateway translates IPv4, and IPv6 only to 64:ff9b::/96 (NAT64)",
+                        "route 64:ff9b::/96 to it for NAT64, and other IPv6 to the egress-only internet gateway",
                     );
                 }
                 if target == Some(Kind::GatewayEndpoint) {

@@ -151,6 +151,7 @@ pub(crate) fn router_error<'s, O: Observer<'s>>(
             workers: cx.workers,
             fl: cx.fl,
             hops: cx.hops,
+            resized: None,
         };
         if security_group::check(&mut quiet, eni, Direction::Ingress, &error).is_err() {
             return cx.drop(

@@ -14,6 +14,7 @@ pub mod icmp_error;
 pub mod interface_endpoint;
 pub mod io;
 pub mod nat;
+pub mod nat64;
 pub mod nat_gateway;
 pub mod network_acl;
 pub mod observer;

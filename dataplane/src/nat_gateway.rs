@@ -59,6 +59,20 @@ pub(crate) fn unpack(v: u64) -> (Ipv4Addr, u16) {
     (Ipv4Addr::from((v >> 16) as u32), v as u16)
 }
 
+/// The top bit of a NAT64 mapping's inbound value.
+const NAT64: u64 = 1 << 63;
+
+/// A NAT64 mapping's way back: the instance's ENI (by its stable zone), which of its IPv6
+/// addresses, and its port. An IPv6 address does not fit a table value; its ENI does.
+pub(crate) fn pack64(zone: u32, addr: u8, port: u16) -> u64 {
+    NAT64 | (u64::from(addr) << 48) | (u64::from(zone) << 16) | u64::from(port)
+}
+
+/// What [`pack64`] packed, if the value is a NAT64 one.
+pub(crate) fn unpack64(v: u64) -> Option<(u32, u8, u16)> {
+    (v & NAT64 != 0).then_some(((v >> 16) as u32, (v >> 48) as u8 & 0x7f, v as u16))
+}
+
 /// A packet routed to the NAT gateway from subnet `from_subnet` of its VPC.
 pub(crate) fn egress<'s, O: Observer<'s>>(
     cx: &mut Ctx<'_, 's, O>,
@@ -70,10 +84,7 @@ pub(crate) fn egress<'s, O: Observer<'s>>(
     let snap = cx.snap;
     let nat = snap.nat_gateway(nat_ix);
     let IpAddr::V4(private) = pkt.src else {
-        return cx.drop(
-            DropReason::NatUnsupportedProtocol,
-            "a NAT gateway translates IPv4 only",
-        );
+        return nat64_egress(cx, nat_ix, from_subnet, pkt, buf);
     };
     // R-NAT-PATH: entering the gateway's subnet from another one crosses its NACL.
     if from_subnet != nat.subnet {
@@ -159,7 +170,8 @@ pub(crate) fn egress<'s, O: Observer<'s>>(
                 zone_in,
                 proto: pkt.proto,
                 own: nat_ip,
-                private,
+                back: pack(private, sport),
+                seed: u32::from(private),
                 private_port: sport,
                 remote: pkt.dst,
                 remote_port: dport,
@@ -192,7 +204,11 @@ pub(crate) struct Mapping {
     pub proto: u8,
     /// The address the translated packets leave from.
     pub own: Ipv4Addr,
-    pub private: Ipv4Addr,
+    /// Where the replies go back to, as the inbound half stores it: [`pack`] of the
+    /// private address and port, or [`pack64`] for NAT64.
+    pub back: u64,
+    /// The private source as a number, to spread the first port tried.
+    pub seed: u32,
     pub private_port: u16,
     pub remote: IpAddr,
     pub remote_port: u16,
@@ -210,7 +226,7 @@ pub(crate) fn allocate<'s, O: Observer<'s>>(
     let n = u32::from(cx.workers.max(1));
     let w = u32::from(cx.worker) % n;
     let mine = (PORTS - w).div_ceil(n);
-    let start = start_slot(m.private, m.private_port, m.remote, m.remote_port) % mine;
+    let start = start_slot(m.seed, m.private_port, m.remote, m.remote_port) % mine;
     // Probes spread over the share (a stride coprime with it), not consecutive ports:
     // an almost full range still finds a free port within the bound.
     let stride = coprime_stride(mine);
@@ -230,7 +246,7 @@ pub(crate) fn allocate<'s, O: Observer<'s>>(
         }
         let stored = cx
             .ct
-            .insert_raw(&in_key, 0, expires, pack(m.private, m.private_port), cx.now)
+            .insert_raw(&in_key, 0, expires, m.back, cx.now)
             .and_then(|_| {
                 cx.ct
                     .insert_raw(out_key, 0, expires, pack(m.own, candidate), cx.now)
@@ -266,12 +282,12 @@ fn coprime_stride(n: u32) -> u32 {
 
 /// Where a new translation starts looking for a free port: spread by the flow, so that
 /// flows to one destination do not all probe from the bottom of the range.
-fn start_slot(private: Ipv4Addr, sport: u16, dst: IpAddr, dport: u16) -> u32 {
+fn start_slot(private: u32, sport: u16, dst: IpAddr, dport: u16) -> u32 {
     let d = match dst {
         IpAddr::V4(a) => u32::from(a),
         IpAddr::V6(a) => u128::from(a) as u32,
     };
-    let x = (u64::from(u32::from(private)) << 32 | u64::from(d))
+    let x = (u64::from(private) << 32 | u64::from(d))
         ^ (u64::from(sport) << 16 | u64::from(dport)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
     (x.wrapping_mul(0xff51_afd7_ed55_8ccd) >> 32) as u32
 }
@@ -371,6 +387,10 @@ pub(crate) fn ingress<'s, O: Observer<'s>>(
         let Some(hit) = cx.ct.lookup(&key, cx.now).filter(|_| inner.src == nat_ip) else {
             return refuse(cx);
         };
+        // An ICMP error about a NAT64 flow is not translated to ICMPv6: dropped.
+        if unpack64(hit.value()).is_some() {
+            return refuse(cx);
+        }
         let (private, pport) = unpack(hit.value());
         let translated = translate_icmp_error_v4(buf, pkt, &inner, private, pport);
         cx.obs.step(Step::NatGateway {
@@ -393,6 +413,9 @@ pub(crate) fn ingress<'s, O: Observer<'s>>(
         return refuse(cx);
     };
     cx.ct.touch(hit, expires);
+    if let Some(back) = unpack64(hit.value()) {
+        return nat64_ingress(cx, nat_ix, back, (lport, rport), pkt, buf);
+    }
     let (private, pport) = unpack(hit.value());
     let out_key = FlowKey::new(
         zone::NAT_OUT | nat.zone,
@@ -490,4 +513,192 @@ fn reset<'s, O: Observer<'s>>(
         port: port.expect("checked above"),
         len: 40,
     }
+}
+
+/// NAT64, out: an IPv6 packet to 64:ff9b::/96 leaves as IPv4 from the gateway's address
+/// (AWS, "DNS64 and NAT64"). The same checks as IPv4 traffic (its subnet's NACL, the
+/// internet's MTU, the port range), then the translation (crate::nat64).
+fn nat64_egress<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    nat_ix: NatGatewayIx,
+    from_subnet: SubnetIx,
+    pkt: &Packet,
+    buf: &mut [u8],
+) -> Verdict {
+    let snap = cx.snap;
+    let nat = snap.nat_gateway(nat_ix);
+    let (IpAddr::V6(src6), IpAddr::V6(dst6)) = (pkt.src, pkt.dst) else {
+        return cx.drop(DropReason::NatUnsupportedProtocol, "not IPv6");
+    };
+    let Some(dst4) = crate::nat64::embedded(dst6) else {
+        return cx.drop(
+            DropReason::NatUnsupportedProtocol,
+            "a NAT gateway translates IPv4, and IPv6 only to 64:ff9b::/96 (NAT64)",
+        );
+    };
+    if from_subnet != nat.subnet {
+        if let Err(v) = network_acl::check(cx, nat.subnet, Direction::Ingress, pkt) {
+            cx.log(nat.eni, Direction::Ingress, pkt, false);
+            return v;
+        }
+    }
+    cx.log(nat.eni, Direction::Ingress, pkt, true);
+    if !crate::nat64::translatable(pkt) {
+        return cx.drop(
+            DropReason::NatUnsupportedProtocol,
+            "NAT64 translates TCP, UDP and echo requests without extension headers",
+        );
+    }
+    // The instance the packet came from, and which of its addresses: what the reply finds.
+    let Some((sender, addr)) = snap.eni_by_addr(nat.vpc, pkt.src).and_then(|e| {
+        let i = snap.eni(e).ipv6.iter().position(|a| *a == src6)?;
+        Some((e, i as u8))
+    }) else {
+        return cx.drop(
+            DropReason::NatUnsupportedProtocol,
+            "NAT64 serves the VPC's own instances only (R-NAT-SOURCE)",
+        );
+    };
+    // R-IGW-MTU through NAT64: the IPv4 packet is 20 bytes shorter, so an IPv6 packet
+    // (segment) of up to 1520 bytes fits the internet's 1500.
+    let mtu = INTERNET_MTU + crate::nat64::GROWTH as u16;
+    if nat.public_ip.is_some() && too_big(pkt, mtu) {
+        let eni = snap.eni(sender);
+        if let (Some(port), Some(router)) = (eni.port, snap.subnet(eni.subnet).router_v6()) {
+            return packet_too_big(
+                cx,
+                pkt,
+                buf,
+                mtu,
+                router.into(),
+                Sender {
+                    port,
+                    eni: Some(sender),
+                },
+            );
+        }
+    }
+    let (sport, dport, p4) = match pkt.transport {
+        Transport::Tcp {
+            src_port, dst_port, ..
+        }
+        | Transport::Udp { src_port, dst_port } => (src_port, dst_port, pkt.proto),
+        Transport::Icmp { ident, .. } => (ident, 0, proto::ICMP),
+        Transport::Other => return cx.drop(DropReason::NatUnsupportedProtocol, "no ports"),
+    };
+    let nat_ip = nat.private_ip;
+    let zone_in = zone::NAT_IN | nat.zone;
+    let out_key = FlowKey::new(
+        zone::NAT_OUT | nat.zone,
+        p4,
+        pkt.src,
+        sport,
+        dst4.into(),
+        dport,
+    );
+    let expires = secs(cx.now).saturating_add(IDLE_TIMEOUT);
+    let known = cx
+        .ct
+        .lookup(&out_key, cx.now)
+        .filter(|hit| unpack(hit.value()).0 == nat_ip);
+    let tport = match known {
+        Some(hit) => {
+            cx.ct.touch(hit, expires);
+            let tport = unpack(hit.value()).1;
+            let in_key = FlowKey::new(zone_in, p4, nat_ip.into(), tport, dst4.into(), dport);
+            if let Some(h) = cx.ct.lookup(&in_key, cx.now) {
+                cx.ct.touch(h, expires);
+            }
+            tport
+        }
+        None => {
+            if let Transport::Tcp { flags, .. } = pkt.transport {
+                if flags & tcp_flags::SYN == 0 {
+                    return cx.drop(
+                        DropReason::NatInbound,
+                        "the NAT gateway no longer knows this NAT64 connection",
+                    );
+                }
+            }
+            let m = Mapping {
+                zone_in,
+                proto: p4,
+                own: nat_ip,
+                back: pack64(snap.eni(sender).zone, addr, sport),
+                seed: u128::from(src6) as u32,
+                private_port: sport,
+                remote: dst4.into(),
+                remote_port: dport,
+            };
+            match allocate(cx, &m, &out_key, expires) {
+                Ok(p) => p,
+                Err((reason, detail)) => return cx.drop(reason, detail),
+            }
+        }
+    };
+    let n = crate::nat64::to_v4(buf, pkt, nat_ip, dst4, tport);
+    let growth = -(crate::nat64::GROWTH as isize);
+    let Some(out) = crate::nat64::reparsed(buf, n, pkt, growth) else {
+        return cx.drop(DropReason::Malformed, "the NAT64 translation did not parse");
+    };
+    cx.resized = Some((n as u32, out.wire_len));
+    cx.obs.step(Step::NatGateway {
+        nat: nat_ix,
+        from: (pkt.src, sport),
+        to: (nat_ip.into(), tport),
+    });
+    forward(cx, nat_ix, &out, buf)
+}
+
+/// NAT64, back: the reply of a NAT64 mapping goes to the instance as IPv6, from the
+/// 64:ff9b::/96 address of its IPv4 source.
+fn nat64_ingress<'s, O: Observer<'s>>(
+    cx: &mut Ctx<'_, 's, O>,
+    nat_ix: NatGatewayIx,
+    (zone, addr, pport): (u32, u8, u16),
+    (lport, rport): (u16, u16),
+    pkt: &Packet,
+    buf: &mut [u8],
+) -> Verdict {
+    let snap = cx.snap;
+    let nat = snap.nat_gateway(nat_ix);
+    let IpAddr::V4(src4) = pkt.src else {
+        return refuse(cx);
+    };
+    let Some(dst6) = snap
+        .eni_by_zone(zone)
+        .and_then(|e| snap.eni(e).ipv6.get(usize::from(addr)).copied())
+    else {
+        return cx.drop(
+            DropReason::NatInbound,
+            "the instance of this NAT64 connection is gone",
+        );
+    };
+    let growth = crate::nat64::GROWTH;
+    if !crate::nat64::translatable(pkt) || (pkt.len as usize) + growth > buf.len() {
+        return refuse(cx);
+    }
+    let out_key = FlowKey::new(
+        zone::NAT_OUT | nat.zone,
+        pkt.proto,
+        dst6.into(),
+        pport,
+        pkt.src,
+        rport,
+    );
+    if let Some(h) = cx.ct.lookup(&out_key, cx.now) {
+        cx.ct.touch(h, secs(cx.now).saturating_add(IDLE_TIMEOUT));
+    }
+    let src6 = crate::nat64::synthesized(src4);
+    let n = crate::nat64::to_v6(buf, pkt, src6, dst6, pport);
+    let Some(back) = crate::nat64::reparsed(buf, n, pkt, growth as isize) else {
+        return cx.drop(DropReason::Malformed, "the NAT64 translation did not parse");
+    };
+    cx.resized = Some((n as u32, back.wire_len));
+    cx.obs.step(Step::NatGateway {
+        nat: nat_ix,
+        from: (pkt.dst, lport),
+        to: (dst6.into(), pport),
+    });
+    forward(cx, nat_ix, &back, buf)
 }

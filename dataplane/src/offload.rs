@@ -77,6 +77,27 @@ impl Offload {
         csum_offset: 0,
     };
 
+    /// The state of the same packet after NAT64 made it IPv6 (`to_v6`) or IPv4: the IP
+    /// header 20 bytes longer or shorter, a TCP super-packet of the other family.
+    pub fn translated(&self, to_v6: bool) -> Offload {
+        let mut o = *self;
+        let (gso, shift): (Gso, i32) = match (self.gso, to_v6) {
+            (Gso::Tcp4, true) => (Gso::Tcp6, 20),
+            (Gso::Tcp6, false) => (Gso::Tcp4, -20),
+            (g, true) => (g, 20),
+            (g, false) => (g, -20),
+        };
+        o.gso = gso;
+        let moved = |v: u16| (i32::from(v) + shift).max(0) as u16;
+        if self.hdr_len > 0 {
+            o.hdr_len = moved(self.hdr_len);
+        }
+        if self.needs_csum {
+            o.csum_start = moved(self.csum_start);
+        }
+        o
+    }
+
     /// Whether the packet stands for several segments.
     #[inline]
     pub fn is_gso(&self) -> bool {

@@ -56,6 +56,10 @@ pub enum Verdict {
     Local(LocalService),
     /// Dropped, for this reason.
     Drop(DropReason),
+    /// Forwarded after NAT64 changed its family (and length): send the first `len` bytes
+    /// of the buffer out of this port, with the offload state translated likewise
+    /// ([`Offload::translated`]). `wire` is the bytes its segments take on the wire.
+    Translated { port: PortId, len: u32, wire: u32 },
 }
 
 /// The capacity of the connection-tracking table of a pipeline made with
@@ -99,6 +103,8 @@ pub(crate) struct Ctx<'c, 's, O> {
     /// Route tables this packet has met: a guard against loops through vpcd's own
     /// gateways (every stage is a call, and a loop would exhaust the worker's stack).
     pub hops: u8,
+    /// The packet's new length and wire bytes, once NAT64 translated it.
+    pub resized: Option<(u32, u32)>,
 }
 
 /// The most route tables one packet may meet inside vpcd (instance → NAT gateway → IGW →
@@ -209,10 +215,14 @@ impl Pipeline {
             workers: self.workers,
             fl: &mut self.flow_logs,
             hops: 0,
+            resized: None,
         };
         let len = len.min(buf.len());
         let mut wire = (1, len);
-        let verdict = judge(&mut cx, ingress, buf, len, meta, &mut wire);
+        let mut verdict = judge(&mut cx, ingress, buf, len, meta, &mut wire);
+        if let (Verdict::Forward(port), Some((len, wire))) = (verdict, cx.resized) {
+            verdict = Verdict::Translated { port, len, wire };
+        }
         let cause = cx.cause;
         self.stats.count(ingress, wire.0, wire.1, &verdict);
         match (verdict, cx.replaced) {

@@ -101,6 +101,9 @@ pub struct Subnet {
     /// `None` for an IPv6-only subnet.
     pub cidr_v4: Option<Ipv4Network>,
     pub cidr_v6: Option<Ipv6Network>,
+    /// `enable_dns64`: the Amazon DNS answers AAAA queries for IPv4-only names with
+    /// addresses of 64:ff9b::/96, for NAT64 (AWS subnet attribute EnableDns64).
+    pub dns64: bool,
     pub availability_zone: Box<str>,
     pub route_table: RouteTableIx,
     /// The subnet's network ACL (the VPC's default one unless the lab names another).
@@ -409,6 +412,8 @@ pub struct Snapshot {
     eni_by_addr: FxHashMap<(VpcIx, IpAddr), EniIx>,
     /// Public IPv4 → ENI, for the IGW's 1:1 translation (R-IGW-NAT).
     eni_by_public_v4: FxHashMap<Ipv4Addr, EniIx>,
+    /// Flow-state zone → ENI: what NAT64 mappings name (stable across applies).
+    eni_by_zone: FxHashMap<u32, EniIx>,
     /// Outside host by address.
     host_by_addr: FxHashMap<IpAddr, HostIx>,
     /// Router-local addresses inside VPCs (subnet routers, DNS).
@@ -484,6 +489,12 @@ impl Snapshot {
         }
         let mut eni_by_addr = FxHashMap::default();
         let mut eni_by_public_v4 = FxHashMap::default();
+        let eni_by_zone: FxHashMap<u32, EniIx> = topo
+            .enis
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.zone, EniIx(i as u32)))
+            .collect();
         for (i, eni) in topo.enis.iter().enumerate() {
             let ix = EniIx(i as u32);
             for a in &eni.private_v4 {
@@ -542,6 +553,7 @@ impl Snapshot {
             topo,
             eni_by_addr,
             eni_by_public_v4,
+            eni_by_zone,
             host_by_addr,
             local_by_addr,
             vpc_by_v6,
@@ -645,6 +657,12 @@ impl Snapshot {
     #[inline]
     pub fn eni_by_addr(&self, vpc: VpcIx, addr: IpAddr) -> Option<EniIx> {
         self.eni_by_addr.get(&(vpc, addr)).copied()
+    }
+
+    /// The ENI whose flow-state zone is `zone`.
+    #[inline]
+    pub fn eni_by_zone(&self, zone: u32) -> Option<EniIx> {
+        self.eni_by_zone.get(&zone).copied()
     }
 
     /// The ENI whose public IPv4 is `addr`.

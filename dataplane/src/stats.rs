@@ -137,6 +137,13 @@ impl Stats {
                     p.tx_bytes += bytes as u64;
                 }
             }
+            Verdict::Translated { port, wire, .. } => {
+                self.forwarded += segs;
+                if let Some(p) = self.ports.get_mut(port.ix()) {
+                    p.tx_packets += segs;
+                    p.tx_bytes += u64::from(wire);
+                }
+            }
             Verdict::Reply { port, len } => {
                 self.replies += 1;
                 if let Some(p) = self.ports.get_mut(port.ix()) {

@@ -217,6 +217,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 vpc,
                 cidr_v4: s.cidr_block.as_ref().map(|c| c.v),
                 cidr_v6: s.ipv6_cidr_block.as_ref().map(|c| c.v),
+                dns64: s.enable_dns64,
                 availability_zone: s
                     .availability_zone
                     .as_ref()

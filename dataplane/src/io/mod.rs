@@ -182,9 +182,15 @@ impl Worker {
                     _ => gro.flush(queues, stats),
                 }
             }
+            let translated_meta;
             let (out, bytes, out_meta) = match verdict {
                 // A forwarded super-packet leaves as it came: one write, the same header.
                 Verdict::Forward(out) => (out, &self.buf[..len], &meta),
+                // NAT64 changed its family: the header says so too.
+                Verdict::Translated { port, len, .. } => {
+                    translated_meta = meta.translated(self.buf[0] >> 4 == 6);
+                    (port, &self.buf[..len as usize], &translated_meta)
+                }
                 Verdict::Reply { port, len } => {
                     (port, &self.buf[..usize::from(len)], &Offload::NONE)
                 }

@@ -29,7 +29,7 @@ pub fn answer_udp(snap: &Snapshot, eni: EniIx, pkt: &Packet, buf: &mut [u8]) -> 
     let payload_at = usize::from(pkt.l4_offset) + 8;
     let query = buf.get(payload_at..pkt.len as usize)?;
     let limit = edns_limit(query);
-    let response = respond(snap, snap.eni(eni).vpc, query, limit)?;
+    let response = respond_to(snap, eni, query, limit)?;
     let mut w = &mut buf[..];
     match (pkt.src, pkt.dst) {
         (IpAddr::V4(client), IpAddr::V4(server)) => {
@@ -57,11 +57,31 @@ fn edns_limit(query: &[u8]) -> usize {
         .max(UDP_MAX)
 }
 
+/// The response message to `query` asked by ENI `eni`: as [`respond`] from its VPC, with
+/// DNS64 where its subnet enables it.
+pub fn respond_to(snap: &Snapshot, eni: EniIx, query: &[u8], limit: usize) -> Option<Vec<u8>> {
+    let e = snap.eni(eni);
+    respond_with(snap, e.vpc, snap.subnet(e.subnet).dns64, query, limit)
+}
+
 /// The response message to `query` asked from `vpc`, encoded; `None` when not even the
 /// id can be read (too short to be DNS).
 pub fn respond(
     snap: &Snapshot,
     vpc: crate::snapshot::VpcIx,
+    query: &[u8],
+    limit: usize,
+) -> Option<Vec<u8>> {
+    respond_with(snap, vpc, false, query, limit)
+}
+
+/// [`respond`], with DNS64 (RFC 6147) when `dns64`: an AAAA question for a name that has
+/// A records and no AAAA ones is answered with their addresses in 64:ff9b::/96, which
+/// the NAT gateway translates (NAT64; AWS, "DNS64 and NAT64").
+fn respond_with(
+    snap: &Snapshot,
+    vpc: crate::snapshot::VpcIx,
+    dns64: bool,
     query: &[u8],
     limit: usize,
 ) -> Option<Vec<u8>> {
@@ -92,7 +112,20 @@ pub fn respond(
             RecordType::PTR => Ask::Ptr,
             _ => Ask::Other,
         };
-        match resolve(snap, vpc, name, ask) {
+        let mut answer = resolve(snap, vpc, name, ask);
+        if dns64 && ask == Ask::Aaaa && matches!(answer, Answer::NoData) {
+            if let Answer::Addresses(v4) = resolve(snap, vpc, name, Ask::A) {
+                answer = Answer::Addresses(
+                    v4.into_iter()
+                        .filter_map(|a| match a {
+                            IpAddr::V4(a) => Some(IpAddr::V6(crate::nat64::synthesized(a))),
+                            IpAddr::V6(_) => None,
+                        })
+                        .collect(),
+                );
+            }
+        }
+        match answer {
             Answer::Addresses(addrs) => {
                 for a in addrs {
                     let data = match a {

@@ -511,8 +511,7 @@ fn dns_over_tcp(snap: &Snapshot, eni: EniIx, request: &[u8]) -> Vec<u8> {
     let Some(message) = request.get(2..) else {
         return Vec::new();
     };
-    let Some(answer) = super::dns::respond(snap, snap.eni(eni).vpc, message, usize::from(u16::MAX))
-    else {
+    let Some(answer) = super::dns::respond_to(snap, eni, message, usize::from(u16::MAX)) else {
         return Vec::new();
     };
     let mut out = (answer.len() as u16).to_be_bytes().to_vec();
