@@ -326,6 +326,25 @@ impl Lab {
         Ok(new.iter().map(|n| n.port).zip(by_port).collect())
     }
 
+    /// Takes instance `id`'s eth0 down (a fault stopped it: its stack sees the link go,
+    /// as a stopped instance's would) or brings it back up with its addresses and routes
+    /// (Linux drops routes, and IPv6 addresses, with the link).
+    pub fn set_link(&self, id: &str, up: bool) -> Result<(), LabError> {
+        let Some(ns) = self.namespaces.iter().find(|n| n.id == id) else {
+            return Ok(());
+        };
+        if up {
+            // `-force`: an address or route still there is not an error.
+            netns::ip(
+                &["-n", &ns.name, "-force", "-batch", "-"],
+                Some(&ns.config(self.opts.mtu)),
+            )?;
+        } else {
+            netns::ip(&["-n", &ns.name, "link", "set", DEVICE, "down"], None)?;
+        }
+        Ok(())
+    }
+
     /// Removes namespaces an apply no longer wants (their queues must be closed first, or
     /// the namespace lives on, nameless, until they are).
     pub fn remove(&mut self, ids: &[String]) -> Result<(), LabError> {

@@ -4,6 +4,8 @@
 pub mod compile;
 pub mod control_socket;
 pub mod diag;
+pub mod fault_control;
+pub mod faults;
 pub mod flow_log_reader;
 pub mod flow_log_writer;
 pub mod generations;

@@ -138,6 +138,12 @@ enum Command {
         /// With a lab file: only this route table.
         table: Option<String>,
     },
+    /// Failures on command, with the AWS Fault Injection Service's action names, on the
+    /// running router (same --prefix).
+    Fault {
+        #[command(subcommand)]
+        command: FaultCommand,
+    },
     /// The running router: lab, generation, namespaces, flow table.
     Status,
     /// The running router's counters: packets and bytes per port, drops by reason and
@@ -145,6 +151,36 @@ enum Command {
     Stats,
     /// Stop the vpcd running with --prefix, or remove the namespaces a killed one left.
     Down,
+}
+
+#[derive(Subcommand)]
+enum FaultCommand {
+    /// The active faults, with their start and end.
+    List,
+    /// Starts a fault; prints its id (f-1, ...). ACTION: aws:ec2:stop-instances (an
+    /// instance), aws:network:disrupt-connectivity (a subnet, with --scope),
+    /// aws:ec2:nat-gateway-failure (a NAT gateway), aws:az:power-interruption (a zone).
+    Start {
+        /// The FIS action name.
+        action: String,
+        /// What it acts on: an instance, subnet or NAT gateway id, or a zone name.
+        target: String,
+        /// Ends the fault by itself after this long (30s, 5m, 1h).
+        #[arg(long)]
+        duration: Option<String>,
+        /// For aws:network:disrupt-connectivity: all (default), availability-zone,
+        /// prefix-list:PL-ID, s3 or dynamodb.
+        #[arg(long)]
+        scope: Option<String>,
+    },
+    /// Ends a fault (f-3), or every one with --all: the lab is as before it.
+    Stop {
+        /// The fault id.
+        id: Option<String>,
+        /// Every active fault.
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -305,6 +341,39 @@ fn main() -> ExitCode {
                 &format!("routes {}", first.as_deref().unwrap_or("")),
                 "",
             ),
+        },
+        Command::Fault { command } => match command {
+            FaultCommand::List => remote(&cli, "fault list", ""),
+            FaultCommand::Start {
+                action,
+                target,
+                duration,
+                scope,
+            } => {
+                let word = |w: &Option<String>| w.clone().unwrap_or_else(|| "-".into());
+                let plain = |w: &str| !w.is_empty() && !w.chars().any(char::is_whitespace);
+                if !plain(action) || !plain(target) {
+                    eprintln!("vpcd fault start: ACTION and TARGET are single words");
+                    return ExitCode::from(2);
+                }
+                remote(
+                    &cli,
+                    &format!(
+                        "fault start {action} {target} {} {}",
+                        word(scope),
+                        word(duration)
+                    ),
+                    "",
+                )
+            }
+            FaultCommand::Stop { id, all } => match (id, all) {
+                (_, true) => remote(&cli, "fault stop --all", ""),
+                (Some(id), false) => remote(&cli, &format!("fault stop {id}"), ""),
+                (None, false) => {
+                    eprintln!("vpcd fault stop: give a fault id (f-1) or --all");
+                    ExitCode::from(2)
+                }
+            },
         },
         Command::Status => remote(&cli, "status", ""),
         Command::Stats => remote(&cli, "stats", ""),
@@ -489,7 +558,7 @@ fn up(
         control,
         metrics,
     };
-    match control::runtime::up(snap, gens, &title, &opts) {
+    match control::runtime::up(snap, gens, lab, &title, &opts) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vpcd: {e}");

@@ -151,6 +151,15 @@ pub fn render(router: &Router) -> String {
         "# HELP vpcd_config_generation The running configuration generation.\n# TYPE vpcd_config_generation gauge\nvpcd_config_generation {}",
         snap.generation
     );
+    let faults = crate::router::lock(&router.faults).0.clone();
+    let _ = writeln!(
+        s,
+        "# HELP vpcd_faults_active Faults injected with vpcd fault, by action.\n# TYPE vpcd_faults_active gauge"
+    );
+    for (action, _) in crate::faults::ACTIONS {
+        let n = faults.iter().filter(|f| f.action.name() == *action).count();
+        let _ = writeln!(s, "vpcd_faults_active{{action=\"{action}\"}} {n}");
+    }
     if let Some(t) = router.last_apply() {
         let _ = writeln!(
             s,

@@ -43,11 +43,19 @@ pub struct Router {
     pub lab: Mutex<Option<Lab>>,
     links: Mutex<Vec<WorkerLink>>,
     pub started: SystemTime,
-    gens: Mutex<Generations>,
+    /// The numbering of snapshots; its lock is also the publishing lock (apply and faults
+    /// take it first, so a snapshot always holds the faults of the moment it is made).
+    pub(crate) gens: Mutex<Generations>,
     last_apply: Mutex<Option<SystemTime>>,
     /// Replaced snapshots, dropped a second later by [`Router::reap`]: by then no worker
     /// holds them, so the (possibly large) free happens here, not on the packet path.
     retired: Mutex<Vec<(std::time::Instant, Arc<Snapshot>)>>,
+    /// The lab as last applied: what a fault change recompiles.
+    pub(crate) model: Mutex<crate::model::Lab>,
+    /// The active faults (`vpcd fault`), and the next fault number.
+    pub(crate) faults: Mutex<(Vec<crate::faults::Fault>, u32)>,
+    /// Namespaces whose eth0 a fault took down.
+    pub(crate) links_down: Mutex<Vec<String>>,
 }
 
 impl Router {
@@ -63,6 +71,7 @@ impl Router {
         lab: Lab,
         links: Vec<WorkerLink>,
         gens: Generations,
+        model: crate::model::Lab,
     ) -> Router {
         Router {
             title,
@@ -78,6 +87,9 @@ impl Router {
             gens: Mutex::new(gens),
             last_apply: Mutex::new(None),
             retired: Mutex::new(Vec::new()),
+            model: Mutex::new(model),
+            faults: Mutex::new((Vec::new(), 1)),
+            links_down: Mutex::new(Vec::new()),
         }
     }
 
@@ -100,9 +112,11 @@ impl Router {
             )
         })?;
         let mut gens = lock(&self.gens);
-        let snap = gens
+        let mut snap = gens
             .candidate(&lab)
             .map_err(|e| format!("{file}: {e}; the running lab is unchanged"))?;
+        // The active faults hold across an apply.
+        crate::faults::overlay(&mut snap, &lock(&self.faults).0);
         let plan = lab::plan(&snap, &self.prefix);
         let current = lock(&self.namespaces).clone();
         let changed: Vec<&str> = plan
@@ -143,13 +157,10 @@ impl Router {
             }
             wait_for_workers(&mut links);
         }
-        let old = self.cell.swap(Arc::new(snap));
-        gens.commit();
-        self.retired
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((std::time::Instant::now(), old));
-        self.reap();
+        self.publish(&mut gens, snap);
+        *lock(&self.model) = lab.clone();
+        let down = crate::faults::stopped_instances(&self.cell.load());
+        self.sync_links(&down);
         *lock(&self.last_apply) = Some(SystemTime::now());
         // Removed namespaces last: workers close their queues, then the namespaces go.
         if !removed.is_empty() {
@@ -176,6 +187,15 @@ impl Router {
         }
         *lock(&self.namespaces) = plan;
         Ok(gens.generation())
+    }
+
+    /// Publishes `snap`, the candidate `gens` made: one atomic store; the replaced
+    /// snapshot is freed a second later ([`Router::reap`]).
+    pub(crate) fn publish(&self, gens: &mut Generations, snap: Snapshot) {
+        let old = self.cell.swap(Arc::new(snap));
+        gens.commit();
+        lock(&self.retired).push((std::time::Instant::now(), old));
+        self.reap();
     }
 
     /// Drops replaced snapshots that no worker can hold any more (a batch lasts
@@ -232,9 +252,28 @@ impl Router {
             nat,
             eigw
         );
+        let down = lock(&self.links_down).clone();
         for ns in lock(&self.namespaces).iter() {
             let addrs: Vec<String> = ns.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect();
-            let _ = writeln!(s, "  {:<12} ns {:<20} {}", ns.id, ns.name, addrs.join(" "));
+            let state = if down.contains(&ns.id) {
+                "  (stopped by a fault)"
+            } else {
+                ""
+            };
+            let _ = writeln!(
+                s,
+                "  {:<12} ns {:<20} {}{state}",
+                ns.id,
+                ns.name,
+                addrs.join(" ")
+            );
+        }
+        let faults = lock(&self.faults).0.clone();
+        if !faults.is_empty() {
+            let _ = writeln!(s, "faults:");
+            for f in &faults {
+                let _ = writeln!(s, "  {}", f.describe());
+            }
         }
         s
     }
@@ -257,7 +296,7 @@ impl Router {
 
 /// Locks a mutex of the control path; a panic elsewhere does not stop the router's
 /// reports.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -325,6 +364,7 @@ impl Handler for Router {
                 }
             }
             "trace" => self.trace(words.next().unwrap_or("")),
+            "fault" => self.fault(words.next().unwrap_or("")),
             "routes" => {
                 let only = words.next().map(str::trim).filter(|t| !t.is_empty());
                 match crate::routes::render(&self.cell.load(), only) {
@@ -384,10 +424,20 @@ impl Router {
             Err(e) => return (Status::Bad, e),
         };
         let snap = self.cell.load();
-        let t = match crate::trace::trace_live(&snap, &probe, Some(&self.conntrack)) {
+        let mut t = match crate::trace::trace_live(&snap, &probe, Some(&self.conntrack)) {
             Ok(t) => t,
             Err(e) => return (Status::Bad, e),
         };
+        // The faults that shape what the trace saw (faults.md: "instance stopped by fault
+        // f-3").
+        for f in &lock(&self.faults).0 {
+            t.live.push(format!(
+                "fault {} is active: {} {}",
+                f.name(),
+                f.action.name(),
+                f.target
+            ));
+        }
         let text = if rest.first() == Some(&"json") {
             crate::trace::to_json(&t) + "\n"
         } else {

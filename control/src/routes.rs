@@ -16,11 +16,14 @@ pub struct Row {
 }
 
 /// A route's state: `blackhole` when it drops what it matches (its target is `blackhole`
-/// or was deleted, or its peering is not active: R-RT-BLACKHOLE, R-PCX-ACTIVE).
+/// or was deleted, its peering is not active, its NAT gateway failed or its instance is
+/// stopped by a fault: R-RT-BLACKHOLE, R-PCX-ACTIVE).
 pub fn state(snap: &Snapshot, route: &Route) -> &'static str {
     match route.target {
         Target::Blackhole => "blackhole",
         Target::Peering(p) if !snap.peering(p).active => "blackhole",
+        Target::NatGateway(n) if snap.nat_gateway(n).failed != 0 => "blackhole",
+        Target::Eni(e) if snap.eni(e).stopped != 0 => "blackhole",
         _ => "active",
     }
 }

@@ -201,6 +201,7 @@ pub struct UpOptions {
 pub fn up(
     snap: Snapshot,
     gens: Generations,
+    model: crate::model::Lab,
     title: &str,
     opts: &UpOptions,
 ) -> Result<Stats, RunError> {
@@ -258,6 +259,7 @@ pub fn up(
         lab,
         links,
         gens,
+        model,
     ));
     let services_stop = Arc::new(AtomicBool::new(false));
     let mut services = Vec::new();
@@ -291,6 +293,10 @@ pub fn up(
             Some(_) => break,
             None => {
                 router.reap();
+                // Faults whose --duration is over end by themselves.
+                if router.faults_expired() {
+                    let _ = router.stop_faults(None);
+                }
                 if handles.iter().any(|h| h.is_finished()) {
                     break;
                 }

@@ -18,6 +18,14 @@ pub(crate) fn check<'s, O: Observer<'s>>(
     dir: Direction,
     pkt: &Packet,
 ) -> Result<(), Verdict> {
+    if let Some((d, _)) = cx.snap.subnet(subnet).disruption {
+        if disrupted(cx.snap, subnet, d, dir, pkt) {
+            return Err(cx.drop(
+                DropReason::FaultDisrupted,
+                "the subnet's connectivity is disrupted by a fault (aws:network:disrupt-connectivity)",
+            ));
+        }
+    }
     let acl_ix = cx.snap.subnet(subnet).network_acl;
     let acl = cx.snap.network_acl(acl_ix);
     let d = acl.evaluate(dir, pkt);
@@ -49,4 +57,34 @@ pub(crate) fn check<'s, O: Observer<'s>>(
             "no rule of the sending subnet's network ACL allows it (final * rule)",
         ),
     })
+}
+
+/// Whether `aws:network:disrupt-connectivity` with `d` on `subnet` drops `pkt` crossing
+/// its boundary in `dir` (FIS: the scope decides what the temporary NACL denies).
+fn disrupted(
+    snap: &crate::Snapshot,
+    subnet: SubnetIx,
+    d: crate::snapshot::Disruption,
+    dir: Direction,
+    pkt: &Packet,
+) -> bool {
+    use crate::snapshot::Disruption;
+    let remote = match dir {
+        Direction::Egress => pkt.dst,
+        Direction::Ingress => pkt.src,
+    };
+    match d {
+        Disruption::All => true,
+        Disruption::AvailabilityZone => {
+            let sn = snap.subnet(subnet);
+            snap.eni_by_addr(sn.vpc, remote).is_some_and(|e| {
+                snap.subnet(snap.eni(e).subnet).availability_zone != sn.availability_zone
+            })
+        }
+        Disruption::Service(s) => snap
+            .service(s)
+            .cidrs
+            .iter()
+            .any(|c| crate::route::net_contains(c, remote)),
+    }
 }

@@ -302,6 +302,13 @@ fn from_eni<'s, O: Observer<'s>>(
         cx.obs.step(Step::LocalService { service });
         return Verdict::Local(service);
     }
+    // A stopped instance sends nothing (`vpcd fault`, aws:ec2:stop-instances).
+    if eni.stopped != 0 {
+        return cx.drop(
+            DropReason::FaultDisrupted,
+            "the instance is stopped by a fault",
+        );
+    }
     // Step 2: R-ADDR-SRCDST on the sending side.
     if let Err(v) = eni::source_check(eni, sender, pkt, cx.obs) {
         return v;
@@ -395,9 +402,18 @@ pub(crate) fn route<'s, O: Observer<'s>>(
             Some(r) => to_eni(cx, r, pkt, buf, Some(subnet)),
             None => unassigned(cx),
         },
+        // A stopped appliance's route is a blackhole (R-RT-BLACKHOLE), as AWS shows it.
+        Target::Eni(appliance) if snap.eni(appliance).stopped != 0 => cx.drop(
+            DropReason::RouteBlackhole,
+            "the route's instance is stopped",
+        ),
         // Middlebox routing: the appliance ENI receives packets not addressed to it; its
         // own source/destination check decides whether it may (R-ADDR-SRCDST).
         Target::Eni(appliance) => to_eni(cx, appliance, pkt, buf, Some(subnet)),
+        Target::NatGateway(nat) if snap.nat_gateway(nat).failed != 0 => cx.drop(
+            DropReason::RouteBlackhole,
+            "the route's NAT gateway has failed (a fault)",
+        ),
         Target::Blackhole => cx.drop(
             DropReason::RouteBlackhole,
             "the matching route's target is blackhole",
@@ -501,6 +517,12 @@ pub(crate) fn to_eni<'s, O: Observer<'s>>(
     from_subnet: Option<SubnetIx>,
 ) -> Verdict {
     let eni = cx.snap.eni(receiver);
+    if eni.stopped != 0 {
+        return cx.drop(
+            DropReason::FaultDisrupted,
+            "the receiving instance (or endpoint) is stopped by a fault",
+        );
+    }
     if from_subnet != Some(eni.subnet) {
         if let Err(v) = network_acl::check(cx, eni.subnet, Direction::Ingress, pkt) {
             cx.log(receiver, Direction::Ingress, pkt, false);

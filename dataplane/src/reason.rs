@@ -82,6 +82,9 @@ drop_reasons! {
     /// holds that address. AWS drops such packets silently; this names it, so that a ping
     /// to an unused address is not mistaken for a routing mistake.
     UnassignedAddress = "UNASSIGNED_ADDRESS",
+    /// A fault injected with `vpcd fault` (AWS Fault Injection Service actions): a stopped
+    /// instance or zone, a subnet whose connectivity is disrupted.
+    FaultDisrupted = "FAULT_DISRUPTED",
 }
 
 impl fmt::Display for DropReason {

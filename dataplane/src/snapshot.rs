@@ -104,6 +104,8 @@ pub struct Subnet {
     /// `enable_dns64`: the Amazon DNS answers AAAA queries for IPv4-only names with
     /// addresses of 64:ff9b::/96, for NAT64 (AWS subnet attribute EnableDns64).
     pub dns64: bool,
+    /// `aws:network:disrupt-connectivity` on this subnet: what it drops, and the fault.
+    pub disruption: Option<(Disruption, u32)>,
     pub availability_zone: Box<str>,
     pub route_table: RouteTableIx,
     /// The subnet's network ACL (the VPC's default one unless the lab names another).
@@ -132,6 +134,19 @@ impl Subnet {
         self.cidr_v6
             .map(|c| Ipv6Addr::from(u128::from(c.network_address()) + 1))
     }
+}
+
+/// What `aws:network:disrupt-connectivity` drops at a subnet's boundary, in and out, as
+/// AWS FIS does with a network ACL it adds (so traffic within the subnet still flows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Disruption {
+    /// `--scope all`: every packet entering or leaving the subnet.
+    All,
+    /// `--scope availability-zone`: traffic with subnets of the VPC in other zones.
+    AvailabilityZone,
+    /// `--scope prefix-list` (or `s3`, `dynamodb`): traffic with the ranges of a
+    /// service's prefix list.
+    Service(ServiceIx),
 }
 
 /// What an ENI belongs to.
@@ -191,6 +206,9 @@ pub struct Eni {
     /// The shortest aggregation interval of the flow logs covering it, in seconds; 0 when
     /// none does (the packet path's one test). Set by [`Snapshot::new`].
     pub flow_log_interval: u32,
+    /// Stopped by fault number `stopped` (`aws:ec2:stop-instances`, a zone's power
+    /// interruption); 0 while running.
+    pub stopped: u32,
 }
 
 /// Bits of [`Eni::sg_open`]: TCP or UDP, IPv4 or IPv6, allowed on all ports for 0.0.0.0/0
@@ -254,6 +272,9 @@ pub struct NatGateway {
     pub private_ip: Ipv4Addr,
     /// The Elastic IP; `None` for `connectivity: private`.
     pub public_ip: Option<Ipv4Addr>,
+    /// Failed by fault number `failed` (`aws:ec2:nat-gateway-failure`, its zone's power):
+    /// its routes are blackholes (R-RT-BLACKHOLE); 0 while it works.
+    pub failed: u32,
 }
 
 #[derive(Clone, Debug)]

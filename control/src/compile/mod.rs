@@ -163,6 +163,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 sg_open: 0,
                 imds_v1: inst.imds_v1,
                 flow_log_interval: 0,
+                stopped: 0,
             });
         }
     }
@@ -218,6 +219,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 cidr_v4: s.cidr_block.as_ref().map(|c| c.v),
                 cidr_v6: s.ipv6_cidr_block.as_ref().map(|c| c.v),
                 dns64: s.enable_dns64,
+                disruption: None,
                 availability_zone: s
                     .availability_zone
                     .as_ref()
@@ -271,6 +273,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 sg_open: 0,
                 imds_v1: false,
                 flow_log_interval: 0,
+                stopped: 0,
             });
             t.nat_gateways.push(NatGateway {
                 id: nat.id.v.as_str().into(),
@@ -280,6 +283,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 eni,
                 private_ip,
                 public_ip: nat.public_ip.as_ref().map(|p| p.v),
+                failed: 0,
             });
         }
         for ep in &v.endpoints {
@@ -331,6 +335,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                         sg_open: 0,
                         imds_v1: false,
                         flow_log_interval: 0,
+                        stopped: 0,
                     });
                     enis.push(eni);
                 }
