@@ -74,6 +74,167 @@ const VPC_LISTS: &[(&str, Kind)] = &[
     ("flow_logs", Kind::FlowLog),
 ];
 
+// The fields each object accepts: its decoder's list of known fields (an unknown field is
+// an error that names the closest of them). `accepted_fields` lists them for the docs.
+const LAB_FIELDS: &[&str] = &[
+    "version",
+    "region",
+    "account_id",
+    "vpcs",
+    "peering_connections",
+    "internet",
+    "services",
+    "on_premises",
+];
+const INTERNET_FIELDS: &[&str] = &["hosts", "public_ip_pool"];
+const SERVICE_FIELDS: &[&str] = &["name", "prefix_list", "cidr_blocks", "dns_name", "hosts"];
+const ON_PREMISES_FIELDS: &[&str] = &["cidr_blocks", "hosts"];
+const HOST_FIELDS: &[&str] = &["id", "ipv4", "ipv6"];
+const PEERING_FIELDS: &[&str] = &[
+    "id",
+    "requester_vpc",
+    "accepter_vpc",
+    "status",
+    "allow_dns_resolution_from_remote_vpc",
+];
+const VPC_FIELDS: &[&str] = &[
+    "id",
+    "cidr_block",
+    "secondary_cidr_blocks",
+    "ipv6_cidr_block",
+    "enable_dns_support",
+    "internet_gateway",
+    "egress_only_internet_gateway",
+    "virtual_private_gateway",
+    "subnets",
+    "route_tables",
+    "network_acls",
+    "security_groups",
+    "nat_gateways",
+    "endpoints",
+    "instances",
+    "flow_logs",
+];
+const SUBNET_FIELDS: &[&str] = &[
+    "id",
+    "cidr_block",
+    "ipv6_cidr_block",
+    "availability_zone",
+    "route_table",
+    "network_acl",
+    "map_public_ip_on_launch",
+    "enable_dns64",
+];
+const ROUTE_TABLE_FIELDS: &[&str] = &["id", "main", "routes"];
+const ROUTE_FIELDS: &[&str] = &["destination", "target", "state"];
+const NETWORK_ACL_FIELDS: &[&str] = &["id", "inbound", "outbound"];
+const NACL_RULE_FIELDS: &[&str] = &[
+    "rule",
+    "action",
+    "protocol",
+    "port_range",
+    "icmp_type",
+    "icmp_code",
+    "cidr",
+    "ipv6_cidr",
+];
+const SECURITY_GROUP_FIELDS: &[&str] = &["id", "description", "inbound", "outbound"];
+const SG_INBOUND_RULE_FIELDS: &[&str] = &[
+    "protocol",
+    "port_range",
+    "icmp_type",
+    "icmp_code",
+    "source",
+    "description",
+];
+const SG_OUTBOUND_RULE_FIELDS: &[&str] = &[
+    "protocol",
+    "port_range",
+    "icmp_type",
+    "icmp_code",
+    "destination",
+    "description",
+];
+const NAT_GATEWAY_FIELDS: &[&str] = &["id", "subnet", "private_ip", "public_ip", "connectivity"];
+const ENDPOINT_FIELDS: &[&str] = &[
+    "id",
+    "type",
+    "service",
+    "route_tables",
+    "policy",
+    "subnets",
+    "security_groups",
+    "private_dns",
+];
+const POLICY_FIELDS: &[&str] = &["allow"];
+const POLICY_ALLOW_FIELDS: &[&str] = &["destination", "port_range"];
+const INSTANCE_FIELDS: &[&str] = &[
+    "id",
+    "subnet",
+    "private_ip",
+    "secondary_private_ips",
+    "ipv6_address",
+    "public_ip",
+    "security_groups",
+    "source_dest_check",
+    "connection_tracking",
+    "http_tokens",
+];
+const CONNECTION_TRACKING_FIELDS: &[&str] = &[
+    "tcp_established_timeout",
+    "udp_stream_timeout",
+    "udp_timeout",
+];
+const FLOW_LOG_FIELDS: &[&str] = &[
+    "id",
+    "resource",
+    "traffic_type",
+    "max_aggregation_interval",
+    "log_format",
+    "destination",
+];
+
+/// Every object of the lab file, by its path (`vpcs[].subnets[]`; `(top level)` for the
+/// file itself), with the fields its decoder accepts: what docs/lab-file.md documents.
+pub fn accepted_fields() -> Vec<(&'static str, Vec<&'static str>)> {
+    [
+        ("(top level)", LAB_FIELDS),
+        ("internet", INTERNET_FIELDS),
+        ("internet.hosts[]", HOST_FIELDS),
+        ("services[]", SERVICE_FIELDS),
+        ("services[].hosts[]", HOST_FIELDS),
+        ("on_premises", ON_PREMISES_FIELDS),
+        ("on_premises.hosts[]", HOST_FIELDS),
+        ("peering_connections[]", PEERING_FIELDS),
+        ("vpcs[]", VPC_FIELDS),
+        ("vpcs[].subnets[]", SUBNET_FIELDS),
+        ("vpcs[].route_tables[]", ROUTE_TABLE_FIELDS),
+        ("vpcs[].route_tables[].routes[]", ROUTE_FIELDS),
+        ("vpcs[].network_acls[]", NETWORK_ACL_FIELDS),
+        ("vpcs[].network_acls[].inbound[]", NACL_RULE_FIELDS),
+        ("vpcs[].network_acls[].outbound[]", NACL_RULE_FIELDS),
+        ("vpcs[].security_groups[]", SECURITY_GROUP_FIELDS),
+        ("vpcs[].security_groups[].inbound[]", SG_INBOUND_RULE_FIELDS),
+        (
+            "vpcs[].security_groups[].outbound[]",
+            SG_OUTBOUND_RULE_FIELDS,
+        ),
+        ("vpcs[].nat_gateways[]", NAT_GATEWAY_FIELDS),
+        ("vpcs[].endpoints[]", ENDPOINT_FIELDS),
+        ("vpcs[].endpoints[].policy", POLICY_FIELDS),
+        ("vpcs[].endpoints[].policy.allow[]", POLICY_ALLOW_FIELDS),
+        ("vpcs[].instances[]", INSTANCE_FIELDS),
+        (
+            "vpcs[].instances[].connection_tracking",
+            CONNECTION_TRACKING_FIELDS,
+        ),
+        ("vpcs[].flow_logs[]", FLOW_LOG_FIELDS),
+    ]
+    .into_iter()
+    .map(|(object, fields)| (object, fields.to_vec()))
+    .collect()
+}
+
 /// Objects that could not be decoded whole: their ids, and what can be read of them.
 #[derive(Default)]
 struct Broken {
@@ -368,17 +529,7 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
         account_id: S::new("123456789012".into(), Loc::implicit("account_id")),
         ..Lab::default()
     };
-    let known = [
-        "version",
-        "region",
-        "account_id",
-        "vpcs",
-        "peering_connections",
-        "internet",
-        "services",
-        "on_premises",
-    ];
-    let Some(mut top) = d.map(root, "", "the lab file", &known) else {
+    let Some(mut top) = d.map(root, "", "the lab file", LAB_FIELDS) else {
         return lab;
     };
     // The document itself starts at its first line (its mapping's span starts at the
@@ -411,23 +562,13 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
         }
     }
     if let Some(node) = d.node(&top, "internet") {
-        if let Some(m) = d.map(
-            node,
-            "internet",
-            "the internet",
-            &["hosts", "public_ip_pool"],
-        ) {
+        if let Some(m) = d.map(node, "internet", "the internet", INTERNET_FIELDS) {
             lab.internet = hosts(&mut d, &m, &mut broken);
             lab.public_ip_pool = d.opt(&m, "public_ip_pool", val::cidr4);
         }
     }
     for (path, node) in d.list(&top, "services") {
-        let Some(m) = d.map(
-            node,
-            &path,
-            "a service",
-            &["name", "prefix_list", "cidr_blocks", "dns_name", "hosts"],
-        ) else {
+        let Some(m) = d.map(node, &path, "a service", SERVICE_FIELDS) else {
             continue;
         };
         let name = d.req(&m, "name", "s3", val::id);
@@ -447,12 +588,7 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
         }
     }
     if let Some(node) = d.node(&top, "on_premises") {
-        if let Some(m) = d.map(
-            node,
-            "on_premises",
-            "on_premises",
-            &["cidr_blocks", "hosts"],
-        ) {
+        if let Some(m) = d.map(node, "on_premises", "on_premises", ON_PREMISES_FIELDS) {
             let cidr_blocks = d.scalar_list(&m, "cidr_blocks", val::net);
             let hosts = hosts(&mut d, &m, &mut broken);
             lab.on_premises = Some(OnPremises {
@@ -487,25 +623,7 @@ fn each<T>(
 }
 
 fn vpc(d: &mut Decoder<'_>, node: &Node, path: &str, broken: &mut Broken) -> Option<Vpc> {
-    let known = [
-        "id",
-        "cidr_block",
-        "secondary_cidr_blocks",
-        "ipv6_cidr_block",
-        "enable_dns_support",
-        "internet_gateway",
-        "egress_only_internet_gateway",
-        "virtual_private_gateway",
-        "subnets",
-        "route_tables",
-        "network_acls",
-        "security_groups",
-        "nat_gateways",
-        "endpoints",
-        "instances",
-        "flow_logs",
-    ];
-    let m = d.map(node, path, "a VPC", &known)?;
+    let m = d.map(node, path, "a VPC", VPC_FIELDS)?;
     let id = d.req(&m, "id", "vpc-lab", val::id);
     let cidr_block = d.req(&m, "cidr_block", "10.0.0.0/16", val::cidr4);
     let secondary_cidr_blocks = d.scalar_list(&m, "secondary_cidr_blocks", val::cidr4);
@@ -563,17 +681,7 @@ fn vpc(d: &mut Decoder<'_>, node: &Node, path: &str, broken: &mut Broken) -> Opt
 }
 
 fn subnet(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Subnet> {
-    let known = [
-        "id",
-        "cidr_block",
-        "ipv6_cidr_block",
-        "availability_zone",
-        "route_table",
-        "network_acl",
-        "map_public_ip_on_launch",
-        "enable_dns64",
-    ];
-    let m = d.map(node, path, "a subnet", &known)?;
+    let m = d.map(node, path, "a subnet", SUBNET_FIELDS)?;
     let id = d.req(&m, "id", "public-a", val::id);
     // One of the two at least: a subnet may be IPv4-only, dual stack or IPv6-only.
     let cidr_written = d.node(&m, "cidr_block").is_some();
@@ -611,17 +719,12 @@ fn subnet(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Subnet> {
 }
 
 fn route_table(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RouteTable> {
-    let m = d.map(node, path, "a route table", &["id", "main", "routes"])?;
+    let m = d.map(node, path, "a route table", ROUTE_TABLE_FIELDS)?;
     let id = d.req(&m, "id", "rtb-public", val::id);
     let main = d.opt(&m, "main", val::boolean);
     let mut routes = Vec::new();
     for (rpath, rnode) in d.list(&m, "routes") {
-        let Some(r) = d.map(
-            rnode,
-            &rpath,
-            "a route",
-            &["destination", "target", "state"],
-        ) else {
+        let Some(r) = d.map(rnode, &rpath, "a route", ROUTE_FIELDS) else {
             continue;
         };
         let destination = d.req(&r, "destination", "0.0.0.0/0", |s| {
@@ -659,22 +762,12 @@ fn route_table(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RouteTabl
 }
 
 fn network_acl(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<NetworkAcl> {
-    let m = d.map(node, path, "a network ACL", &["id", "inbound", "outbound"])?;
+    let m = d.map(node, path, "a network ACL", NETWORK_ACL_FIELDS)?;
     let id = d.req(&m, "id", "acl-public", val::id);
     let mut rules = |key: &str| -> Vec<NaclRule> {
         let mut out = Vec::new();
         for (rpath, rnode) in d.list(&m, key) {
-            let known = [
-                "rule",
-                "action",
-                "protocol",
-                "port_range",
-                "icmp_type",
-                "icmp_code",
-                "cidr",
-                "ipv6_cidr",
-            ];
-            let Some(r) = d.map(rnode, &rpath, "a network ACL rule", &known) else {
+            let Some(r) = d.map(rnode, &rpath, "a network ACL rule", NACL_RULE_FIELDS) else {
                 continue;
             };
             let rule = d.req(&r, "rule", "100", val::uint);
@@ -734,15 +827,12 @@ fn network_acl(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<NetworkAc
 fn sg_rules(d: &mut Decoder<'_>, m: &Map<'_>, key: &str, peer_key: &str) -> Vec<SgRule> {
     let mut out = Vec::new();
     for (rpath, rnode) in d.list(m, key) {
-        let known = [
-            "protocol",
-            "port_range",
-            "icmp_type",
-            "icmp_code",
-            peer_key,
-            "description",
-        ];
-        let Some(r) = d.map(rnode, &rpath, "a security group rule", &known) else {
+        let known = if peer_key == "source" {
+            SG_INBOUND_RULE_FIELDS
+        } else {
+            SG_OUTBOUND_RULE_FIELDS
+        };
+        let Some(r) = d.map(rnode, &rpath, "a security group rule", known) else {
             continue;
         };
         let protocol = d.req(&r, "protocol", "tcp", val::protocol);
@@ -775,12 +865,7 @@ fn sg_rules(d: &mut Decoder<'_>, m: &Map<'_>, key: &str, peer_key: &str) -> Vec<
 }
 
 fn security_group(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<SecurityGroup> {
-    let m = d.map(
-        node,
-        path,
-        "a security group",
-        &["id", "description", "inbound", "outbound"],
-    )?;
+    let m = d.map(node, path, "a security group", SECURITY_GROUP_FIELDS)?;
     let id = d.req(&m, "id", "sg-web", val::id);
     let description = d.opt(&m, "description", val::description).map(|s| s.v);
     let inbound = sg_rules(d, &m, "inbound", "source");
@@ -798,12 +883,7 @@ fn security_group(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Securi
 }
 
 fn nat_gateway(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<NatGateway> {
-    let m = d.map(
-        node,
-        path,
-        "a NAT gateway",
-        &["id", "subnet", "private_ip", "public_ip", "connectivity"],
-    )?;
+    let m = d.map(node, path, "a NAT gateway", NAT_GATEWAY_FIELDS)?;
     let id = d.req(&m, "id", "nat-a", val::id);
     let example = d.hints.subnet.clone();
     let subnet = d.req(&m, "subnet", &example, val::id);
@@ -838,17 +918,7 @@ fn nat_gateway(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<NatGatewa
 }
 
 fn endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpoint> {
-    let known = [
-        "id",
-        "type",
-        "service",
-        "route_tables",
-        "policy",
-        "subnets",
-        "security_groups",
-        "private_dns",
-    ];
-    let m = d.map(node, path, "an endpoint", &known)?;
+    let m = d.map(node, path, "an endpoint", ENDPOINT_FIELDS)?;
     let id = d.req(&m, "id", "vpce-s3", val::id);
     let ty = d.req(
         &m,
@@ -879,16 +949,11 @@ fn endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpoint> {
                 p,
                 &format!("{}.policy", m.path),
                 "an endpoint policy",
-                &["allow"],
+                POLICY_FIELDS,
             )?;
             let mut allow = Vec::new();
             for (apath, anode) in d.list(&pm, "allow") {
-                let Some(a) = d.map(
-                    anode,
-                    &apath,
-                    "a policy entry",
-                    &["destination", "port_range"],
-                ) else {
+                let Some(a) = d.map(anode, &apath, "a policy entry", POLICY_ALLOW_FIELDS) else {
                     continue;
                 };
                 let destination = d.req(&a, "destination", "198.18.0.10/32", val::net);
@@ -927,19 +992,7 @@ fn endpoint(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Endpoint> {
 }
 
 fn instance(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Instance> {
-    let known = [
-        "id",
-        "subnet",
-        "private_ip",
-        "secondary_private_ips",
-        "ipv6_address",
-        "public_ip",
-        "security_groups",
-        "source_dest_check",
-        "connection_tracking",
-        "http_tokens",
-    ];
-    let m = d.map(node, path, "an instance", &known)?;
+    let m = d.map(node, path, "an instance", INSTANCE_FIELDS)?;
     let id = d.req(&m, "id", "web-1", val::id);
     let example = d.hints.subnet.clone();
     let subnet = d.req(&m, "subnet", &example, val::id);
@@ -959,16 +1012,11 @@ fn instance(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Instance> {
         .opt(&m, "http_tokens", val::one_of(&["optional", "required"]))
         .is_none_or(|t| t.v == "optional");
     let connection_tracking = d.node(&m, "connection_tracking").and_then(|n| {
-        let known = [
-            "tcp_established_timeout",
-            "udp_stream_timeout",
-            "udp_timeout",
-        ];
         let c = d.map(
             n,
             &format!("{}.connection_tracking", m.path),
             "connection tracking timeouts",
-            &known,
+            CONNECTION_TRACKING_FIELDS,
         )?;
         Some(ConnectionTracking {
             tcp_established_timeout: d.opt(&c, "tcp_established_timeout", val::uint),
@@ -996,15 +1044,7 @@ fn instance(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Instance> {
 }
 
 fn flow_log(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<FlowLog> {
-    let known = [
-        "id",
-        "resource",
-        "traffic_type",
-        "max_aggregation_interval",
-        "log_format",
-        "destination",
-    ];
-    let m = d.map(node, path, "a flow log", &known)?;
+    let m = d.map(node, path, "a flow log", FLOW_LOG_FIELDS)?;
     let id = d.req(&m, "id", "fl-lab", val::id);
     let example = d.hints.vpc.clone();
     let resource = d.req(&m, "resource", &example, val::id);
@@ -1034,14 +1074,7 @@ fn flow_log(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<FlowLog> {
 }
 
 fn peering(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<PeeringConnection> {
-    let known = [
-        "id",
-        "requester_vpc",
-        "accepter_vpc",
-        "status",
-        "allow_dns_resolution_from_remote_vpc",
-    ];
-    let m = d.map(node, path, "a peering connection", &known)?;
+    let m = d.map(node, path, "a peering connection", PEERING_FIELDS)?;
     let id = d.req(&m, "id", "pcx-lab-shared", val::id);
     let example = d.hints.vpc.clone();
     let requester_vpc = d.req(&m, "requester_vpc", &example, val::id);
@@ -1069,7 +1102,7 @@ fn peering(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<PeeringConnec
 
 fn hosts(d: &mut Decoder<'_>, m: &Map<'_>, broken: &mut Broken) -> Vec<OutsideHost> {
     each(d, m, "hosts", Kind::Host, broken, |d, node, path| {
-        let h = d.map(node, path, "a host", &["id", "ipv4", "ipv6"])?;
+        let h = d.map(node, path, "a host", HOST_FIELDS)?;
         let id = d.req(&h, "id", "inet-1", val::id);
         let ipv4 = d.opt(&h, "ipv4", val::ipv4);
         let ipv6 = d.opt(&h, "ipv6", val::ipv6);
