@@ -1,5 +1,6 @@
 //! `vpcd flowlogs FILE`: reads flow-log records in any format and shows the matching ones,
-//! then a table per flow (both directions' records of one 5-tuple and action summed),
+//! then a table per flow (the records of one interface, 5-tuple and action summed; each
+//! direction is a flow of its own),
 //! which beats grep for "what talked to what, and what was refused", then what the file
 //! says about lost records (`SKIPDATA`) and quiet windows (`NODATA`).
 //!

@@ -542,7 +542,9 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
     if let Some(a) = d.opt(&top, "account_id", val::text) {
         lab.account_id = a;
     }
-    if d.node(&top, "vpcs").is_none() {
+    if d.node(&top, "vpcs")
+        .is_none_or(|n| n.as_sequence().is_some_and(|s| s.is_empty()))
+    {
         d.diags.error(
             &top.at,
             "a lab needs at least one VPC",
@@ -721,7 +723,13 @@ fn subnet(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Subnet> {
 fn route_table(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RouteTable> {
     let m = d.map(node, path, "a route table", ROUTE_TABLE_FIELDS)?;
     let id = d.req(&m, "id", "rtb-public", val::id);
-    let main = d.opt(&m, "main", val::boolean);
+    // The table named `main` is the VPC's main table (config.md: implicit objects are
+    // changed by naming them), as if it said `main: true`.
+    let main = d.opt(&m, "main", val::boolean).or_else(|| {
+        id.as_ref()
+            .filter(|i| i.v == "main")
+            .map(|i| S::new(true, i.at.clone()))
+    });
     let mut routes = Vec::new();
     for (rpath, rnode) in d.list(&m, "routes") {
         let Some(r) = d.map(rnode, &rpath, "a route", ROUTE_FIELDS) else {

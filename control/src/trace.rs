@@ -534,7 +534,15 @@ pub fn trace_live(
                 Attachment::Eni(e) if outside && snap.eni(e).public_v4.is_some() => {
                     IpAddr::V4(snap.eni(e).public_v4.expect("checked"))
                 }
-                _ => address_of(snap, p, proto == 58).ok_or("the destination has no address")?,
+                _ => {
+                    // ICMPv6 asks IPv6; otherwise IPv4 when both ends have it, else IPv6
+                    // (an IPv6-only instance).
+                    let both_v4 = address_of(snap, from, false).is_some()
+                        && address_of(snap, p, false).is_some();
+                    let v6 = proto == 58 || (proto != 1 && !both_v4);
+                    address_of(snap, p, v6)
+                        .ok_or("the destination has no address of that family")?
+                }
             }
         }
     };

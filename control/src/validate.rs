@@ -18,7 +18,7 @@ use crate::model::*;
 use crate::values::Protocol;
 
 /// What kind of object an id names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Vpc,
     Subnet,
@@ -81,7 +81,9 @@ fn vpc_scoped(id: &str) -> bool {
 #[derive(Default)]
 pub struct Registry {
     global: HashMap<String, Entry>,
-    scoped: HashMap<(usize, String), Entry>,
+    /// `main` and `default` per VPC and kind: a VPC's `default` NACL and `default` SG are
+    /// two objects.
+    scoped: HashMap<(usize, String, Kind), Entry>,
     broken: HashSet<String>,
     /// VPC id → its index (the first, if the id is used twice).
     vpc_ix: HashMap<String, usize>,
@@ -97,7 +99,7 @@ impl Registry {
             at: id.at.clone(),
         };
         let previous = match (vpc, vpc_scoped(&id.v)) {
-            (Some(v), true) => self.scoped.insert((v, id.v.clone()), entry),
+            (Some(v), true) => self.scoped.insert((v, id.v.clone(), kind), entry),
             _ => self.global.insert(id.v.clone(), entry),
         };
         if let Some(prev) = previous {
@@ -114,11 +116,20 @@ impl Registry {
         }
     }
 
-    /// Looks `name` up as one of `kinds`, seen from `vpc`.
-    pub fn get(&self, name: &str, vpc: Option<usize>) -> Option<&Entry> {
+    /// Looks `name` up, seen from `vpc`: a VPC's own `main` or `default` of one of
+    /// `kinds` (any kind when `kinds` is empty), else the lab-wide id.
+    pub fn get(&self, name: &str, vpc: Option<usize>, kinds: &[Kind]) -> Option<&Entry> {
         if let (Some(v), true) = (vpc, vpc_scoped(name)) {
-            if let Some(e) = self.scoped.get(&(v, name.to_string())) {
-                return Some(e);
+            let found = self
+                .scoped
+                .iter()
+                .filter(|((sv, sn, k), _)| {
+                    *sv == v && sn == name && (kinds.is_empty() || kinds.contains(k))
+                })
+                .map(|(_, e)| e)
+                .next();
+            if found.is_some() {
+                return found;
             }
         }
         self.global.get(name)
@@ -143,7 +154,7 @@ impl Registry {
                 .collect::<Vec<_>>()
                 .join(" or ")
         };
-        let Some(e) = self.get(&r.v, same_vpc) else {
+        let Some(e) = self.get(&r.v, same_vpc, kinds) else {
             if self.broken.contains(&r.v) {
                 return None;
             }
@@ -309,11 +320,13 @@ fn define_all(lab: &Lab, reg: &mut Registry, diags: &mut Diagnostics) {
             .for_each(|f| reg.define(diags, &f.id, Kind::FlowLog, v));
         // The implicit objects, unless the lab names them itself.
         let implicit = |reg: &mut Registry, id: &str, kind: Kind| {
-            reg.scoped.entry((vi, id.to_string())).or_insert(Entry {
-                kind,
-                vpc: v,
-                at: vpc.at.clone(),
-            });
+            reg.scoped
+                .entry((vi, id.to_string(), kind))
+                .or_insert(Entry {
+                    kind,
+                    vpc: v,
+                    at: vpc.at.clone(),
+                });
         };
         implicit(reg, "main", Kind::RouteTable);
         implicit(reg, "default", Kind::SecurityGroup);
@@ -786,7 +799,9 @@ fn check_vpc(
                 Peer::Cidr(_) => {}
                 Peer::SecurityGroup(id) => {
                     let s = S::new(id.clone(), r.peer.at.clone());
-                    if let Some(e) = reg.resolve(diags, &s, &[Kind::SecurityGroup], None) {
+                    // `default` is this VPC's own default group.
+                    let scope = vpc_scoped(id).then_some(vi);
+                    if let Some(e) = reg.resolve(diags, &s, &[Kind::SecurityGroup], scope) {
                         // R-SG-REF: this VPC or a peered one.
                         if let Some(other) = e.vpc {
                             if other != vi && !peered(reg, vi, other) {
@@ -1014,6 +1029,17 @@ fn check_vpc(
                 security_groups,
                 ..
             } => {
+                // R-SG-LIMIT: an endpoint's ENIs are ENIs too.
+                if security_groups.len() > 5 {
+                    diags.error(
+                        &security_groups[5].at,
+                        format!(
+                            "an ENI has at most 5 security groups, this endpoint has {}",
+                            security_groups.len()
+                        ),
+                        "merge rules into fewer groups (R-SG-LIMIT)",
+                    );
+                }
                 if subnets.is_empty() {
                     diags.error(
                         &ep.at,
@@ -1045,12 +1071,27 @@ fn check_vpc(
 
     // Flow logs.
     for fl in &vpc.flow_logs {
-        reg.resolve(
+        let resolved = reg.resolve(
             diags,
             &fl.resource,
             &[Kind::Vpc, Kind::Subnet, Kind::Instance],
             None,
         );
+        // A VPC's flow logs cover it, its subnets or its instances.
+        let owner = resolved.and_then(|e| match e.kind {
+            Kind::Vpc => reg.vpc_ix.get(&fl.resource.v).copied(),
+            _ => e.vpc,
+        });
+        if owner.is_some_and(|o| o != vi) {
+            diags.error(
+                &fl.resource.at,
+                format!(
+                    "`{}` belongs to another VPC than {}, where this flow log is defined",
+                    fl.resource.v, vpc.id.v
+                ),
+                "define the flow log under the VPC that holds the resource",
+            );
+        }
         if fl.max_aggregation_interval.v == 0 {
             diags.error(
                 &fl.max_aggregation_interval.at,
@@ -1204,7 +1245,7 @@ fn check_routes(
         }
         // The target: the word blackhole, or an object of this VPC (or a peering of it).
         // With `state: blackhole` it was deleted: it need not exist (R-RT-BLACKHOLE).
-        let deleted = r.blackhole && reg.get(&r.target.v, v).is_none();
+        let deleted = r.blackhole && reg.get(&r.target.v, v, &[]).is_none();
         let target = if deleted {
             None
         } else if r.target.v == "blackhole" || r.target.v == "local" {
@@ -1227,7 +1268,7 @@ fn check_routes(
                 Kind::Instance,
             ];
             let same = reg
-                .get(&r.target.v, v)
+                .get(&r.target.v, v, &[])
                 .filter(|e| e.kind != Kind::Peering)
                 .map(|_| vi);
             reg.resolve(diags, &r.target, &kinds, same).map(|e| e.kind)
@@ -1442,6 +1483,16 @@ fn check_outside(lab: &Lab, diags: &mut Diagnostics, addrs: &mut AddressBook) {
             .filter_map(|i| i.public_ip.as_ref())
             .chain(v.nat_gateways.iter().filter_map(|n| n.public_ip.as_ref()))
     });
+    // The pool public IPs are given from at launch lies on the internet too.
+    if let Some(pool) = &lab.public_ip_pool {
+        if let Some((n, what)) = inside.iter().find(|(n, _)| overlaps(*n, pool.v.into())) {
+            diags.error(
+                &pool.at,
+                format!("the public IP pool {} overlaps {what} ({n})", pool.v),
+                "use a block of the simulated internet, such as 198.51.100.0/24",
+            );
+        }
+    }
     for p in publics {
         if let Some((n, what)) = inside
             .iter()

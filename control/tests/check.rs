@@ -517,3 +517,55 @@ fn secondary_blocks_follow_aws_association_restrictions() {
     assert!(refused("198.19.0.0/16", "10.1.0.0/16"));
     assert!(!refused("198.19.0.0/16", "100.64.0.0/16"));
 }
+
+#[test]
+fn implicit_objects_and_cross_vpc_mistakes_are_read_as_documented() {
+    // A VPC's own `default` NACL and `default` SG are two objects, and a rule may name
+    // its VPC's default group.
+    let ok = "version: 1
+vpcs:
+  - id: v
+    cidr_block: 10.0.0.0/16
+    network_acls: [{ id: default, inbound: [] }]
+    security_groups:
+      - { id: default, inbound: [{ protocol: tcp, port_range: 22, source: default }] }
+";
+    assert_eq!(errors(ok), Vec::new());
+    // A table named `main` is the main table: subnets without a table use it.
+    let main = "version: 1
+vpcs:
+  - id: v
+    cidr_block: 10.0.0.0/16
+    internet_gateway: igw-v
+    subnets: [{ id: a, cidr_block: 10.0.1.0/24 }]
+    route_tables:
+      - { id: main, routes: [{ destination: 0.0.0.0/0, target: igw-v }] }
+";
+    let snap = control::load_text(main, 1).unwrap().1;
+    assert_eq!(snap.topo.route_tables.len(), 1);
+    // A flow log of one VPC cannot cover another's resource.
+    let two = "version: 1
+vpcs:
+  - id: v1
+    cidr_block: 10.1.0.0/16
+    flow_logs: [{ id: fl, resource: v2, destination: x.log }]
+  - id: v2
+    cidr_block: 10.2.0.0/16
+";
+    has(
+        &errors(two),
+        5,
+        "vpcs[0].flow_logs[0].resource",
+        "another VPC",
+    );
+    // No VPC at all, written as an empty list.
+    has(&errors("version: 1\nvpcs: []\n"), 1, "", "at least one VPC");
+    // The launch pool lies on the internet, not in a VPC.
+    let pool = "version: 1
+vpcs:
+  - { id: v, cidr_block: 10.0.0.0/16 }
+internet:
+  public_ip_pool: 10.0.200.0/24
+";
+    has(&errors(pool), 5, "internet.public_ip_pool", "overlaps");
+}

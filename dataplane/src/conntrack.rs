@@ -153,7 +153,7 @@ pub mod zone {
     pub const EIGW: u32 = 0x60_0000;
     /// A NAT gateway's fragments on the way back: (remote, IP id, NAT address) → the
     /// private address the first fragment went to (R-NAT-FRAG).
-    pub const NAT_FRAG: u32 = 0x70_0000;
+    pub const NAT_FRAG: u32 = 0x90_0000;
 }
 
 impl FlowKey {

@@ -76,7 +76,8 @@ drop_reasons! {
     Malformed = "MALFORMED",
     /// An IP fragment where fragments are not carried (R-NAT-FRAG).
     Fragment = "FRAGMENT",
-    /// A bounded table (conntrack, NAT, flow-log) is full.
+    /// A bounded table (connection tracking, NAT translations) is full: a new flow is
+    /// dropped. (A full flow-log table drops no packet: its ENI's window says SKIPDATA.)
     TableFull = "TABLE_FULL",
     /// vpcd extension: the destination lies in a local route, but no interface in the VPC
     /// holds that address. AWS drops such packets silently; this names it, so that a ping
