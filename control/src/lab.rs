@@ -193,6 +193,8 @@ pub struct Lab {
     pub namespaces: Vec<Namespace>,
     lease: Option<Lease>,
     created: Vec<String>,
+    /// Processes the instances' start-up left running: stopped at teardown.
+    started: Vec<crate::startup::Proc>,
     opts: Options,
 }
 
@@ -227,6 +229,7 @@ impl Lab {
             namespaces: Vec::new(),
             lease: Some(Lease::acquire(&opts.prefix)?),
             created: Vec::new(),
+            started: Vec::new(),
             opts: opts.clone(),
         };
         let added = lab.add(&plan(snap, &opts.prefix))?;
@@ -264,7 +267,7 @@ impl Lab {
             let _ = netns::delete(&ours);
             self.created = before;
             if let Some(lease) = self.lease.as_mut() {
-                let _ = lease.record(&self.created);
+                let _ = lease.record(&self.created, &self.started);
             }
         }
         added
@@ -274,7 +277,7 @@ impl Lab {
         let mut names: Vec<String> = self.created.clone();
         names.extend(new.iter().map(|n| n.name.clone()));
         if let Some(lease) = self.lease.as_mut() {
-            lease.record(&names)?;
+            lease.record(&names, &self.started)?;
         }
         // One at a time, recording each: teardown removes exactly what this run made, never
         // a namespace another lab created in the meantime under the same name.
@@ -358,13 +361,59 @@ impl Lab {
         self.created.retain(|c| !names.contains(c));
         self.namespaces.retain(|n| !ids.contains(&n.id));
         if let Some(lease) = self.lease.as_mut() {
-            lease.record(&self.created)?;
+            lease.record(&self.created, &self.started)?;
         }
         Ok(())
     }
 
+    /// Runs the start-up of instances (their `image`, then their `user_data`, both from
+    /// the lab file): `(id, image, script)`. Records what they leave running.
+    pub fn start_up(
+        &mut self,
+        instances: &[(String, Option<crate::model::Image>, Option<String>)],
+    ) -> Vec<crate::startup::Outcome> {
+        let mut out = Vec::new();
+        for (id, image, script) in instances {
+            let Some(ns) = self.namespaces.iter().find(|n| &n.id == id) else {
+                continue;
+            };
+            let mut o = crate::startup::Outcome {
+                id: id.clone(),
+                exit: None,
+                log: None,
+                procs: Vec::new(),
+                error: None,
+            };
+            if let Some(image) = image {
+                if let Err(e) = crate::startup::set_up_image(ns, *image) {
+                    o.error = Some(e.to_string());
+                }
+            }
+            if let (None, Some(script)) = (&o.error, script) {
+                o = crate::startup::run_user_data(&self.opts.prefix, ns, script);
+            }
+            self.started.extend(o.procs.iter().copied());
+            out.push(o);
+        }
+        if let Some(lease) = self.lease.as_mut() {
+            let _ = lease.record(&self.created, &self.started);
+        }
+        out
+    }
+
     /// Removes the namespaces and releases the prefix; errors are reported, not fatal.
     pub fn teardown(&mut self) -> Result<(), LabError> {
+        crate::startup::stop(&std::mem::take(&mut self.started));
+        // The start-up scripts and logs of its instances, and their directory if empty.
+        let dir = crate::startup::dir(&self.opts.prefix);
+        for ns in &self.namespaces {
+            for ext in ["sh", "log"] {
+                let _ = std::fs::remove_file(dir.join(format!("user-data-{}.{ext}", ns.id)));
+            }
+        }
+        if !self.opts.prefix.is_empty() {
+            let _ = std::fs::remove_dir(&dir);
+        }
         let result = netns::delete(&self.created);
         if result.is_ok() {
             self.created.clear();

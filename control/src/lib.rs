@@ -18,6 +18,7 @@ pub mod router;
 pub mod routes;
 pub mod runstate;
 pub mod runtime;
+pub mod startup;
 pub mod trace;
 pub mod validate;
 pub mod values;

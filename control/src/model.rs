@@ -179,6 +179,8 @@ const INSTANCE_FIELDS: &[&str] = &[
     "source_dest_check",
     "connection_tracking",
     "http_tokens",
+    "user_data",
+    "image",
 ];
 const CONNECTION_TRACKING_FIELDS: &[&str] = &[
     "tcp_established_timeout",
@@ -470,6 +472,19 @@ pub struct Instance {
     pub connection_tracking: Option<ConnectionTracking>,
     /// Metadata answers without a token (IMDSv1): `http_tokens: optional`.
     pub imds_v1: bool,
+    /// A shell script run once in the instance's namespace when it comes up (faults.md).
+    pub user_data: Option<S<String>>,
+    /// A built-in role: a NAT instance or a router (faults.md).
+    pub image: Option<S<Image>>,
+}
+
+/// `image`: what a built-in instance does with its Linux stack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Image {
+    /// Forwards and masquerades (nftables) what it forwards: a NAT instance.
+    Nat,
+    /// Forwards only.
+    Router,
 }
 
 #[derive(Clone, Debug)]
@@ -1048,6 +1063,16 @@ fn instance(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<Instance> {
         source_dest_check,
         connection_tracking,
         imds_v1,
+        // AWS: user data is limited to 16 KB.
+        user_data: d.opt_long_text(&m, "user_data", 16 * 1024, "AWS's limit for user data"),
+        image: d.opt(&m, "image", |s| match s {
+            "nat" => Ok(Image::Nat),
+            "router" => Ok(Image::Router),
+            _ => Err((
+                format!("`{s}` is not an image vpcd knows"),
+                "write `nat` (forwarding and masquerade) or `router` (forwarding)".to_string(),
+            )),
+        }),
     })
 }
 

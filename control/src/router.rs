@@ -159,6 +159,15 @@ impl Router {
         }
         self.publish(&mut gens, snap);
         *lock(&self.model) = lab.clone();
+        // The added instances' start-up, now that their routes are published.
+        if !added.is_empty() {
+            let ids: Vec<String> = added.iter().map(|n| n.id.clone()).collect();
+            if let Some(builder) = lock(&self.lab).as_mut() {
+                for o in builder.start_up(&crate::startup::of(&lab, Some(&ids))) {
+                    eprintln!("vpcd: apply: {}", o.line());
+                }
+            }
+        }
         let down = crate::faults::stopped_instances(&self.cell.load());
         self.sync_links(&down);
         *lock(&self.last_apply) = Some(SystemTime::now());

@@ -45,6 +45,8 @@ pub enum StateError {
 pub struct Record {
     pub pid: String,
     pub namespaces: Vec<String>,
+    /// Processes the lab started (`user_data` and what it left running).
+    pub procs: Vec<crate::startup::Proc>,
 }
 
 impl Record {
@@ -55,6 +57,13 @@ impl Record {
                 r.pid = pid.trim().to_string();
             } else if let Some(ns) = line.strip_prefix("netns ") {
                 r.namespaces.push(ns.trim().to_string());
+            } else if let Some(p) = line.strip_prefix("proc ") {
+                let mut w = p.split_whitespace().map(str::parse::<u64>);
+                if let (Some(Ok(pid)), Some(Ok(start))) = (w.next(), w.next()) {
+                    if let Ok(pid) = i32::try_from(pid) {
+                        r.procs.push(crate::startup::Proc { pid, start });
+                    }
+                }
             }
         }
         r
@@ -64,6 +73,9 @@ impl Record {
         let mut s = format!("pid {}\n", self.pid);
         for n in &self.namespaces {
             s += &format!("netns {n}\n");
+        }
+        for p in &self.procs {
+            s += &format!("proc {} {}\n", p.pid, p.start);
         }
         s
     }
@@ -174,16 +186,21 @@ impl Lease {
             });
         }
         let mut lease = Lease { file, path };
-        lease.record(&[])?;
+        lease.record(&[], &[])?;
         Ok(lease)
     }
 
     /// Records this process and the namespaces it is about to create, before creating
     /// them, so that a crash at any point leaves a list `vpcd down` can act on.
-    pub fn record(&mut self, namespaces: &[String]) -> Result<(), StateError> {
+    pub fn record(
+        &mut self,
+        namespaces: &[String],
+        procs: &[crate::startup::Proc],
+    ) -> Result<(), StateError> {
         let rec = Record {
             pid: std::process::id().to_string(),
             namespaces: namespaces.to_vec(),
+            procs: procs.to_vec(),
         };
         let path = self.path.clone();
         let text = rec.render();
@@ -251,6 +268,8 @@ pub fn down(prefix: &str, wait: Duration) -> Result<Down, StateError> {
     // A vpcd that stopped cleanly removed its file, and `try_lock` made an empty one: the
     // record lists nothing then.
     let rec = read_record(&path);
+    // What its start-up left running goes first, by PID and start time.
+    crate::startup::stop(&rec.procs);
     let left: Vec<String> = rec
         .namespaces
         .into_iter()
@@ -283,6 +302,10 @@ mod tests {
         let r = Record {
             pid: "42".into(),
             namespaces: vec!["t-web-1".into(), "t-inet-1".into()],
+            procs: vec![crate::startup::Proc {
+                pid: 7,
+                start: 1234,
+            }],
         };
         assert_eq!(Record::parse(&r.render()), r);
         assert_eq!(Record::parse(""), Record::default());

@@ -206,7 +206,7 @@ pub fn up(
     opts: &UpOptions,
 ) -> Result<Stats, RunError> {
     block_signals();
-    let (lab, queues) = Lab::build(&snap, &opts.lab)?;
+    let (mut lab, queues) = Lab::build(&snap, &opts.lab)?;
     let mut out = io::stdout().lock();
     // A closed stdout must not stop the router: output errors are ignored.
     let _ = writeln!(
@@ -249,6 +249,11 @@ pub fn up(
             return Err(e);
         }
     };
+    // The instances' start-up (image, user_data) with the workers forwarding, before
+    // `ready`: a script may use the network.
+    for o in lab.start_up(&crate::startup::of(&model, None)) {
+        let _ = writeln!(out, "{}", o.line());
+    }
     let router = Arc::new(Router::new(
         title.to_string(),
         opts.path.clone(),

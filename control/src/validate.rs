@@ -908,6 +908,18 @@ fn check_vpc(
             }
             addrs.public(diags, &inst.id.v, IpAddr::V4(p.v), &p.at);
         }
+        // R-HA-NATI, R-ADDR-SRCDST: an instance that forwards for others needs its
+        // source/destination check off, or AWS drops what it forwards.
+        if let (Some(image), true) = (&inst.image, inst.source_dest_check) {
+            diags.error(
+                &image.at,
+                format!(
+                    "an instance with `image: {}` forwards for others, but its source/destination check is on",
+                    if image.v == Image::Nat { "nat" } else { "router" }
+                ),
+                "add `source_dest_check: false` (R-ADDR-SRCDST, R-HA-NATI)",
+            );
+        }
         if inst.security_groups.len() > 5 {
             diags.error(
                 &inst.security_groups[5].at,

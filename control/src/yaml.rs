@@ -389,6 +389,40 @@ impl<'d> Decoder<'d> {
         }
     }
 
+    /// An optional free-text field that may be longer than [`MAX_SCALAR`], up to `max`
+    /// bytes (`limit` says whose limit that is). Kept as written: a script's whitespace
+    /// matters.
+    pub fn opt_long_text(
+        &mut self,
+        m: &Map<'_>,
+        key: &str,
+        max: usize,
+        limit: &str,
+    ) -> Option<S<String>> {
+        let node = self.node(m, key)?;
+        let at = loc(node.span(), &join(&m.path, key));
+        let Some(s) = node.as_scalar() else {
+            self.diags.error(
+                &at,
+                "expected text, found a list or mapping",
+                "write the text here (a `|` block keeps its lines)",
+            );
+            return None;
+        };
+        if s.as_str().len() > max {
+            self.diags.error(
+                &at,
+                format!(
+                    "this is {} bytes long; {limit} is {max} bytes",
+                    s.as_str().len()
+                ),
+                "shorten it",
+            );
+            return None;
+        }
+        Some(S::new(s.as_str().to_string(), at))
+    }
+
     /// The items of an optional list field, each with its path (`key[i]`).
     pub fn list<'n>(&mut self, m: &Map<'n>, key: &str) -> Vec<(String, &'n Node)> {
         let Some(node) = self.node(m, key) else {

@@ -569,3 +569,42 @@ internet:
 ";
     has(&errors(pool), 5, "internet.public_ip_pool", "overlaps");
 }
+
+#[test]
+fn start_up_fields_are_checked() {
+    let lab = |inst: &str| {
+        format!(
+            "version: 1\nvpcs:\n  - id: v\n    cidr_block: 10.0.0.0/16\n    subnets: [{{ id: a, cidr_block: 10.0.1.0/24 }}]\n    instances:\n      - {{ id: i-1, subnet: a, private_ip: 10.0.1.10{inst} }}\n"
+        )
+    };
+    // A NAT instance forwards for others: its source/destination check must be off.
+    has(
+        &errors(&lab(", image: nat")),
+        7,
+        "vpcs[0].instances[0].image",
+        "source_dest_check: false",
+    );
+    assert_eq!(
+        errors(&lab(", image: nat, source_dest_check: false")),
+        Vec::new()
+    );
+    has(
+        &errors(&lab(", image: appliance")),
+        7,
+        "vpcs[0].instances[0].image",
+        "not an image",
+    );
+    // User data: AWS's 16 KB, and more than the 4 KiB other values may have.
+    let script = "x".repeat(10_000);
+    assert_eq!(
+        errors(&lab(&format!(", user_data: \"{script}\""))),
+        Vec::new()
+    );
+    let script = "x".repeat(17_000);
+    has(
+        &errors(&lab(&format!(", user_data: \"{script}\""))),
+        7,
+        "vpcs[0].instances[0].user_data",
+        "16384 bytes",
+    );
+}
