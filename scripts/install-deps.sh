@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what vpcd's labs and tests need on a fresh Debian/Ubuntu machine: iproute2
-# (ip netns), ping, iperf3, tcpdump, traceroute, nftables (perf references). Idempotent: installs only
-# what is missing, and does nothing when everything is there.
+# (ip netns), ping, iperf3, tcpdump, traceroute, nftables (perf references), a C++
+# compiler (libFuzzer, built by the fuzz targets), and cargo-fuzz when the nightly
+# toolchain is there. Idempotent: installs only what is missing, and does nothing when
+# everything is there.
 set -euo pipefail
 
 need=()
@@ -13,17 +15,32 @@ have tcpdump || need+=(tcpdump)
 have traceroute || need+=(traceroute)
 have curl || need+=(curl)
 have nft     || need+=(nftables)
+have c++     || need+=(g++)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "install-deps: everything is installed"
-  exit 0
-fi
-if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: the system packages are installed"
+elif [ "$(id -u)" -ne 0 ]; then
   echo "install-deps: missing ${need[*]}; run as root (sudo $0) to install them" >&2
   exit 1
+else
+  echo "install-deps: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-echo "install-deps: installing ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+
+# cargo-fuzz runs the fuzz targets (fuzz/, docs/fuzzing.md; scripts/test.sh's smoke run).
+# It needs the nightly toolchain, which this script cannot install (rustup's downloads
+# are not a package registry): without nightly, the fuzz smoke run is skipped. `cargo
+# install` compiles it from crates.io: about 70 s on 2 cores, once per machine.
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  if cargo +nightly fuzz --version >/dev/null 2>&1; then
+    echo "install-deps: cargo-fuzz is installed"
+  else
+    echo "install-deps: installing cargo-fuzz (about 70 s)"
+    cargo install cargo-fuzz --locked --quiet
+  fi
+else
+  echo "install-deps: no nightly toolchain: cargo-fuzz not installed, fuzz smoke runs skip"
+fi
 echo "install-deps: done"

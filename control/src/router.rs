@@ -404,31 +404,7 @@ impl Router {
     /// `trace FROM TO PROTO PORT SRC_PORT SIZE TTL [json]`: reachable is `ok`, not
     /// reachable `no` (both a result, on stdout), a probe it cannot run `bad`.
     fn trace(&self, args: &str) -> Reply {
-        let args: Vec<&str> = args.split_whitespace().collect();
-        let [from, to, proto, port, src_port, size, ttl, rest @ ..] = args.as_slice() else {
-            return (
-                Status::Bad,
-                "trace needs FROM TO PROTO PORT SRC_PORT SIZE TTL".into(),
-            );
-        };
-        let number = |what: &str, v: &str| {
-            v.parse::<u16>()
-                .map_err(|_| format!("the {what} `{}` is not a number", crate::yaml::shown(v)))
-        };
-        let probe = (|| {
-            Ok::<_, String>(crate::trace::Probe {
-                from: from.to_string(),
-                to: to.to_string(),
-                proto: proto.to_string(),
-                port: number("port", port)?,
-                src_port: number("source port", src_port)?,
-                size: number("size", size)?,
-                ttl: ttl
-                    .parse()
-                    .map_err(|_| format!("the TTL `{}` is not 0-255", crate::yaml::shown(ttl)))?,
-            })
-        })();
-        let probe = match probe {
+        let (probe, json) = match crate::trace::Probe::from_request(args) {
             Ok(p) => p,
             Err(e) => return (Status::Bad, e),
         };
@@ -447,7 +423,7 @@ impl Router {
                 f.target
             ));
         }
-        let text = if rest.first() == Some(&"json") {
+        let text = if json {
             crate::trace::to_json(&t) + "\n"
         } else {
             crate::trace::to_text(&t)

@@ -30,6 +30,34 @@ pub struct Probe {
     pub ttl: u8,
 }
 
+impl Probe {
+    /// Reads a `trace --live` request's arguments, `FROM TO PROTO PORT SRC_PORT SIZE TTL
+    /// [json]`, as the control socket carries them: the probe, and whether JSON is asked.
+    pub fn from_request(args: &str) -> Result<(Probe, bool), String> {
+        let args: Vec<&str> = args.split_whitespace().collect();
+        let [from, to, proto, port, src_port, size, ttl, rest @ ..] = args.as_slice() else {
+            return Err("trace needs FROM TO PROTO PORT SRC_PORT SIZE TTL".into());
+        };
+        let shown = crate::yaml::shown;
+        let number = |what: &str, v: &str| {
+            v.parse::<u16>()
+                .map_err(|_| format!("the {what} `{}` is not a number", shown(v)))
+        };
+        let probe = Probe {
+            from: from.to_string(),
+            to: to.to_string(),
+            proto: proto.to_string(),
+            port: number("port", port)?,
+            src_port: number("source port", src_port)?,
+            size: number("size", size)?,
+            ttl: ttl
+                .parse()
+                .map_err(|_| format!("the TTL `{}` is not 0-255", shown(ttl)))?,
+        };
+        Ok((probe, rest.first() == Some(&"json")))
+    }
+}
+
 /// One direction's story.
 #[derive(Clone, Debug)]
 pub struct Leg {
