@@ -405,15 +405,8 @@ impl Lab {
     pub fn teardown(&mut self) -> Result<(), LabError> {
         crate::startup::stop(&std::mem::take(&mut self.started));
         // The start-up scripts and logs of its instances, and their directory if empty.
-        let dir = crate::startup::dir(&self.opts.prefix);
-        for ns in &self.namespaces {
-            for ext in ["sh", "log"] {
-                let _ = std::fs::remove_file(dir.join(format!("user-data-{}.{ext}", ns.id)));
-            }
-        }
-        if !self.opts.prefix.is_empty() {
-            let _ = std::fs::remove_dir(&dir);
-        }
+        let names: Vec<String> = self.namespaces.iter().map(|n| n.name.clone()).collect();
+        crate::startup::remove_files(&self.opts.prefix, &names);
         let result = netns::delete(&self.created);
         if result.is_ok() {
             self.created.clear();

@@ -268,8 +268,10 @@ pub fn down(prefix: &str, wait: Duration) -> Result<Down, StateError> {
     // A vpcd that stopped cleanly removed its file, and `try_lock` made an empty one: the
     // record lists nothing then.
     let rec = read_record(&path);
-    // What its start-up left running goes first, by PID and start time.
+    // What its start-up left running goes first, by PID and start time; then its
+    // start-up scripts and logs.
     crate::startup::stop(&rec.procs);
+    crate::startup::remove_files(prefix, &rec.namespaces);
     let left: Vec<String> = rec
         .namespaces
         .into_iter()

@@ -124,6 +124,21 @@ impl Outcome {
     }
 }
 
+/// Removes the start-up scripts and logs of the namespaces `names` (named with `prefix`),
+/// and the prefix's directory if that leaves it empty.
+pub fn remove_files(prefix: &str, names: &[String]) {
+    let dir = dir(prefix);
+    for name in names {
+        let id = name.strip_prefix(prefix).unwrap_or(name);
+        for ext in ["sh", "log"] {
+            let _ = std::fs::remove_file(dir.join(format!("user-data-{id}.{ext}")));
+        }
+    }
+    if !prefix.is_empty() {
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
 /// The directory of a lab's start-up files.
 pub fn dir(prefix: &str) -> PathBuf {
     Path::new(crate::runstate::RUN_DIR).join(prefix)

@@ -563,6 +563,7 @@ pub fn assert_clean(prefix: &str) {
     for left in [
         format!("/run/vpcd/up-{prefix}.state"),
         format!("/run/vpcd/ctl-{prefix}.sock"),
+        format!("/run/vpcd/{prefix}"),
     ] {
         assert!(!std::path::Path::new(&left).exists(), "{left} left behind");
     }
