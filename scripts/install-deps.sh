@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what vpcd's labs and tests need on a fresh Debian/Ubuntu machine: iproute2
 # (ip netns), ping, iperf3, tcpdump, traceroute, nftables (perf references), a C++
-# compiler (libFuzzer, built by the fuzz targets), and cargo-fuzz when the nightly
-# toolchain is there. Idempotent: installs only what is missing, and does nothing when
-# everything is there.
+# compiler (libFuzzer, built by the fuzz targets), Graphviz (`vpcd graph --format svg`),
+# and cargo-fuzz when the nightly toolchain is there. Idempotent: installs only what is
+# missing, and does nothing when everything is there.
 set -euo pipefail
 
 need=()
@@ -16,6 +16,7 @@ have traceroute || need+=(traceroute)
 have curl || need+=(curl)
 have nft     || need+=(nftables)
 have c++     || need+=(g++)
+have dot     || need+=(graphviz)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "install-deps: the system packages are installed"

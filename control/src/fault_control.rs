@@ -10,12 +10,17 @@ use crate::router::{lock, Router};
 
 impl Router {
     /// `fault list`, `fault start ACTION TARGET SCOPE|- DURATION|-`, `fault stop ID|--all`.
-    pub(crate) fn fault(&self, args: &str) -> Reply {
+    /// `json`: `fault list` in its JSON form.
+    pub(crate) fn fault(&self, args: &str, json: bool) -> Reply {
         let words: Vec<&str> = args.split_whitespace().collect();
         fn opt<'a>(w: Option<&&'a str>) -> Option<&'a str> {
             w.copied().filter(|w| *w != "-")
         }
         match words.as_slice() {
+            ["list"] if json => (
+                Status::Ok,
+                crate::json::to_string(&crate::json::faults(&lock(&self.faults).0)),
+            ),
             ["list"] => (Status::Ok, list(&lock(&self.faults).0)),
             ["start", action, target, rest @ ..] => {
                 let (scope, duration) = (opt(rest.first()), opt(rest.get(1)));
@@ -24,7 +29,10 @@ impl Router {
                     Err(e) => return (Status::Bad, e),
                 };
                 match self.start_fault(start) {
-                    Ok(f) => (Status::Ok, format!("{}\n", f.describe())),
+                    Ok(f) => {
+                        log::info!("fault started: {}", f.describe());
+                        (Status::Ok, format!("{}\n", f.describe()))
+                    }
                     Err(e) => (Status::Refused, e),
                 }
             }
@@ -106,6 +114,19 @@ impl Router {
             return Ok("no fault to stop\n".into());
         }
         self.republish(&mut gens)?;
+        for f in &ended {
+            let why = if which.is_none() {
+                "its duration is over"
+            } else {
+                "stopped"
+            };
+            log::info!(
+                "fault ended ({why}): {} {} {}",
+                f.name(),
+                f.action.name(),
+                f.target
+            );
+        }
         Ok(ended
             .iter()
             .map(|f| format!("stopped {}\n", f.describe()))
@@ -131,12 +152,12 @@ impl Router {
         let Some(lab) = guard.as_ref() else { return };
         for id in down.iter().filter(|d| !current.contains(d)) {
             if let Err(e) = lab.set_link(id, false) {
-                eprintln!("vpcd: fault: {id}: {e}");
+                log::error!("fault: {id}: {e}");
             }
         }
         for id in current.iter().filter(|c| !down.contains(c)) {
             if let Err(e) = lab.set_link(id, true) {
-                eprintln!("vpcd: fault: {id}: {e}");
+                log::error!("fault: {id}: {e}");
             }
         }
         *current = down.to_vec();

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -19,10 +20,12 @@ pub const QUEUE: usize = 1 << 16;
 
 /// Starts the writer; dropping every sender ends it, after writing what it got. Each
 /// second it also writes the `NODATA` records of the windows in which an ENI of `cell`'s
-/// lab had no traffic (R-FL-STATUS).
+/// lab had no traffic (R-FL-STATUS). `unwritten` counts the lines it could not write (a
+/// file it cannot open, a failed write), for `vpcd stats` and the metrics.
 pub fn start(
     lab_file: Option<&Path>,
     cell: Arc<SnapshotCell>,
+    unwritten: Arc<AtomicU64>,
 ) -> (SyncSender<Line>, JoinHandle<()>) {
     let base = lab_file
         .and_then(Path::parent)
@@ -35,6 +38,7 @@ pub fn start(
             let mut files = Files {
                 base,
                 open: HashMap::new(),
+                unwritten,
             };
             let mut idle = NoData::default();
             let mut next_check = Instant::now();
@@ -71,6 +75,7 @@ fn unix_now() -> u64 {
 struct Files {
     base: PathBuf,
     open: HashMap<Box<str>, Option<BufWriter<File>>>,
+    unwritten: Arc<AtomicU64>,
 }
 
 impl Files {
@@ -87,8 +92,12 @@ impl Files {
                     .map(|l| l.format.join(" "));
                 open(&self.base, &line.destination, format.as_deref())
             });
-        if let Some(f) = f {
-            let _ = writeln!(f, "{}", line.text);
+        let written = match f {
+            Some(f) => writeln!(f, "{}", line.text).is_ok(),
+            None => false,
+        };
+        if !written {
+            self.unwritten.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -122,7 +131,7 @@ fn open(base: &Path, destination: &str, header: Option<&str>) -> Option<BufWrite
             Some(w)
         }
         Err(e) => {
-            eprintln!("vpcd: flow log {}: {e}", path.display());
+            log::error!("flow log {}: {e}", path.display());
             None
         }
     }

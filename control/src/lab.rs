@@ -422,7 +422,7 @@ impl Lab {
 impl Drop for Lab {
     fn drop(&mut self) {
         if let Err(e) = self.teardown() {
-            eprintln!("vpcd: teardown: {e}");
+            log::error!("teardown: {e}");
         }
     }
 }

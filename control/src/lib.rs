@@ -1,6 +1,7 @@
 //! vpcd's control side: the lab file (config.md), its validation (`vpcd check`), and its
 //! compilation into the dataplane's immutable snapshot.
 
+pub mod cli;
 pub mod compile;
 pub mod control_socket;
 pub mod diag;
@@ -9,7 +10,10 @@ pub mod faults;
 pub mod flow_log_reader;
 pub mod flow_log_writer;
 pub mod generations;
+pub mod graph;
+pub mod json;
 pub mod lab;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod netns;

@@ -5,223 +5,53 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser};
+use control::cli::{Cli, Command, FaultCommand, GraphFormat, Target};
 use control::lab;
-
-#[derive(Parser)]
-#[command(
-    name = "vpcd",
-    version,
-    about = "AWS VPC networking with real packets on one Linux machine"
-)]
-struct Cli {
-    /// Prefixes every namespace name, so that several labs (and parallel tests) can run
-    /// at once.
-    #[arg(long, global = true, default_value = "")]
-    prefix: String,
-    /// The control socket of the running router (default: /run/vpcd/ctl-PREFIX.sock).
-    #[arg(long, global = true)]
-    control: Option<PathBuf>,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Validate a lab file: print every error (file:line:col, object path, what is wrong,
-    /// how to fix it); exit 1 if there is any.
-    Check {
-        /// The lab file.
-        lab: PathBuf,
-    },
-    /// Build the lab (one network namespace per instance and outside host) and route its
-    /// packets until SIGINT or SIGTERM. Needs root.
-    Up {
-        /// The lab file; without one, the built-in default lab (public and private subnet,
-        /// NAT gateway, IGW, EIGW, one internet host).
-        lab: Option<PathBuf>,
-        /// The MTU of every `eth0` (AWS: 9001 inside a VPC).
-        #[arg(long, default_value_t = lab::DEFAULT_MTU)]
-        mtu: u32,
-        /// Worker threads (each owns one queue of every TUN device); default: the number
-        /// of cores, at most 4.
-        #[arg(long)]
-        workers: Option<usize>,
-        /// Slots of the connection-tracking table (bounded: new flows beyond it are
-        /// dropped and counted as TABLE_FULL).
-        #[arg(long, default_value_t = dataplane::conntrack::DEFAULT_CAPACITY)]
-        conntrack_max: usize,
-        /// Serve Prometheus metrics on this loopback address (e.g. 127.0.0.1:9108).
-        #[arg(long)]
-        metrics: Option<String>,
-        /// Open the TUN devices without offloads: one packet per read and write, complete
-        /// checksums (slower; for comparison and for debugging the fast path).
-        #[arg(long)]
-        no_offload: bool,
-        /// Write consecutive datagrams of one UDP flow as one UDP GSO super-packet (as a
-        /// NIC's UDP GRO would): far fewer syscalls for small-datagram floods, but tcpdump
-        /// (and netfilter) in the receiving namespace then see merged datagrams, which an
-        /// AWS instance does not. For throughput benchmarks; needs offloads and kernel 6.2+
-        /// (USO).
-        #[arg(long, conflicts_with = "no_offload")]
-        udp_gro: bool,
-    },
-    /// Send a changed lab file to the running router: validated like `check`, compiled and
-    /// swapped in without dropping established flows; refused (and nothing changes) if it
-    /// has errors.
-    Apply {
-        /// The lab file.
-        lab: PathBuf,
-    },
-    /// Read a flow-log file (any format: its header line, --format, or AWS's default):
-    /// matching records, a table per flow, lost (SKIPDATA) and quiet (NODATA) windows.
-    Flowlogs {
-        /// The flow-log file.
-        file: PathBuf,
-        /// Only records with this source or destination address.
-        #[arg(long)]
-        addr: Option<String>,
-        /// Only records with this source or destination port.
-        #[arg(long)]
-        port: Option<u16>,
-        /// Only ACCEPT or REJECT records.
-        #[arg(long, value_enum, ignore_case = true)]
-        action: Option<control::flow_log_reader::Action>,
-        /// Only records of this interface (eni-ID or the instance id).
-        #[arg(long)]
-        eni: Option<String>,
-        /// The format of lines before any header line: `default`, or the flow log's
-        /// `log_format` (`${srcaddr} ${dstaddr} ...`).
-        #[arg(long)]
-        format: Option<String>,
-    },
-    /// Explain, without root or packets, what the VPC does to a packet and its reply, hop
-    /// by hop, with the same pipeline the router runs. Exit 0 reachable, 1 not, 2 bad input.
-    Trace {
-        /// The lab file (not with --live).
-        lab: Option<PathBuf>,
-        /// Ask the running router (same --prefix): its live configuration, and whether its
-        /// connection tracking holds this flow.
-        #[arg(long)]
-        live: bool,
-        /// The instance or outside host that sends.
-        #[arg(long)]
-        from: String,
-        /// The destination: an address, or an instance / host id.
-        #[arg(long)]
-        to: String,
-        /// tcp, udp, icmp, icmpv6 or a protocol number.
-        #[arg(long, default_value = "icmp")]
-        proto: String,
-        /// Destination port (tcp, udp).
-        #[arg(long, default_value_t = 443)]
-        port: u16,
-        /// Source port (tcp, udp): an ephemeral one by default.
-        #[arg(long, default_value_t = 40000)]
-        src_port: u16,
-        /// The packet's size in bytes (path MTU questions).
-        #[arg(long, default_value_t = 0)]
-        size: u16,
-        /// The TTL it starts with (1: does the router answer as a traceroute hop?).
-        #[arg(long, default_value_t = 64)]
-        ttl: u8,
-        /// JSON output.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Route tables as the console shows them (destination, target, origin, state): of a
-    /// lab file (`vpcd routes LAB.yaml [TABLE]`, no root), or of the running router (`vpcd
-    /// routes [TABLE]`, same --prefix).
-    Routes {
-        /// A lab file, or a route table id of the running lab.
-        first: Option<String>,
-        /// With a lab file: only this route table.
-        table: Option<String>,
-    },
-    /// Failures on command, with the AWS Fault Injection Service's action names, on the
-    /// running router (same --prefix).
-    Fault {
-        #[command(subcommand)]
-        command: FaultCommand,
-    },
-    /// The running router: lab, generation, namespaces, flow table.
-    Status,
-    /// The running router's counters: packets and bytes per port, drops by reason and
-    /// cause, flow table occupancy.
-    Stats,
-    /// Stop the vpcd running with --prefix, or remove the namespaces a killed one left.
-    Down,
-}
-
-#[derive(Subcommand)]
-enum FaultCommand {
-    /// The active faults, with their start and end.
-    List,
-    /// Starts a fault; prints its id (f-1, ...). ACTION: aws:ec2:stop-instances (an
-    /// instance), aws:network:disrupt-connectivity (a subnet, with --scope),
-    /// aws:ec2:nat-gateway-failure (a NAT gateway), aws:az:power-interruption (a zone).
-    Start {
-        /// The FIS action name.
-        action: String,
-        /// What it acts on: an instance, subnet or NAT gateway id, or a zone name.
-        target: String,
-        /// Ends the fault by itself after this long (30s, 5m, 1h).
-        #[arg(long)]
-        duration: Option<String>,
-        /// For aws:network:disrupt-connectivity: all (default), availability-zone,
-        /// prefix-list:PL-ID, s3 or dynamodb.
-        #[arg(long)]
-        scope: Option<String>,
-    },
-    /// Ends a fault (f-3), or every one with --all: the lab is as before it.
-    Stop {
-        /// The fault id.
-        id: Option<String>,
-        /// Every active fault.
-        #[arg(long, conflicts_with = "id")]
-        all: bool,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    control::logging::init(cli.log_level);
     match &cli.command {
-        Command::Check { lab } => check(lab),
+        Command::Check { lab, json } => check(lab, *json),
         Command::Up {
             lab,
+            target,
             mtu,
             workers,
             conntrack_max,
             metrics,
             no_offload,
             udp_gro,
-        } => {
-            let control = control_path(&cli.control, &cli.prefix);
-            up(
-                lab.as_deref(),
-                &cli.prefix,
-                control,
-                *mtu,
-                *workers,
-                *conntrack_max,
-                metrics.as_deref(),
-                if *no_offload {
-                    Offloads::Off
-                } else {
-                    Offloads::On
-                },
-                *udp_gro,
-            )
-        }
-        Command::Down => down(&cli.prefix),
-        Command::Apply { lab } => {
+        } => up(
+            lab.as_deref(),
+            &cli.prefix(target),
+            cli.control(target),
+            *mtu,
+            *workers,
+            *conntrack_max,
+            metrics.as_deref(),
+            if *no_offload {
+                Offloads::Off
+            } else {
+                Offloads::On
+            },
+            *udp_gro,
+        ),
+        Command::Down { prefix } => down(
+            &prefix
+                .clone()
+                .or_else(|| cli.prefix.clone())
+                .unwrap_or_default(),
+        ),
+        Command::Apply { lab, target } => {
             let file = lab.display().to_string();
             match read(lab) {
                 // Checked here first: a file with errors never reaches the router.
                 Ok(text) => match control::check_text(&text) {
                     Ok(lab) => {
                         eprint!("{}", control::diag::render_warnings(&file, &lab.warnings));
-                        remote(&cli, &format!("apply {file}"), &text)
+                        remote(&cli, target, &format!("apply {file}"), &text)
                     }
                     Err(diags) => {
                         eprintln!(
@@ -273,6 +103,7 @@ fn main() -> ExitCode {
         Command::Trace {
             lab,
             live,
+            target,
             from,
             to,
             proto,
@@ -284,6 +115,7 @@ fn main() -> ExitCode {
         } => match (lab, live) {
             (_, true) => remote(
                 &cli,
+                target,
                 &format!(
                     "trace {from} {to} {proto} {port} {src_port} {size} {ttl}{}",
                     if *json { " json" } else { "" }
@@ -307,46 +139,41 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Routes { first, table } => match first.as_deref() {
-            Some(f) if Path::new(f).is_file() => {
-                let file = Path::new(f);
-                let text = match read(file) {
-                    Ok(t) => t,
-                    Err(code) => return code,
-                };
-                let snap = match load(&text, f) {
-                    Ok((_, snap)) => snap,
-                    Err(code) => return code,
-                };
-                match control::routes::render(&snap, table.as_deref()) {
-                    Ok(t) => {
-                        print!("{t}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        eprintln!("vpcd routes: {e}");
-                        ExitCode::from(2)
-                    }
-                }
-            }
-            Some(_) if table.is_some() => {
-                eprintln!(
-                    "vpcd routes: {} is not a lab file",
-                    first.as_deref().unwrap_or("")
-                );
-                ExitCode::from(2)
-            }
-            _ => remote(
+        Command::Routes {
+            first,
+            table,
+            target,
+            json,
+        } => routes(&cli, target, first.as_deref(), table.as_deref(), *json),
+        Command::Graph {
+            lab,
+            live,
+            target,
+            format,
+            output,
+        } => graph(
+            &cli,
+            target,
+            lab.as_deref(),
+            *live,
+            *format,
+            output.as_deref(),
+        ),
+        Command::Fault { command } => match command {
+            FaultCommand::List { target, json } => remote(
                 &cli,
-                &format!("routes {}", first.as_deref().unwrap_or("")),
+                target,
+                if *json {
+                    "fault list --json"
+                } else {
+                    "fault list"
+                },
                 "",
             ),
-        },
-        Command::Fault { command } => match command {
-            FaultCommand::List => remote(&cli, "fault list", ""),
             FaultCommand::Start {
                 action,
                 target,
+                router,
                 duration,
                 scope,
             } => {
@@ -358,6 +185,7 @@ fn main() -> ExitCode {
                 }
                 remote(
                     &cli,
+                    router,
                     &format!(
                         "fault start {action} {target} {} {}",
                         word(scope),
@@ -366,17 +194,162 @@ fn main() -> ExitCode {
                     "",
                 )
             }
-            FaultCommand::Stop { id, all } => match (id, all) {
-                (_, true) => remote(&cli, "fault stop --all", ""),
-                (Some(id), false) => remote(&cli, &format!("fault stop {id}"), ""),
+            FaultCommand::Stop { id, target, all } => match (id, all) {
+                (_, true) => remote(&cli, target, "fault stop --all", ""),
+                (Some(id), false) => remote(&cli, target, &format!("fault stop {id}"), ""),
                 (None, false) => {
                     eprintln!("vpcd fault stop: give a fault id (f-1) or --all");
                     ExitCode::from(2)
                 }
             },
         },
-        Command::Status => remote(&cli, "status", ""),
-        Command::Stats => remote(&cli, "stats", ""),
+        Command::Status { target, json } => remote(
+            &cli,
+            target,
+            if *json { "status --json" } else { "status" },
+            "",
+        ),
+        Command::Stats { target, json } => remote(
+            &cli,
+            target,
+            if *json { "stats --json" } else { "stats" },
+            "",
+        ),
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut Cli::command(), "vpcd", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `vpcd routes`: of a lab file (no root), or of the running router.
+fn routes(
+    cli: &Cli,
+    target: &Target,
+    first: Option<&str>,
+    table: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    match first {
+        Some(f) if Path::new(f).is_file() => {
+            let text = match read(Path::new(f)) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            let snap = match load(&text, f) {
+                Ok((_, snap)) => snap,
+                Err(code) => return code,
+            };
+            let shown = if json {
+                control::json::routes(&snap, table).map(|r| control::json::to_string(&r) + "\n")
+            } else {
+                control::routes::render(&snap, table)
+            };
+            match shown {
+                Ok(t) => {
+                    print!("{t}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("vpcd routes: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Some(f) if table.is_some() => {
+            eprintln!("vpcd routes: {f} is not a lab file");
+            ExitCode::from(2)
+        }
+        _ => remote(
+            cli,
+            target,
+            &format!(
+                "routes {}{}",
+                first.unwrap_or(""),
+                if json { " --json" } else { "" }
+            ),
+            "",
+        ),
+    }
+}
+
+/// `vpcd graph`: the lab file's picture, or the running lab's (`--live`, which asks the
+/// router for its snapshot's picture in dot and converts it here).
+fn graph(
+    cli: &Cli,
+    target: &Target,
+    lab: Option<&Path>,
+    live: bool,
+    format: GraphFormat,
+    output: Option<&Path>,
+) -> ExitCode {
+    use control::graph;
+    let picture = match (lab, live) {
+        (_, true) => {
+            let path = cli.control(target);
+            let command = match format {
+                GraphFormat::Mermaid => "graph mermaid",
+                GraphFormat::Dot | GraphFormat::Svg => "graph dot",
+            };
+            match control::control_socket::request(&path, command, "") {
+                Ok((control::control_socket::Status::Ok, text)) => text,
+                Ok((_, text)) => {
+                    eprint!("{text}");
+                    return ExitCode::from(2);
+                }
+                Err(e) => {
+                    eprintln!("vpcd: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        (Some(lab), false) => {
+            let file = lab.display().to_string();
+            let text = match read(lab) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            let snap = match load(&text, &file) {
+                Ok((_, snap)) => snap,
+                Err(code) => return code,
+            };
+            let g = graph::Graph::of(&snap);
+            match format {
+                GraphFormat::Mermaid => g.mermaid(),
+                GraphFormat::Dot | GraphFormat::Svg => g.dot(),
+            }
+        }
+        (None, false) => {
+            eprintln!("vpcd graph: give a lab file, or --live to draw the running lab");
+            return ExitCode::from(2);
+        }
+    };
+    let bytes = if format == GraphFormat::Svg {
+        match graph::svg(&picture) {
+            Ok(svg) => svg,
+            Err(e) => {
+                eprintln!("vpcd graph: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        picture.into_bytes()
+    };
+    let written = match output {
+        Some(path) => std::fs::write(path, &bytes).map_err(|e| format!("{}: {e}", path.display())),
+        None => {
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(&bytes)
+                .map_err(|e| e.to_string())
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vpcd graph: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
@@ -402,27 +375,48 @@ fn read(path: &Path) -> Result<String, ExitCode> {
     })
 }
 
-fn check(path: &Path) -> ExitCode {
+fn check(path: &Path, json: bool) -> ExitCode {
     let file = path.display().to_string();
     let text = match read(path) {
         Ok(t) => t,
         Err(code) => return code,
     };
+    if json {
+        return check_json(&file, &text);
+    }
     match load(&text, &file) {
         Ok((lab, snap)) => {
             eprint!("{}", control::diag::render_warnings(&file, &lab.warnings));
-            let t = &snap.topo;
+            let c = control::json::Counts::new(&lab, &snap);
             println!(
                 "{file}: ok ({} VPC(s), {} subnet(s), {} route table(s), {} instance(s), {} outside host(s))",
-                lab.vpcs.len(),
-                t.subnets.len(),
-                t.route_tables.len(),
-                t.enis.iter().filter(|e| e.port.is_some()).count(),
-                t.hosts.len()
+                c.vpcs, c.subnets, c.route_tables, c.instances, c.outside_hosts
             );
             ExitCode::SUCCESS
         }
         Err(code) => code,
+    }
+}
+
+/// `vpcd check --json`: the report on stdout whatever the verdict; exit 0 or 1 as `check`.
+fn check_json(file: &str, text: &str) -> ExitCode {
+    let report = match control::load_text(text, 1) {
+        Ok((lab, snap)) => control::json::Check::new(
+            file,
+            &lab.warnings,
+            Some(control::json::Counts::new(&lab, &snap)),
+        ),
+        Err(control::LoadError::Invalid(diags)) => control::json::Check::new(file, &diags, None),
+        Err(e) => {
+            eprintln!("vpcd: {file}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{}", control::json::to_string(&report));
+    if report.ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
@@ -456,18 +450,12 @@ fn trace(path: &Path, probe: &control::trace::Probe, json: bool) -> ExitCode {
     }
 }
 
-fn control_path(control: &Option<PathBuf>, prefix: &str) -> PathBuf {
-    control
-        .clone()
-        .unwrap_or_else(|| control::control_socket::default_path(prefix))
-}
-
 /// A request to the running router over its control socket. A result (`ok`, or a trace
 /// that is not reachable) goes to stdout, a refusal or a bad request to stderr; exit 0, 1
 /// (not reachable, refused) or 2 (bad request, no router).
-fn remote(cli: &Cli, command: &str, body: &str) -> ExitCode {
+fn remote(cli: &Cli, target: &Target, command: &str, body: &str) -> ExitCode {
     use control::control_socket::Status;
-    let path = control_path(&cli.control, &cli.prefix);
+    let path = cli.control(target);
     match control::control_socket::request(&path, command, body) {
         Ok((status, text)) => {
             let text = if text.is_empty() || text.ends_with('\n') {

@@ -34,9 +34,11 @@ pub fn serve(
     addr: SocketAddr,
     router: Arc<Router>,
     stop: Arc<AtomicBool>,
-) -> io::Result<JoinHandle<()>> {
+) -> io::Result<(JoinHandle<()>, SocketAddr)> {
     let listener = TcpListener::bind(addr)?;
     listener.set_nonblocking(true)?;
+    // The address bound (port 0 picks a free one): `up` prints it.
+    let bound = listener.local_addr()?;
     std::thread::Builder::new()
         .name("vpcd-metrics".into())
         .spawn(move || {
@@ -58,6 +60,7 @@ pub fn serve(
                 );
             })
         })
+        .map(|h| (h, bound))
 }
 
 /// The metrics text.
@@ -67,7 +70,7 @@ pub fn render(router: &Router) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "# HELP vpcd_packets_total Packets by what became of them.\n# TYPE vpcd_packets_total counter"
+        "# HELP vpcd_packets_total Packets by what became of them. Each packet read is counted once: the ports' rx packets = forwarded + local + dropped. answered counts packets vpcd wrote itself (an ICMP error or reset in place of a drop, still counted under dropped; a DNS, metadata or ping answer): the ports' tx packets = forwarded + answered.\n# TYPE vpcd_packets_total counter"
     );
     let _ = writeln!(
         s,
@@ -135,6 +138,18 @@ pub fn render(router: &Router) -> String {
             let _ = writeln!(s, "{name}{{port=\"{}\"}} {v}", port.name);
         }
     }
+    let _ = writeln!(
+        s,
+        "# HELP vpcd_rx_errors_total Reads from a TUN device that failed.\n# TYPE vpcd_rx_errors_total counter\nvpcd_rx_errors_total {}",
+        stats.rx_errors
+    );
+    let _ = writeln!(
+        s,
+        "# HELP vpcd_flow_log_records_lost_total Flow-log records lost: by the workers (aggregate map full, writer behind; their windows say SKIPDATA) or by the writer (file would not open, write failed).\n# TYPE vpcd_flow_log_records_lost_total counter\n\
+         vpcd_flow_log_records_lost_total{{stage=\"worker\"}} {}\nvpcd_flow_log_records_lost_total{{stage=\"writer\"}} {}",
+        stats.flow_log_lost,
+        router.flow_log_unwritten.load(std::sync::atomic::Ordering::Relaxed)
+    );
     let [sg, nat, eigw] = router.conntrack.occupancy_by_kind(event_loop::now());
     let _ = writeln!(
         s,

@@ -56,6 +56,9 @@ pub struct Router {
     pub(crate) faults: Mutex<(Vec<crate::faults::Fault>, u32)>,
     /// Namespaces whose eth0 a fault took down.
     pub(crate) links_down: Mutex<Vec<String>>,
+    /// Flow-log lines the writer could not write (its file would not open, a write
+    /// failed).
+    pub flow_log_unwritten: Arc<AtomicU64>,
 }
 
 impl Router {
@@ -90,6 +93,7 @@ impl Router {
             model: Mutex::new(model),
             faults: Mutex::new((Vec::new(), 1)),
             links_down: Mutex::new(Vec::new()),
+            flow_log_unwritten: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -164,7 +168,7 @@ impl Router {
             let ids: Vec<String> = added.iter().map(|n| n.id.clone()).collect();
             if let Some(builder) = lock(&self.lab).as_mut() {
                 for o in builder.start_up(&crate::startup::of(&lab, Some(&ids))) {
-                    eprintln!("vpcd: apply: {}", o.line());
+                    log::info!("apply: {}", o.line());
                 }
             }
         }
@@ -222,49 +226,76 @@ impl Router {
         *self.last_apply.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// `vpcd status --json`, and what `vpcd status` prints.
+    pub fn status_report(&self) -> crate::json::Status {
+        let snap = self.cell.load();
+        let now = SystemTime::now();
+        let down = lock(&self.links_down).clone();
+        crate::json::Status {
+            lab: self.title.clone(),
+            region: snap.topo.region.to_string(),
+            pid: std::process::id(),
+            uptime_seconds: now
+                .duration_since(self.started)
+                .unwrap_or_default()
+                .as_secs(),
+            generation: snap.generation,
+            last_apply_seconds_ago: self
+                .last_apply()
+                .map(|t| now.duration_since(t).unwrap_or_default().as_secs()),
+            workers: self.workers.len(),
+            flow_table: self.flow_table(),
+            namespaces: lock(&self.namespaces)
+                .iter()
+                .map(|ns| crate::json::Namespace {
+                    id: ns.id.clone(),
+                    namespace: ns.name.clone(),
+                    addresses: ns.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
+                    stopped: down.contains(&ns.id),
+                })
+                .collect(),
+            faults: crate::json::faults(&lock(&self.faults).0),
+        }
+    }
+
+    /// The flow table's occupancy now.
+    fn flow_table(&self) -> crate::json::FlowTable {
+        let [sg, nat, eigw] = self.conntrack.occupancy_by_kind(event_loop::now());
+        crate::json::FlowTable {
+            capacity: self.conntrack.capacity(),
+            // A NAT translation holds two slots (one per direction).
+            used: sg + nat * 2 + eigw,
+            tracked_sg_flows: sg,
+            nat_translations: nat,
+            eigw_flows: eigw,
+        }
+    }
+
     /// `vpcd status`.
     pub fn status(&self) -> String {
-        let snap = self.cell.load();
-        let now = event_loop::now();
+        let r = self.status_report();
         let mut s = String::new();
-        let up = SystemTime::now()
-            .duration_since(self.started)
-            .unwrap_or_default()
-            .as_secs();
         let _ = writeln!(
             s,
             "vpcd: lab {} ({}), pid {}, up {}s, generation {}{}",
-            self.title,
-            snap.topo.region,
-            std::process::id(),
-            up,
-            snap.generation,
-            match self.last_apply() {
-                Some(t) => format!(
-                    ", last apply {}s ago",
-                    SystemTime::now()
-                        .duration_since(t)
-                        .unwrap_or_default()
-                        .as_secs()
-                ),
+            r.lab,
+            r.region,
+            r.pid,
+            r.uptime_seconds,
+            r.generation,
+            match r.last_apply_seconds_ago {
+                Some(t) => format!(", last apply {t}s ago"),
                 None => String::new(),
             }
         );
-        let [sg, nat, eigw] = self.conntrack.occupancy_by_kind(now);
+        let f = &r.flow_table;
         let _ = writeln!(
             s,
             "workers {}, flow table {} of {} slots: {} tracked SG flows, {} NAT translations, {} EIGW flows",
-            self.workers.len(),
-            sg + nat * 2 + eigw,
-            self.conntrack.capacity(),
-            sg,
-            nat,
-            eigw
+            r.workers, f.used, f.capacity, f.tracked_sg_flows, f.nat_translations, f.eigw_flows
         );
-        let down = lock(&self.links_down).clone();
-        for ns in lock(&self.namespaces).iter() {
-            let addrs: Vec<String> = ns.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect();
-            let state = if down.contains(&ns.id) {
+        for ns in &r.namespaces {
+            let state = if ns.stopped {
                 "  (stopped by a fault)"
             } else {
                 ""
@@ -273,8 +304,8 @@ impl Router {
                 s,
                 "  {:<12} ns {:<20} {}{state}",
                 ns.id,
-                ns.name,
-                addrs.join(" ")
+                ns.namespace,
+                ns.addresses.join(" ")
             );
         }
         let faults = lock(&self.faults).0.clone();
@@ -285,6 +316,14 @@ impl Router {
             }
         }
         s
+    }
+
+    /// `vpcd stats --json`.
+    pub fn stats_report(&self) -> crate::json::StatsReport {
+        let mut r = crate::json::StatsReport::new(&self.stats(), &self.cell.load());
+        r.flow_table = Some(self.flow_table());
+        r.flow_log_lines_unwritten = self.flow_log_unwritten.load(Ordering::Relaxed);
+        r
     }
 
     /// `vpcd stats`.
@@ -299,6 +338,13 @@ impl Router {
             snap.generation,
             self.conntrack.capacity()
         );
+        let unwritten = self.flow_log_unwritten.load(Ordering::Relaxed);
+        if unwritten > 0 {
+            let _ = writeln!(
+                s,
+                "  flow-log lines not written: {unwritten} (the file would not open or a write failed; see the router's stderr)"
+            );
+        }
         s
     }
 }
@@ -359,24 +405,57 @@ fn namespace_diff(old: &[Namespace], new: &[Namespace]) -> String {
 
 impl Handler for Router {
     fn handle(&self, command: &str, body: &str) -> Reply {
+        // `--json` anywhere after a report's name asks for its JSON form (json.rs).
+        let json = command.split(' ').skip(1).any(|w| w == "--json");
+        let plain: String;
+        let command = if json {
+            plain = command
+                .split(' ')
+                .filter(|w| *w != "--json")
+                .collect::<Vec<_>>()
+                .join(" ");
+            plain.as_str()
+        } else {
+            command
+        };
         let mut words = command.splitn(2, ' ');
         match words.next().unwrap_or("") {
+            "status" if json => (Status::Ok, crate::json::to_string(&self.status_report())),
             "status" => (Status::Ok, self.status()),
+            "stats" if json => (Status::Ok, crate::json::to_string(&self.stats_report())),
             "stats" => (Status::Ok, self.stats_text()),
             "apply" => {
                 let file = crate::yaml::shown(words.next().unwrap_or("(apply)"));
                 let applied = self.apply(body, file);
                 give_back_memory();
                 match applied {
-                    Ok(g) => (Status::Ok, format!("{file}: applied, generation {g}\n")),
+                    Ok(g) => {
+                        log::info!("apply: {file}: applied, generation {g}");
+                        (Status::Ok, format!("{file}: applied, generation {g}\n"))
+                    }
                     Err(e) => (Status::Refused, e),
                 }
             }
             "trace" => self.trace(words.next().unwrap_or("")),
-            "fault" => self.fault(words.next().unwrap_or("")),
+            // The running lab's picture, faults in red (`vpcd graph --live`).
+            "graph" => {
+                let g = crate::graph::Graph::of(&self.cell.load());
+                match words.next().map(str::trim) {
+                    Some("dot") => (Status::Ok, g.dot()),
+                    Some("mermaid") => (Status::Ok, g.mermaid()),
+                    _ => (Status::Bad, "graph needs: dot | mermaid".into()),
+                }
+            }
+            "fault" => self.fault(words.next().unwrap_or(""), json),
             "routes" => {
                 let only = words.next().map(str::trim).filter(|t| !t.is_empty());
-                match crate::routes::render(&self.cell.load(), only) {
+                let snap = self.cell.load();
+                let routes = if json {
+                    crate::json::routes(&snap, only).map(|r| crate::json::to_string(&r))
+                } else {
+                    crate::routes::render(&snap, only)
+                };
+                match routes {
                     Ok(t) => (Status::Ok, t),
                     Err(e) => (Status::Bad, e),
                 }
@@ -492,6 +571,13 @@ pub fn summary(stats: &Stats, snap: &Snapshot, head: &str) -> String {
     }
     if stats.rx_errors > 0 {
         let _ = writeln!(s, "  read errors: {}", stats.rx_errors);
+    }
+    if stats.flow_log_lost > 0 {
+        let _ = writeln!(
+            s,
+            "  flow-log records lost: {} (their windows say SKIPDATA)",
+            stats.flow_log_lost
+        );
     }
     let services: Vec<String> = stats
         .services

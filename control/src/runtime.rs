@@ -233,7 +233,12 @@ pub fn up(
     let published: Vec<PublishedStats> = (0..queues.len())
         .map(|_| Arc::new(ArcSwap::from_pointee(Stats::default())))
         .collect();
-    let (lines, writer) = flow_log_writer::start(opts.path.as_deref(), Arc::clone(&cell));
+    let unwritten = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (lines, writer) = flow_log_writer::start(
+        opts.path.as_deref(),
+        Arc::clone(&cell),
+        Arc::clone(&unwritten),
+    );
     let (handles, links) = match spawn_workers(
         &cell,
         &stop,
@@ -254,7 +259,7 @@ pub fn up(
     for o in lab.start_up(&crate::startup::of(&model, None)) {
         let _ = writeln!(out, "{}", o.line());
     }
-    let router = Arc::new(Router::new(
+    let mut router = Router::new(
         title.to_string(),
         opts.path.clone(),
         opts.lab.prefix.clone(),
@@ -265,7 +270,9 @@ pub fn up(
         links,
         gens,
         model,
-    ));
+    );
+    router.flow_log_unwritten = unwritten;
+    let router = Arc::new(router);
     let services_stop = Arc::new(AtomicBool::new(false));
     let mut services = Vec::new();
     let started = control_socket::serve(
@@ -278,13 +285,16 @@ pub fn up(
         services.push(h);
         match opts.metrics {
             Some(addr) => metrics::serve(addr, Arc::clone(&router), Arc::clone(&services_stop))
-                .map(|h| services.push(h))
+                .map(|(h, bound)| {
+                    services.push(h);
+                    let _ = writeln!(out, "metrics on http://{bound}/metrics");
+                })
                 .map_err(|e| format!("metrics on {addr}: {e}")),
             None => Ok(()),
         }
     });
     if let Err(reason) = started {
-        eprintln!("vpcd: {reason}");
+        log::error!("{reason}");
         let _ = signal_self_term();
     } else {
         let _ = writeln!(out, "ready");
@@ -349,15 +359,15 @@ fn signal_self_term() -> io::Result<()> {
 /// SIGHUP: re-read the lab file and apply it, as `vpcd apply` would.
 fn reapply(router: &Router) {
     let Some(path) = &router.path else {
-        eprintln!("vpcd: SIGHUP: the built-in lab has no file to re-read; use `vpcd apply FILE`");
+        log::warn!("SIGHUP: the built-in lab has no file to re-read; use `vpcd apply FILE`");
         return;
     };
     let file = path.display().to_string();
     match crate::read(path) {
-        Err(e) => eprintln!("vpcd: SIGHUP: {e}; the running lab is unchanged"),
+        Err(e) => log::error!("SIGHUP: {e}; the running lab is unchanged"),
         Ok(text) => match router.apply(&text, &file) {
-            Ok(g) => eprintln!("vpcd: SIGHUP: {file}: applied, generation {g}"),
-            Err(why) => eprintln!("vpcd: SIGHUP: {why}"),
+            Ok(g) => log::info!("SIGHUP: {file}: applied, generation {g}"),
+            Err(why) => log::error!("SIGHUP: {why}"),
         },
     }
 }

@@ -111,7 +111,7 @@ fn address_of(snap: &Snapshot, port: PortId, v6: bool) -> Option<IpAddr> {
 }
 
 /// `--proto`: the lab file's protocol names (one parser for both), but one protocol.
-fn protocol(name: &str) -> Result<u8, String> {
+pub fn protocol(name: &str) -> Result<u8, String> {
     match crate::values::protocol(name) {
         Ok(crate::values::Protocol::Number(n)) => Ok(n),
         _ => Err(format!(
@@ -698,46 +698,9 @@ fn router_answer(snap: &Snapshot, from: PortId, mut question: Vec<u8>) -> Leg {
     }
 }
 
-fn json_str(s: &str) -> String {
-    let mut o = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            '\n' => o.push_str("\\n"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(o, "\\u{:04x}", c as u32);
-            }
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
-fn leg_json(l: &Leg) -> String {
-    let steps: Vec<String> = l.lines.iter().map(|s| json_str(s)).collect();
-    format!(
-        "{{\"steps\":[{}],\"delivered_to\":{},\"reason\":{},\"fix\":{}}}",
-        steps.join(","),
-        l.delivered_to.as_deref().map_or("null".into(), json_str),
-        l.reason.map_or("null".into(), |r| json_str(r.as_str())),
-        l.fix.as_deref().map_or("null".into(), json_str)
-    )
-}
-
-/// The JSON form (schema: `{"reachable": bool, "forward": LEG, "reply": LEG|null}`, LEG =
-/// `{"steps": [string], "delivered_to": string|null, "reason": string|null, "fix":
-/// string|null}`).
+/// The JSON form: [`crate::json::Trace`] (docs/schemas/trace.schema.json), on one line.
 pub fn to_json(t: &Trace) -> String {
-    let live: Vec<String> = t.live.iter().map(|l| json_str(l)).collect();
-    format!(
-        "{{\"reachable\":{},\"forward\":{},\"reply\":{},\"live\":[{}]}}",
-        t.reachable(),
-        leg_json(&t.forward),
-        t.reply.as_ref().map_or("null".into(), leg_json),
-        live.join(",")
-    )
+    crate::json::to_line(&crate::json::Trace::new(t))
 }
 
 /// The text form.

@@ -248,3 +248,42 @@ fn no_pointer_leaves_the_repository() {
         offending.join("\n")
     );
 }
+
+#[test]
+fn the_grafana_dashboard_reads_and_its_metrics_are_documented() {
+    let text = read("docs/grafana-dashboard.json");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let commands = read("docs/commands.md");
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8);
+    let mut missing = Vec::new();
+    for p in panels {
+        let targets = p["targets"].as_array().expect("each panel has queries");
+        assert!(!targets.is_empty(), "{}", p["title"]);
+        for t in targets {
+            let expr = t["expr"].as_str().expect("a PromQL expression");
+            for (i, _) in expr.match_indices("vpcd_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !commands.contains(&format!("`{name}`")) {
+                    missing.push(name);
+                }
+            }
+        }
+    }
+    // That the router exports each of them is checked on a running lab (json.rs).
+    assert!(missing.is_empty(), "not in docs/commands.md: {missing:?}");
+}
+
+#[test]
+fn the_readme_shows_the_default_labs_picture_as_vpcd_draws_it() {
+    let readme = read("README.md");
+    let (_, snap) = control::load_text(&read("configs/default.yaml"), 1).expect("the default lab");
+    let picture = control::graph::Graph::of(&snap).mermaid();
+    assert!(
+        readme.contains(&format!("```mermaid\n{picture}```")),
+        "README.md's mermaid block is not `vpcd graph configs/default.yaml --format mermaid`:\n{picture}"
+    );
+}

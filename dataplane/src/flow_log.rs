@@ -151,6 +151,10 @@ pub struct FlowLogAccumulator {
     /// ENIs whose current window lost a flow (the map was full) or a line (the writer
     /// fell behind): `SKIPDATA`.
     skipped: FxHashSet<EniIx>,
+    /// Records lost, for the counters (`vpcd stats`, metrics): each packet that found the
+    /// aggregate map full, and each line the writer's channel refused. Each loss also makes
+    /// its ENI's next window `SKIPDATA`.
+    pub lost: u64,
 }
 
 /// A finished line and where it goes.
@@ -205,6 +209,7 @@ impl FlowLogAccumulator {
         }
         if self.aggregates.len() >= MAX_AGGREGATES {
             self.skipped.insert(eni);
+            self.lost += 1;
             return;
         }
         if self.aggregates.capacity() < MAX_AGGREGATES {
@@ -267,6 +272,7 @@ impl FlowLogAccumulator {
                 };
                 if wanted && !out(line()) {
                     self.skipped.insert(k.eni);
+                    self.lost += 1;
                 }
             }
         }

@@ -51,6 +51,9 @@ pub struct Stats {
     pub replies: u64,
     /// Reads from a queue that failed with an error other than "empty".
     pub rx_errors: u64,
+    /// Flow-log records the worker lost ([`crate::flow_log::FlowLogAccumulator::lost`]),
+    /// copied in when it publishes.
+    pub flow_log_lost: u64,
     /// Indexed by port id; grown by [`Stats::reserve_ports`] off the packet path.
     pub ports: Vec<PortCounters>,
     /// SG drops per ENI: `[inbound, outbound]`.
@@ -70,6 +73,7 @@ impl Default for Stats {
             local: 0,
             replies: 0,
             rx_errors: 0,
+            flow_log_lost: 0,
             ports: Vec::new(),
             sg_drops: Vec::new(),
             nacl_drops: Vec::new(),
@@ -206,6 +210,7 @@ impl Stats {
         self.local += other.local;
         self.replies += other.replies;
         self.rx_errors += other.rx_errors;
+        self.flow_log_lost += other.flow_log_lost;
         self.reserve_ports(other.ports.len());
         for (a, b) in self.ports.iter_mut().zip(other.ports.iter()) {
             a.rx_packets += b.rx_packets;

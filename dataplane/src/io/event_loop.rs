@@ -245,9 +245,10 @@ pub fn run<Q: Queue + AsRawFd>(
 }
 
 /// The worker's counters as readers see them: the pipeline's, with its router services'
-/// (kept apart on the packet path, joined here when publishing).
+/// and its flow logs' (kept apart on the packet path, joined here when publishing).
 fn counters(worker: &mut Worker) -> &crate::Stats {
     worker.pipeline.stats.services = worker.services.counters;
+    worker.pipeline.stats.flow_log_lost = worker.pipeline.flow_logs.lost;
     &worker.pipeline.stats
 }
 
