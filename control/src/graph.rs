@@ -29,6 +29,7 @@ pub enum Shape {
     Peering,
     Host,
     Internet,
+    Capture,
 }
 
 /// One box of the picture.
@@ -62,6 +63,8 @@ pub struct Edge {
     pub down: bool,
     /// Drawn without an arrow head (a peering, a link).
     pub undirected: bool,
+    /// A traffic mirror session: dotted.
+    pub mirror: bool,
 }
 
 /// The picture of one lab.
@@ -149,6 +152,7 @@ impl Graph {
                         label: String::new(),
                         down: false,
                         undirected: false,
+                        mirror: false,
                     });
                 }
             }
@@ -192,6 +196,7 @@ impl Graph {
                         label: destinations.join(", "),
                         down,
                         undirected: false,
+                        mirror: false,
                     });
                 }
             }
@@ -232,6 +237,7 @@ impl Graph {
                     },
                     down: false,
                     undirected: false,
+                    mirror: false,
                 });
             }
         }
@@ -256,12 +262,60 @@ impl Graph {
                         label: role.into(),
                         down: !pcx.active,
                         undirected: true,
+                        mirror: false,
                     });
                 }
             }
         }
         g.outside(snap);
+        g.mirrors(snap);
         g
+    }
+
+    /// Traffic mirror sessions: a dotted arrow from the source to its target (an
+    /// instance, or a capture file drawn as a node of its own).
+    fn mirrors(&mut self, snap: &Snapshot) {
+        let m = &snap.topo.traffic_mirror;
+        for (f, name) in m.files.iter().enumerate() {
+            self.nodes.push(node(
+                format!("capture{f}"),
+                vec![name.to_string(), "pcapng capture".into()],
+                Shape::Capture,
+            ));
+        }
+        for s in &m.sessions {
+            let to = match &s.target {
+                dataplane::traffic_mirror::MirrorTarget::Eni { eni, .. } => {
+                    format!("eni{}", eni.ix())
+                }
+                dataplane::traffic_mirror::MirrorTarget::File(f) => format!("capture{f}"),
+            };
+            let refused = matches!(
+                &s.target,
+                dataplane::traffic_mirror::MirrorTarget::Eni {
+                    admitted: Err(_),
+                    ..
+                }
+            );
+            self.edges.push(Edge {
+                from: format!("eni{}", s.source.ix()),
+                to,
+                to_cluster: None,
+                label: match (&s.target, refused) {
+                    (dataplane::traffic_mirror::MirrorTarget::File(_), _) => {
+                        format!("mirror {}", s.id)
+                    }
+                    (_, false) => format!("mirror {} (VNI {})", s.id, s.vni),
+                    (_, true) => format!(
+                        "mirror {} (VNI {}): the target's groups refuse UDP 4789",
+                        s.id, s.vni
+                    ),
+                },
+                down: refused,
+                undirected: false,
+                mirror: true,
+            });
+        }
     }
 
     /// A node inside VPC `v`'s cluster, for arrows that point at the whole VPC.
@@ -324,6 +378,7 @@ impl Graph {
                         label: String::new(),
                         down: false,
                         undirected: true,
+                        mirror: false,
                     });
                 }
                 HostKind::Service(s) => services[s.ix()].nodes.push(host(h)),
@@ -346,6 +401,7 @@ impl Graph {
                         label: String::new(),
                         down: false,
                         undirected: false,
+                        mirror: false,
                     });
                 }
             }
@@ -358,6 +414,7 @@ impl Graph {
                         label: String::new(),
                         down: false,
                         undirected: false,
+                        mirror: false,
                     });
                 }
             }
@@ -371,6 +428,7 @@ impl Graph {
                 label: String::new(),
                 down: false,
                 undirected: true,
+                mirror: false,
             });
         }
         // An arrow to an empty cluster has nowhere to land.
@@ -431,6 +489,9 @@ impl Graph {
             if e.undirected {
                 attrs.push("dir=none".into());
             }
+            if e.mirror && !e.down {
+                attrs.push("style=dotted, color=\"#1f6feb\", fontcolor=\"#1f6feb\"".into());
+            }
             let _ = writeln!(
                 s,
                 "  {} -> {}{};",
@@ -460,6 +521,7 @@ impl Graph {
         for e in &self.edges {
             let to = e.to_cluster.as_ref().unwrap_or(&e.to);
             let arrow = match (e.undirected, e.down) {
+                (false, false) if e.mirror => "-.->",
                 (false, false) => "-->",
                 (true, false) => "---",
                 (false, true) => "-.->",
@@ -628,6 +690,7 @@ fn dot_node(s: &mut String, n: &Node, depth: usize) {
         Shape::Peering => "shape=diamond",
         Shape::Host => "shape=box, style=\"rounded,dashed\"",
         Shape::Internet => "shape=ellipse, style=\"filled\", fillcolor=\"#eeeeee\"",
+        Shape::Capture => "shape=cylinder",
     };
     // A route table lists its routes left-aligned (`\l` ends each line).
     let text = if n.shape == Shape::RouteTable {
@@ -694,6 +757,7 @@ fn mermaid_node(s: &mut String, n: &Node, depth: usize, down: &mut Vec<String>) 
         Shape::RouteTable => format!("[/{text}/]"),
         Shape::Peering => format!("{{{text}}}"),
         Shape::Internet => format!("(({text}))"),
+        Shape::Capture => format!("[({text})]"),
     };
     let _ = writeln!(s, "{pad}{}{shaped}", n.id);
     if n.down.is_some() {

@@ -117,8 +117,9 @@ pub struct Port {
 /// `vpcd stats --json`. Each packet that came in is counted once, under what became of
 /// it: `received = forwarded + to_the_router + dropped`. `answered` counts packets vpcd
 /// wrote itself (an ICMP error or a reset in place of a dropped packet, which stays counted
-/// in `dropped` under its reason; an answer of DNS, metadata, or the router's ping), so
-/// `sent = forwarded + answered` (docs/commands.md, "The counters add up").
+/// in `dropped` under its reason; an answer of DNS, metadata, or the router's ping), and
+/// `mirrored` the traffic-mirror copies it sent to instances, so `sent = forwarded +
+/// answered + mirrored` (docs/commands.md, "The counters add up").
 #[derive(Serialize, JsonSchema)]
 pub struct StatsReport {
     /// Packets read from every port (the sum of the ports' `rx_packets`, with those of
@@ -131,8 +132,14 @@ pub struct StatsReport {
     pub forwarded: u64,
     /// Packets handed to the router's own services (DNS, metadata, ping of the router).
     pub to_the_router: u64,
-    /// Answers vpcd wrote instead of forwarding; each also counted in `dropped`.
+    /// Packets vpcd wrote itself: ICMP errors and resets in place of dropped packets
+    /// (those stay counted in `dropped`), and the answers of the router's services.
     pub answered: u64,
+    /// Traffic-mirror copies: sent in VXLAN to instance targets (`mirrored`, also in
+    /// their ports' `tx_packets`), not sent because the target does not admit VXLAN from
+    /// the source (`refused`), handed to the capture writer (`captured`) or lost on the way
+    /// to it (`lost`).
+    pub traffic_mirror: MirrorCounts,
     /// Packets dropped, whatever the reason.
     pub dropped: u64,
     /// Drops by reason (only reasons with a count).
@@ -156,6 +163,15 @@ pub struct StatsReport {
     pub flow_table: Option<FlowTable>,
 }
 
+/// `stats --json`'s traffic-mirror counters.
+#[derive(Serialize, JsonSchema)]
+pub struct MirrorCounts {
+    pub mirrored: u64,
+    pub refused: u64,
+    pub captured: u64,
+    pub lost: u64,
+}
+
 /// One ENI's security-group drops.
 #[derive(Serialize, JsonSchema)]
 pub struct SgDrops {
@@ -174,6 +190,12 @@ impl StatsReport {
             forwarded: stats.forwarded,
             to_the_router: stats.local,
             answered: stats.replies,
+            traffic_mirror: MirrorCounts {
+                mirrored: stats.mirrored,
+                refused: stats.mirror_refused,
+                captured: stats.mirror_captured,
+                lost: stats.mirror_lost,
+            },
             dropped: stats.dropped_total(),
             dropped_by_reason: DropReason::ALL
                 .iter()

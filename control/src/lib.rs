@@ -1,6 +1,7 @@
 //! vpcd's control side: the lab file (config.md), its validation (`vpcd check`), and its
 //! compilation into the dataplane's immutable snapshot.
 
+pub mod capture_writer;
 pub mod cli;
 pub mod compile;
 pub mod control_socket;
@@ -24,6 +25,7 @@ pub mod runstate;
 pub mod runtime;
 pub mod startup;
 pub mod trace;
+pub mod traffic_mirror;
 pub mod validate;
 pub mod values;
 pub mod yaml;

@@ -70,7 +70,7 @@ pub fn render(router: &Router) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "# HELP vpcd_packets_total Packets by what became of them. Each packet read is counted once: the ports' rx packets = forwarded + local + dropped. answered counts packets vpcd wrote itself (an ICMP error or reset in place of a drop, still counted under dropped; a DNS, metadata or ping answer): the ports' tx packets = forwarded + answered.\n# TYPE vpcd_packets_total counter"
+        "# HELP vpcd_packets_total Packets by what became of them. Each packet read is counted once: the ports' rx packets = forwarded + local + dropped. answered counts packets vpcd wrote itself (an ICMP error or reset in place of a drop, still counted under dropped; a DNS, metadata or ping answer): the ports' tx packets = forwarded + answered + traffic-mirror copies sent.\n# TYPE vpcd_packets_total counter"
     );
     let _ = writeln!(
         s,
@@ -149,6 +149,13 @@ pub fn render(router: &Router) -> String {
          vpcd_flow_log_records_lost_total{{stage=\"worker\"}} {}\nvpcd_flow_log_records_lost_total{{stage=\"writer\"}} {}",
         stats.flow_log_lost,
         router.flow_log_unwritten.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let _ = writeln!(
+        s,
+        "# HELP vpcd_traffic_mirror_packets_total Traffic-mirror copies: sent to instance targets in VXLAN (also in their ports' tx), refused (the target's groups or the NACLs on the way do not admit VXLAN from the source), captured to pcapng files, lost (the capture writer fell behind).\n# TYPE vpcd_traffic_mirror_packets_total counter\n\
+         vpcd_traffic_mirror_packets_total{{result=\"sent\"}} {}\nvpcd_traffic_mirror_packets_total{{result=\"refused\"}} {}\n\
+         vpcd_traffic_mirror_packets_total{{result=\"captured\"}} {}\nvpcd_traffic_mirror_packets_total{{result=\"lost\"}} {}",
+        stats.mirrored, stats.mirror_refused, stats.mirror_captured, stats.mirror_lost
     );
     let [sg, nat, eigw] = router.conntrack.occupancy_by_kind(event_loop::now());
     let _ = writeln!(

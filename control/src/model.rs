@@ -37,6 +37,8 @@ pub struct Lab {
     pub partial: Vec<Partial>,
     /// What `check` found likely wrong though AWS allows it (set by [`crate::check_text`]).
     pub warnings: Vec<crate::Diagnostic>,
+    /// Traffic mirror filters, targets and sessions (R-TM).
+    pub traffic_mirror: crate::traffic_mirror::TrafficMirror,
 }
 
 /// What is readable of an object that could not be decoded whole.
@@ -85,6 +87,9 @@ const LAB_FIELDS: &[&str] = &[
     "internet",
     "services",
     "on_premises",
+    "traffic_mirror_filters",
+    "traffic_mirror_targets",
+    "traffic_mirror_sessions",
 ];
 const INTERNET_FIELDS: &[&str] = &["hosts", "public_ip_pool"];
 const SERVICE_FIELDS: &[&str] = &["name", "prefix_list", "cidr_blocks", "dns_name", "hosts"];
@@ -231,6 +236,26 @@ pub fn accepted_fields() -> Vec<(&'static str, Vec<&'static str>)> {
             CONNECTION_TRACKING_FIELDS,
         ),
         ("vpcs[].flow_logs[]", FLOW_LOG_FIELDS),
+        (
+            "traffic_mirror_filters[]",
+            crate::traffic_mirror::FILTER_FIELDS,
+        ),
+        (
+            "traffic_mirror_filters[].inbound[]",
+            crate::traffic_mirror::RULE_FIELDS,
+        ),
+        (
+            "traffic_mirror_filters[].outbound[]",
+            crate::traffic_mirror::RULE_FIELDS,
+        ),
+        (
+            "traffic_mirror_targets[]",
+            crate::traffic_mirror::TARGET_FIELDS,
+        ),
+        (
+            "traffic_mirror_sessions[]",
+            crate::traffic_mirror::SESSION_FIELDS,
+        ),
     ]
     .into_iter()
     .map(|(object, fields)| (object, fields.to_vec()))
@@ -615,7 +640,10 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
             });
         }
     }
+    let (mirroring, broken_mirrors) = crate::traffic_mirror::decode(&mut d, &top);
+    lab.traffic_mirror = mirroring;
     lab.broken = broken.ids;
+    lab.broken.extend(broken_mirrors);
     lab.partial = broken.partial;
     lab
 }

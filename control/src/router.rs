@@ -572,6 +572,13 @@ pub fn summary(stats: &Stats, snap: &Snapshot, head: &str) -> String {
     if stats.rx_errors > 0 {
         let _ = writeln!(s, "  read errors: {}", stats.rx_errors);
     }
+    if stats.mirrored + stats.mirror_refused + stats.mirror_captured + stats.mirror_lost > 0 {
+        let _ = writeln!(
+            s,
+            "  traffic mirroring: {} sent to targets, {} refused by the target's groups, {} captured to files, {} lost",
+            stats.mirrored, stats.mirror_refused, stats.mirror_captured, stats.mirror_lost
+        );
+    }
     if stats.flow_log_lost > 0 {
         let _ = writeln!(
             s,

@@ -30,9 +30,6 @@ use crate::metrics;
 use crate::router::{summary, PublishedStats, Router, WorkerLink};
 use dataplane::flow_log::Line;
 
-/// Flow-log lines the writer could not take in time (counted, reported at stop).
-static FLOW_LINES_LOST: std::sync::LazyLock<Arc<AtomicU64>> =
-    std::sync::LazyLock::new(|| Arc::new(AtomicU64::new(0)));
 use std::sync::atomic::AtomicU64;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,15 +85,26 @@ fn takes_uso(queues: &lab::WorkerQueues) -> bool {
     devices.peek().is_some() && devices.all(|q| q.takes_uso())
 }
 
+/// Where the workers' records go: flow-log lines, and each worker's traffic-mirror
+/// capture sink.
+struct Sinks {
+    lines: std::sync::mpsc::SyncSender<Line>,
+    captures: Vec<dataplane::io::mirror::MirrorSink>,
+}
+
 fn spawn_workers(
     cell: &Arc<SnapshotCell>,
     stop: &Arc<StopSignal>,
     conntrack: &Arc<Conntrack>,
     published: &[PublishedStats],
-    lines: &std::sync::mpsc::SyncSender<Line>,
+    sinks: Sinks,
     queues: lab::WorkerQueues,
-    udp_gro: bool,
+    opts: &lab::Options,
 ) -> Result<Spawned, RunError> {
+    let Sinks { lines, captures } = sinks;
+    let mut captures = captures.into_iter();
+    let udp_gro = opts.udp_gro;
+    let mtu = opts.mtu as usize;
     let mut handles = Vec::new();
     let mut links = Vec::new();
     let n = queues.len();
@@ -109,7 +117,7 @@ fn spawn_workers(
         let out = Arc::clone(&published[w]);
         let metadata = Arc::clone(&metadata);
         let lines = lines.clone();
-        let lost = Arc::clone(&FLOW_LINES_LOST);
+        let capture = captures.next();
         let (tx, rx) = std::sync::mpsc::channel();
         let wake = Arc::new(Wakeup::new().map_err(|source| RunError::Spawn { worker: w, source })?);
         let done = Arc::new(AtomicU64::new(0));
@@ -132,17 +140,15 @@ fn spawn_workers(
                     Worker::with_pipeline(Pipeline::with_shared(conntrack, w as u16, n as u16));
                 worker.services.metadata = Some(metadata);
                 worker.udp_gro = udp_gro.then(dataplane::io::udp_gro::UdpGro::new);
+                worker.mirror.mtu = mtu;
+                worker.mirror.worker = w as u16;
+                worker.mirror.sink = capture;
                 // A copy every 100 ms (an allocation off the packet path), for readers.
                 let mut publish = |s: &Stats| out.store(Arc::new(s.clone()));
-                // A full channel (the writer fell behind) loses the line, counted and said
-                // as SKIPDATA, never blocking the worker (R-FL-WRITE, R-FL-STATUS).
-                let mut send_line = |l: Line| {
-                    let sent = lines.try_send(l).is_ok();
-                    if !sent {
-                        lost.fetch_add(1, Ordering::Relaxed);
-                    }
-                    sent
-                };
+                // A full channel (the writer fell behind) loses the line, counted (the
+                // accumulator's `lost`, in the stats) and said as SKIPDATA, never blocking
+                // the worker (R-FL-WRITE, R-FL-STATUS).
+                let mut send_line = |l: Line| lines.try_send(l).is_ok();
                 event_loop::run(
                     &mut worker,
                     &cell,
@@ -239,14 +245,19 @@ pub fn up(
         Arc::clone(&cell),
         Arc::clone(&unwritten),
     );
+    let captures =
+        crate::capture_writer::start(opts.path.as_deref(), Arc::clone(&cell), queues.len());
     let (handles, links) = match spawn_workers(
         &cell,
         &stop,
         &conntrack,
         &published,
-        &lines,
+        Sinks {
+            lines: lines.clone(),
+            captures: captures.sinks,
+        },
         queues,
-        opts.lab.udp_gro,
+        &opts.lab,
     ) {
         Ok(h) => h,
         Err(e) => {
@@ -327,18 +338,13 @@ pub fn up(
     // The workers flushed their windows; the writer finishes and closes the files.
     drop(lines);
     let _ = writer.join();
+    // The workers' capture sinks went with them: the capture writer ends too.
+    let _ = captures.handle.join();
     let mut lab = router.lab.lock().unwrap_or_else(|e| e.into_inner()).take();
     let torn = lab.as_mut().map_or(Ok(()), |l| l.teardown());
     drop(lab);
     let mut out = io::stdout().lock();
     let _ = write!(out, "{}", summary(&stats, &cell.load(), "vpcd: stopped;"));
-    let lost = FLOW_LINES_LOST.load(Ordering::Relaxed);
-    if lost > 0 {
-        let _ = writeln!(
-            out,
-            "  flow-log lines lost (the writer fell behind): {lost}"
-        );
-    }
     let _ = out.flush();
     if let Some(e) = failure {
         return Err(e);

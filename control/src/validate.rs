@@ -37,6 +37,9 @@ pub enum Kind {
     PrefixList,
     Service,
     Host,
+    TrafficMirrorFilter,
+    TrafficMirrorTarget,
+    TrafficMirrorSession,
 }
 
 impl Kind {
@@ -59,6 +62,9 @@ impl Kind {
             Kind::PrefixList => "prefix list",
             Kind::Service => "service",
             Kind::Host => "host",
+            Kind::TrafficMirrorFilter => "traffic mirror filter",
+            Kind::TrafficMirrorTarget => "traffic mirror target",
+            Kind::TrafficMirrorSession => "traffic mirror session",
         }
     }
 }
@@ -92,7 +98,13 @@ pub struct Registry {
 }
 
 impl Registry {
-    fn define(&mut self, diags: &mut Diagnostics, id: &S<String>, kind: Kind, vpc: Option<usize>) {
+    pub(crate) fn define(
+        &mut self,
+        diags: &mut Diagnostics,
+        id: &S<String>,
+        kind: Kind,
+        vpc: Option<usize>,
+    ) {
         let entry = Entry {
             kind,
             vpc,
@@ -138,7 +150,7 @@ impl Registry {
     /// Resolves a reference: it must exist, be of one of `kinds`, and (with `same_vpc`)
     /// belong to that VPC. Reports and returns `None` otherwise; a reference to an object
     /// that failed to decode is silently `None` (its own error is already reported).
-    fn resolve(
+    pub(crate) fn resolve(
         &self,
         diags: &mut Diagnostics,
         r: &S<String>,
@@ -242,6 +254,7 @@ pub fn validate(lab: &Lab, diags: &mut Diagnostics) -> Registry {
         check_vpc(lab, &reg, diags, vi, vpc, &mut addrs);
     }
     check_peerings(lab, &reg, diags);
+    crate::traffic_mirror::check(lab, &reg, diags);
     check_outside(lab, diags, &mut addrs);
     if let Err(e) = crate::public_ips::assign(lab) {
         let at = lab
@@ -349,6 +362,7 @@ fn define_all(lab: &Lab, reg: &mut Registry, diags: &mut Diagnostics) {
             .iter()
             .for_each(|h| reg.define(diags, &h.id, Kind::Host, None));
     }
+    crate::traffic_mirror::define(&lab.traffic_mirror, reg, diags);
 }
 
 /// Who holds each address, to refuse duplicates: private addresses per VPC, public ones

@@ -289,7 +289,12 @@ fn live_reports_validate_and_their_counters_add_up() {
         n("forwarded") + n("to_the_router") + n("dropped"),
         "{stats}"
     );
-    assert_eq!(n("sent"), n("forwarded") + n("answered"), "{stats}");
+    let mirrored = stats["traffic_mirror"]["mirrored"].as_u64().unwrap();
+    assert_eq!(
+        n("sent"),
+        n("forwarded") + n("answered") + mirrored,
+        "{stats}"
+    );
     let by_reason: u64 = stats["dropped_by_reason"]
         .as_object()
         .unwrap()
@@ -322,7 +327,9 @@ fn live_reports_validate_and_their_counters_add_up() {
     );
     assert_eq!(
         value("vpcd_port_tx_packets_total"),
-        verdict("forwarded") + verdict("answered"),
+        verdict("forwarded")
+            + verdict("answered")
+            + value("vpcd_traffic_mirror_packets_total{result=\"sent\"}"),
         "{metrics}"
     );
     assert_eq!(value("vpcd_drops_total"), verdict("dropped"));

@@ -152,6 +152,8 @@ pub(crate) fn router_error<'s, O: Observer<'s>>(
             fl: cx.fl,
             hops: cx.hops,
             resized: None,
+            mirror: cx.mirror,
+            meta: cx.meta,
         };
         if security_group::check(&mut quiet, eni, Direction::Ingress, &error).is_err() {
             return cx.drop(

@@ -30,6 +30,7 @@ pub mod snapshot;
 pub mod stats;
 #[cfg(test)]
 mod test_rng;
+pub mod traffic_mirror;
 
 pub use observer::{NoObserver, Observer, Recorder, Step};
 pub use packet::Packet;

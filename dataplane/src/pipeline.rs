@@ -42,6 +42,7 @@ use crate::route::Target;
 use crate::security_group;
 use crate::snapshot::{Attachment, EniIx, LocalService, PortId, Snapshot, SubnetIx, VpcIx};
 use crate::stats::{Cause, Stats};
+use crate::traffic_mirror::{MirrorStage, Outcome};
 use crate::Timestamp;
 
 /// What becomes of a packet.
@@ -73,6 +74,8 @@ pub struct Pipeline {
     pub stats: Stats,
     /// This worker's flow-log aggregates.
     pub flow_logs: crate::flow_log::FlowLogAccumulator,
+    /// The traffic-mirror copies of the packet just judged, for the I/O layer to send.
+    pub mirror: MirrorStage,
     conntrack: Arc<Conntrack>,
     /// This worker's index and the number of workers: the NAT gateway hands each worker
     /// its own share of ports.
@@ -105,6 +108,9 @@ pub(crate) struct Ctx<'c, 's, O> {
     pub hops: u8,
     /// The packet's new length and wire bytes, once NAT64 translated it.
     pub resized: Option<(u32, u32)>,
+    /// Traffic-mirror copies (R-TM), and the received packet's offload state they keep.
+    pub mirror: &'c mut MirrorStage,
+    pub meta: Offload,
 }
 
 /// The most route tables one packet may meet inside vpcd (instance → NAT gateway → IGW →
@@ -125,6 +131,20 @@ impl<'s, O: Observer<'s>> Ctx<'_, 's, O> {
     pub fn drop(&mut self, reason: DropReason, detail: &'static str) -> Verdict {
         drop(self.obs, reason, detail)
     }
+
+    /// R-TM: takes a copy of `pkt` (in `buf`) crossing `eni` in `dir` if a session of the
+    /// ENI mirrors it. One check when the lab mirrors nothing.
+    #[inline]
+    pub fn mirror(&mut self, eni: EniIx, dir: Direction, pkt: &Packet, buf: &[u8]) {
+        let m = &self.snap.topo.traffic_mirror;
+        if m.is_empty() {
+            return;
+        }
+        if let Some(session) = m.session_for(eni, dir, pkt) {
+            self.mirror
+                .take(session, dir, buf, pkt.len as usize, &self.meta);
+        }
+    }
 }
 
 impl Pipeline {
@@ -144,6 +164,7 @@ impl Pipeline {
         Pipeline {
             stats: Stats::default(),
             flow_logs: Default::default(),
+            mirror: MirrorStage::default(),
             conntrack,
             worker,
             workers: workers.max(1),
@@ -204,6 +225,7 @@ impl Pipeline {
         // (one allocation per such swap), so counting never allocates in steady state and
         // no caller can forget to size the counters.
         self.stats.fit(snap);
+        self.mirror.clear();
         let mut cx = Ctx {
             snap,
             ct: &self.conntrack,
@@ -216,6 +238,8 @@ impl Pipeline {
             fl: &mut self.flow_logs,
             hops: 0,
             resized: None,
+            mirror: &mut self.mirror,
+            meta: *meta,
         };
         let len = len.min(buf.len());
         let mut wire = (1, len);
@@ -224,8 +248,15 @@ impl Pipeline {
             verdict = Verdict::Translated { port, len, wire };
         }
         let cause = cx.cause;
+        let replaced = cx.replaced;
+        if self.mirror.taken > 0 {
+            self.mirror.finish(match (verdict, replaced) {
+                (Verdict::Drop(r), _) | (Verdict::Reply { .. }, Some(r)) => Outcome::Dropped(r),
+                _ => Outcome::Passed,
+            });
+        }
         self.stats.count(ingress, wire.0, wire.1, &verdict);
-        match (verdict, cx.replaced) {
+        match (verdict, replaced) {
             (Verdict::Drop(_), _) => self.stats.count_cause(cause, wire.0),
             (Verdict::Reply { .. }, Some(reason)) => self.stats.count_drop(reason, wire.0),
             _ => {}
@@ -309,6 +340,8 @@ fn from_eni<'s, O: Observer<'s>>(
             "the instance is stopped by a fault",
         );
     }
+    // R-TM: what the instance sends, before anything judges it.
+    cx.mirror(sender, Direction::Egress, pkt, buf);
     // Step 2: R-ADDR-SRCDST on the sending side.
     if let Err(v) = eni::source_check(eni, sender, pkt, cx.obs) {
         return v;
@@ -332,6 +365,7 @@ pub(crate) fn leave_eni<'s, O: Observer<'s>>(
         cx.log(sender, Direction::Egress, pkt, false);
         return v;
     }
+    cx.mirror.crossed(Direction::Egress);
     // Step 4: R-RT-SAMESUBNET. Two ENIs of one subnet talk directly: no route table, no NACL.
     let receiver = snap.eni_by_addr(eni.vpc, pkt.dst);
     if let Some(r) = receiver {
@@ -523,6 +557,8 @@ pub(crate) fn to_eni<'s, O: Observer<'s>>(
             "the receiving instance (or endpoint) is stopped by a fault",
         );
     }
+    // R-TM: what reaches the ENI, as gateways translated it.
+    cx.mirror(receiver, Direction::Ingress, pkt, buf);
     if from_subnet != Some(eni.subnet) {
         if let Err(v) = network_acl::check(cx, eni.subnet, Direction::Ingress, pkt) {
             cx.log(receiver, Direction::Ingress, pkt, false);
@@ -537,6 +573,7 @@ pub(crate) fn to_eni<'s, O: Observer<'s>>(
     if let Err(v) = eni::destination_check(eni, receiver, pkt, cx.obs) {
         return v;
     }
+    cx.mirror.crossed(Direction::Ingress);
     match eni.port {
         Some(port) => {
             cx.obs.step(Step::ToEni { eni: receiver });

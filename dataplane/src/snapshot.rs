@@ -18,6 +18,7 @@ use crate::acl::{NetworkAcl, SecurityGroup};
 use crate::conntrack::Timeouts;
 use crate::observer::Direction;
 use crate::packet::proto;
+use crate::reason::DropReason;
 use crate::route::RouteTable;
 
 macro_rules! index_type {
@@ -423,6 +424,8 @@ pub struct Topology {
     pub flow_logs: Vec<crate::flow_log::FlowLog>,
     /// Network ACLs; `counter_base` is set by [`Snapshot::new`].
     pub network_acls: Vec<NetworkAcl>,
+    /// Traffic mirror filters, sessions and capture files (R-TM).
+    pub traffic_mirror: crate::traffic_mirror::Mirroring,
 }
 
 /// The immutable configuration: the topology plus the maps the hot path looks up.
@@ -569,7 +572,9 @@ impl Snapshot {
                 }
             }
         }
-        Snapshot {
+        let enis = topo.enis.len();
+        topo.traffic_mirror.index(enis);
+        let mut snap = Snapshot {
             generation,
             topo,
             eni_by_addr,
@@ -582,6 +587,81 @@ impl Snapshot {
             sg_members,
             endpoint_enis_by_v4,
             nacl_counters,
+        };
+        snap.admit_mirror_targets();
+        snap
+    }
+
+    /// Works out, for each session with an instance target, whether the target lets the
+    /// VXLAN in: the source subnet's NACL outbound and the target subnet's NACL inbound
+    /// (when they differ), then the target's security groups inbound, for UDP to 4789
+    /// from the source's address. AWS asks for that inbound rule; the answer depends only
+    /// on addresses and ports, so once per snapshot is enough.
+    fn admit_mirror_targets(&mut self) {
+        let decisions: Vec<Option<Result<(), DropReason>>> = self
+            .topo
+            .traffic_mirror
+            .sessions
+            .iter()
+            .map(|s| match s.target {
+                crate::traffic_mirror::MirrorTarget::Eni { eni, .. } => {
+                    Some(self.vxlan_admitted(s.source, eni))
+                }
+                crate::traffic_mirror::MirrorTarget::File(_) => None,
+            })
+            .collect();
+        for (s, d) in self.topo.traffic_mirror.sessions.iter_mut().zip(decisions) {
+            if let (crate::traffic_mirror::MirrorTarget::Eni { admitted, .. }, Some(d)) =
+                (&mut s.target, d)
+            {
+                *admitted = d;
+            }
+        }
+    }
+
+    fn vxlan_admitted(&self, source: EniIx, target: EniIx) -> Result<(), DropReason> {
+        let (s, t) = (self.eni(source), self.eni(target));
+        let (Some(src), Some(dst)) = (s.primary_v4(), t.primary_v4()) else {
+            return Err(DropReason::NoRoute);
+        };
+        // A UDP packet to 4789, as the copies will be (their source port varies; no
+        // rule of an SG or a NACL looks at it).
+        let mut b = [0u8; 28];
+        b[0] = 0x45;
+        b[2..4].copy_from_slice(&28u16.to_be_bytes());
+        b[8] = 64;
+        b[9] = 17;
+        b[12..16].copy_from_slice(&src.octets());
+        b[16..20].copy_from_slice(&dst.octets());
+        let c = crate::checksum::checksum(&b[..20]);
+        b[10..12].copy_from_slice(&c.to_be_bytes());
+        b[20..22].copy_from_slice(&49152u16.to_be_bytes());
+        b[22..24].copy_from_slice(&crate::traffic_mirror::VXLAN_PORT.to_be_bytes());
+        b[24..26].copy_from_slice(&8u16.to_be_bytes());
+        let Ok(pkt) = crate::packet::Packet::parse(&b) else {
+            return Err(DropReason::Malformed);
+        };
+        if s.subnet != t.subnet {
+            let out = self.network_acl(self.subnet(s.subnet).network_acl);
+            if !out.evaluate(crate::observer::Direction::Egress, &pkt).allow {
+                return Err(DropReason::NaclEgress);
+            }
+            let inn = self.network_acl(self.subnet(t.subnet).network_acl);
+            if !inn
+                .evaluate(crate::observer::Direction::Ingress, &pkt)
+                .allow
+            {
+                return Err(DropReason::NaclIngress);
+            }
+        }
+        match crate::security_group::matching_rule(
+            self,
+            t,
+            crate::observer::Direction::Ingress,
+            &pkt,
+        ) {
+            Some(_) => Ok(()),
+            None => Err(DropReason::SgIngress),
         }
     }
 

@@ -54,6 +54,15 @@ pub struct Stats {
     /// Flow-log records the worker lost ([`crate::flow_log::FlowLogAccumulator::lost`]),
     /// copied in when it publishes.
     pub flow_log_lost: u64,
+    /// Traffic-mirror copies written to an instance target (R-TM), also in its port's
+    /// `tx_packets`.
+    pub mirrored: u64,
+    /// Copies for an instance target whose security groups (or the NACLs on the way) do
+    /// not admit VXLAN from the source: not sent, as on AWS.
+    pub mirror_refused: u64,
+    /// Copies handed to the capture writer, and those lost (its queue was full).
+    pub mirror_captured: u64,
+    pub mirror_lost: u64,
     /// Indexed by port id; grown by [`Stats::reserve_ports`] off the packet path.
     pub ports: Vec<PortCounters>,
     /// SG drops per ENI: `[inbound, outbound]`.
@@ -74,6 +83,10 @@ impl Default for Stats {
             replies: 0,
             rx_errors: 0,
             flow_log_lost: 0,
+            mirrored: 0,
+            mirror_refused: 0,
+            mirror_captured: 0,
+            mirror_lost: 0,
             ports: Vec::new(),
             sg_drops: Vec::new(),
             nacl_drops: Vec::new(),
@@ -177,6 +190,20 @@ impl Stats {
         }
     }
 
+    /// Counts a traffic-mirror copy of `bytes` written (or, `sent` false, failed) to
+    /// `port`.
+    #[inline]
+    pub fn count_mirrored(&mut self, port: PortId, bytes: usize, sent: bool) {
+        self.mirrored += 1;
+        if let Some(p) = self.ports.get_mut(port.ix()) {
+            p.tx_packets += 1;
+            p.tx_bytes += bytes as u64;
+            if !sent {
+                p.tx_errors += 1;
+            }
+        }
+    }
+
     /// Counts a forwarded packet that could not be written to its port.
     #[inline]
     pub fn tx_error(&mut self, out: PortId) {
@@ -211,6 +238,10 @@ impl Stats {
         self.replies += other.replies;
         self.rx_errors += other.rx_errors;
         self.flow_log_lost += other.flow_log_lost;
+        self.mirrored += other.mirrored;
+        self.mirror_refused += other.mirror_refused;
+        self.mirror_captured += other.mirror_captured;
+        self.mirror_lost += other.mirror_lost;
         self.reserve_ports(other.ports.len());
         for (a, b) in self.ports.iter_mut().zip(other.ports.iter()) {
             a.rx_packets += b.rx_packets;

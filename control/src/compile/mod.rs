@@ -431,6 +431,10 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
             t.route_tables.push(table);
         }
     }
+    let mirroring = crate::traffic_mirror::compile(&lab.traffic_mirror, |id| {
+        n.eni.get(id).map(|e| (*e, t.enis[e.ix()].port))
+    });
+    t.traffic_mirror = mirroring;
     Ok(t)
 }
 

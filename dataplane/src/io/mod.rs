@@ -13,6 +13,7 @@
 
 pub mod event_loop;
 pub mod mem;
+pub mod mirror;
 pub mod tun;
 pub mod udp_gro;
 
@@ -86,6 +87,8 @@ pub struct Worker {
     segment_buf: Box<[u8]>,
     /// `--udp-gro`: runs of one flow's datagrams leave as one USO write.
     pub udp_gro: Option<udp_gro::UdpGro>,
+    /// Where traffic-mirror copies go (R-TM).
+    pub mirror: mirror::MirrorOut,
 }
 
 impl Default for Worker {
@@ -108,6 +111,7 @@ impl Worker {
             buf: vec![0; BUFFER_SIZE].into_boxed_slice(),
             segment_buf: vec![0; BUFFER_SIZE].into_boxed_slice(),
             udp_gro: None,
+            mirror: mirror::MirrorOut::new(9001),
         }
     }
 
@@ -169,6 +173,16 @@ impl Worker {
                 now,
                 &mut NoObserver,
             );
+            // R-TM: the copies this packet left, whatever its verdict.
+            if self.pipeline.mirror.taken > 0 {
+                self.mirror.emit(
+                    snap,
+                    &mut self.pipeline.mirror,
+                    queues,
+                    &mut self.pipeline.stats,
+                    now,
+                );
+            }
             if let Some(gro) = &mut self.udp_gro {
                 let stats = &mut self.pipeline.stats;
                 match verdict {
