@@ -14,17 +14,22 @@ const DEFAULT: &str = include_str!("../../configs/default.yaml");
 /// The lab of `text` with one fault started as `vpcd fault start` would.
 fn faulted(text: &str, action: &str, target: &str, scope: Option<&str>) -> Lab {
     let mut l = lab_text(text);
+    let f = fault(&l, action, target, scope);
+    overlay(&mut l.snap, &[f]);
+    l
+}
+
+/// Fault number 1 of the lab, as `vpcd fault start` checks and records it.
+fn fault(l: &Lab, action: &str, target: &str, scope: Option<&str>) -> Fault {
     let start = check_start(&l.snap, action, target, scope, None).expect("a valid fault");
-    let f = Fault {
+    Fault {
         id: 1,
         action: start.action,
         target: start.target,
         scope: start.scope,
         started: std::time::SystemTime::now(),
         until: None,
-    };
-    overlay(&mut l.snap, &[f]);
-    l
+    }
 }
 
 fn verdict(l: &mut Lab, from: &str, pkt: Vec<u8>) -> Verdict {
@@ -121,6 +126,43 @@ fn a_failed_nat_gateways_routes_are_blackholes() {
                 == ["0.0.0.0/0", "nat-a", "static", "blackhole"]),
         "{routes}"
     );
+}
+
+#[test]
+fn a_failed_nat_gateway_drops_the_replies_of_established_flows_until_the_fault_ends() {
+    // The flow is established through nat-a before the fault.
+    let mut l = lab_text(DEFAULT);
+    let out = l.expect_to(
+        "app-1",
+        tcp_syn("10.0.2.10", "203.0.113.10", 40000, 443),
+        "inet-1",
+    );
+    let tport = u16::from_be_bytes([out[20], out[21]]);
+    // The router overlays the fault on the running lab; the flow table stays.
+    let f = fault(&l, "aws:ec2:nat-gateway-failure", "nat-a", None);
+    overlay(&mut l.snap, &[f]);
+    // The server's reply reaches the failed gateway: it translates nothing back.
+    l.expect_drop(
+        "inet-1",
+        tcp_synack("203.0.113.10", "198.51.100.5", 443, tport),
+        DropReason::FaultDisrupted,
+    );
+    // The fault stopped: the lab compiled anew without it, same flow table. A new flow
+    // goes out and its reply comes back.
+    l.snap = lab_text(DEFAULT).snap;
+    overlay(&mut l.snap, &[]);
+    let out = l.expect_to(
+        "app-1",
+        tcp_syn("10.0.2.10", "203.0.113.10", 40001, 443),
+        "inet-1",
+    );
+    let tport = u16::from_be_bytes([out[20], out[21]]);
+    let back = l.expect_to(
+        "inet-1",
+        tcp_synack("203.0.113.10", "198.51.100.5", 443, tport),
+        "app-1",
+    );
+    assert_eq!(dst_of(&back), ip("10.0.2.10"));
 }
 
 #[test]

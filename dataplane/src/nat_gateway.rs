@@ -334,7 +334,9 @@ fn forward<'s, O: Observer<'s>>(
 
 /// A packet addressed to the gateway's own address: the reply of a translated connection
 /// (or an ICMP error about one) goes back to the private source; anything else was opened
-/// from outside and is refused (R-NAT-INBOUND).
+/// from outside and is refused (R-NAT-INBOUND). A gateway failed by a fault forwards
+/// nothing: its routes are blackholes on the way out, and replies stop here on the way
+/// back, established connections too.
 pub(crate) fn ingress<'s, O: Observer<'s>>(
     cx: &mut Ctx<'_, 's, O>,
     nat_ix: NatGatewayIx,
@@ -342,6 +344,12 @@ pub(crate) fn ingress<'s, O: Observer<'s>>(
     buf: &mut [u8],
 ) -> Verdict {
     let nat = cx.snap.nat_gateway(nat_ix);
+    if nat.failed != 0 {
+        return cx.drop(
+            DropReason::FaultDisrupted,
+            "the NAT gateway has failed (a fault): it translates no reply back",
+        );
+    }
     let nat_ip: IpAddr = nat.private_ip.into();
     let zone_in = zone::NAT_IN | nat.zone;
     let expires = secs(cx.now).saturating_add(IDLE_TIMEOUT);

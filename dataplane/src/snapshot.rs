@@ -274,7 +274,8 @@ pub struct NatGateway {
     /// The Elastic IP; `None` for `connectivity: private`.
     pub public_ip: Option<Ipv4Addr>,
     /// Failed by fault number `failed` (`aws:ec2:nat-gateway-failure`, its zone's power):
-    /// its routes are blackholes (R-RT-BLACKHOLE); 0 while it works.
+    /// its routes are blackholes (R-RT-BLACKHOLE) and replies to it are dropped
+    /// (`FaultDisrupted`); 0 while it works.
     pub failed: u32,
 }
 
