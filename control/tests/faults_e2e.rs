@@ -120,6 +120,24 @@ fn each_fault_acts_on_real_traffic_and_stopping_it_restores_the_lab() {
     stop(&lab, &f);
     assert!(pings(&lab, "app-s", "203.0.113.10"));
 
+    // `fault stop --all`: two faults at once (zone a's, so the stream through zone b
+    // goes on), both stopped, the lab as before.
+    let instance = start(&lab, &["aws:ec2:stop-instances", "app-a"]);
+    let nat = start(&lab, &["aws:ec2:nat-gateway-failure", "nat-a"]);
+    assert!(!pings(&lab, "app-b", "10.30.10.10"));
+    assert!(!pings(&lab, "app-s", "203.0.113.10"));
+    let o = vpcd(&lab, &["fault", "stop", "--all"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stopped = String::from_utf8_lossy(&o.stdout).into_owned();
+    for f in [&instance, &nat] {
+        assert!(stopped.contains(&format!("stopped {f} ")), "{stopped}");
+    }
+    let list = text(&vpcd(&lab, &["fault", "list"]));
+    assert!(list.contains("no active faults"), "{list}");
+    assert!(pings(&lab, "app-b", "10.30.10.10"));
+    assert!(pings(&lab, "app-s", "203.0.113.10"));
+    assert!(pings(&lab, "app-a", "203.0.113.10"));
+
     // Bad requests: exit 2, nothing changed.
     for bad in [
         &["fault", "start", "aws:ec2:stop-instances", "nat-a"][..],
