@@ -570,13 +570,16 @@ internet:
     has(&errors(pool), 5, "internet.public_ip_pool", "overlaps");
 }
 
+/// A lab of one instance, `i-1` on line 7, with `inst` added to its fields.
+fn one_instance(inst: &str) -> String {
+    format!(
+        "version: 1\nvpcs:\n  - id: v\n    cidr_block: 10.0.0.0/16\n    subnets: [{{ id: a, cidr_block: 10.0.1.0/24 }}]\n    instances:\n      - {{ id: i-1, subnet: a, private_ip: 10.0.1.10{inst} }}\n"
+    )
+}
+
 #[test]
 fn start_up_fields_are_checked() {
-    let lab = |inst: &str| {
-        format!(
-            "version: 1\nvpcs:\n  - id: v\n    cidr_block: 10.0.0.0/16\n    subnets: [{{ id: a, cidr_block: 10.0.1.0/24 }}]\n    instances:\n      - {{ id: i-1, subnet: a, private_ip: 10.0.1.10{inst} }}\n"
-        )
-    };
+    let lab = one_instance;
     // A NAT instance forwards for others: its source/destination check must be off.
     has(
         &errors(&lab(", image: nat")),
@@ -606,5 +609,27 @@ fn start_up_fields_are_checked() {
         7,
         "vpcs[0].instances[0].user_data",
         "16384 bytes",
+    );
+}
+
+#[test]
+fn a_router_instance_with_its_source_dest_check_left_on_is_refused() {
+    // R-ADDR-SRCDST: AWS drops what an instance forwards for others while its check is on.
+    let errs = errors(&one_instance(", image: router"));
+    has(
+        &errs,
+        7,
+        "vpcs[0].instances[0].image",
+        "`image: router` forwards for others",
+    );
+    has(
+        &errs,
+        7,
+        "vpcs[0].instances[0].image",
+        "add `source_dest_check: false`",
+    );
+    assert_eq!(
+        errors(&one_instance(", image: router, source_dest_check: false")),
+        Vec::new()
     );
 }

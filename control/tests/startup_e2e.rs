@@ -1,8 +1,9 @@
 //! Instance start-up end to end (faults.md): a NAT instance made by `image: nat` carries a
-//! private subnet's traffic to the internet under its own public IP; `user_data` runs once
-//! before `ready` with its output logged, a failing script is reported with its exit code
-//! and the lab still comes up, and what a script leaves running is stopped with the lab,
-//! also by `vpcd down` after a crash. Needs root (see `common::e2e`).
+//! private subnet's traffic to the internet under its own public IP, and a router made by
+//! `image: router` forwards what a route sends it; `user_data` runs once before `ready`
+//! with its output logged, a failing script is reported with its exit code and the lab
+//! still comes up, and what a script leaves running is stopped with the lab, also by
+//! `vpcd down` after a crash. Needs root (see `common::e2e`).
 
 mod common;
 
@@ -31,6 +32,29 @@ fn with_scripts() -> String {
     )
 }
 
+/// `lab` with a router instance made by `image: router` in the middle: private-a's
+/// table sends dmz-a's block to rtr-1 (middlebox routing), whose own Linux stack forwards
+/// it on to db-1; db-1 answers app-1 directly by the local route.
+fn with_a_router(lab: String) -> String {
+    lab.replace(
+        "        routes: [{ destination: 0.0.0.0/0, target: nat-1 }]",
+        "        routes:
+          - { destination: 0.0.0.0/0, target: nat-1 }
+          - { destination: 10.40.2.0/24, target: rtr-1 }",
+    )
+    .replace(
+        "      - { id: private-a, cidr_block: 10.40.1.0/24, route_table: rtb-private }",
+        "      - { id: private-a, cidr_block: 10.40.1.0/24, route_table: rtb-private }
+      - { id: dmz-a, cidr_block: 10.40.2.0/24 }",
+    )
+    .replace(
+        "    instances:\n",
+        "    instances:
+      - { id: rtr-1, subnet: public-a, private_ip: 10.40.0.20, security_groups: [sg-nat], source_dest_check: false, image: router }
+      - { id: db-1, subnet: dmz-a, private_ip: 10.40.2.10, security_groups: [sg-nat] }\n",
+    )
+}
+
 /// Whether `pid` runs (a zombie has ended: it only waits for its parent to reap it).
 fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
@@ -48,7 +72,7 @@ fn a_nat_instance_and_user_data_come_up_before_ready_and_go_with_the_lab() {
     let dir = std::env::temp_dir().join(format!("vpcd-ud-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("lab.yaml");
-    std::fs::write(&file, with_scripts()).unwrap();
+    std::fs::write(&file, with_a_router(with_scripts())).unwrap();
     let prefix = unique_prefix("ud");
     let lab = LabRun::up(Some(file.to_str().unwrap()), &prefix, &[]);
     let map = lab.map.join("\n");
@@ -82,6 +106,9 @@ fn a_nat_instance_and_user_data_come_up_before_ready_and_go_with_the_lab() {
     lab.ping("app-1", "203.0.113.10", &[]);
     let seen = capture.output(10);
     assert!(seen.contains("198.51.100.50 > 203.0.113.10"), "{seen}");
+    // The router instance: app-1 reaches db-1 only if rtr-1's Linux forwards.
+    assert!(map.contains("start-up rtr-1: image set up"), "{map}");
+    lab.ping("app-1", "10.40.2.10", &[]);
     // It fails with its instance: the private subnet's route becomes a blackhole.
     let f = common::vpcd_with_deadline(
         &[
