@@ -5,7 +5,8 @@
 //! - every ```yaml block of docs/*.md that starts with `version: 1` is a whole lab and
 //!   passes `control::check_text`. Smaller fragments (one object, a list of routes) are
 //!   left unchecked: they are parts of a lab, not labs;
-//! - every drop reason has its section in docs/drop-reasons.md;
+//! - every drop reason has its section in docs/drop-reasons.md, and every `NAME_LIKE_THIS`
+//!   in README.md and docs/ is a drop reason (or one of the few other such names);
 //! - every subcommand of the built `vpcd` has its section in docs/commands.md, every
 //!   nested one (`vpcd fault start`) and every long option its help defines is mentioned
 //!   there;
@@ -149,6 +150,37 @@ fn every_drop_reason_is_explained() {
         missing.is_empty(),
         "docs/drop-reasons.md has no `## NAME` section for: {}",
         missing.join(", ")
+    );
+}
+
+/// The `UPPER_SNAKE` names of the docs that are not drop reasons: Linux's TUN flags.
+const NOT_REASONS: &[&str] = &["IFF_MULTI_QUEUE", "IFF_VNET_HDR"];
+
+#[test]
+fn every_drop_reason_the_docs_name_exists() {
+    let mut docs = docs();
+    docs.push(("README.md".to_string(), read("README.md")));
+    let mut unknown = Vec::new();
+    for (file, text) in &docs {
+        // Between backticks: every other piece of the text split at them.
+        for name in text.split('`').skip(1).step_by(2) {
+            let snake = name.starts_with(|c: char| c.is_ascii_uppercase())
+                && name.contains('_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+            if snake
+                && dataplane::DropReason::from_name(name).is_none()
+                && !NOT_REASONS.contains(&name)
+            {
+                unknown.push(format!("{file}: `{name}`"));
+            }
+        }
+    }
+    assert!(
+        unknown.is_empty(),
+        "not drop reasons (dataplane/src/reason.rs names them):\n{}",
+        unknown.join("\n")
     );
 }
 
