@@ -2,6 +2,7 @@
 # Installs what vpcd's labs and tests need on a fresh Debian/Ubuntu machine: iproute2
 # (ip netns), ping, iperf3, tcpdump, traceroute, nftables (perf references), a C++
 # compiler (libFuzzer, built by the fuzz targets), Graphviz (`vpcd graph --format svg`),
+# BIRD 2 (the customer gateways' BGP daemon),
 # and cargo-fuzz when the nightly toolchain is there. Idempotent: installs only what is
 # missing, and does nothing when everything is there.
 set -euo pipefail
@@ -17,6 +18,7 @@ have curl || need+=(curl)
 have nft     || need+=(nftables)
 have c++     || need+=(g++)
 have dot     || need+=(graphviz)
+have bird    || need+=(bird2)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "install-deps: the system packages are installed"
@@ -27,7 +29,17 @@ else
   echo "install-deps: installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Daemons (bird2) must not start in this machine's own namespace: vpcd starts them
+  # inside the lab's site namespaces. policy-rc.d forbids service starts during the
+  # install (exit 101), unless the machine has one of its own.
+  guard=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    guard=/usr/sbin/policy-rc.d
+  fi
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  [ -z "$guard" ] || rm -f "$guard"
 fi
 
 # cargo-fuzz runs the fuzz targets (fuzz/, docs/fuzzing.md; scripts/test.sh's smoke run).

@@ -1,6 +1,7 @@
 //! vpcd's control side: the lab file (config.md), its validation (`vpcd check`), and its
 //! compilation into the dataplane's immutable snapshot.
 
+pub mod bgp;
 pub mod capture_writer;
 pub mod cli;
 pub mod compile;

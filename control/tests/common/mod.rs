@@ -45,6 +45,8 @@ pub fn e2e(test: &str) -> bool {
         "bash",
         "timeout",
         "getent",
+        "bird",
+        "birdc",
     ] {
         let found = Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
