@@ -211,6 +211,11 @@ fn bad_values_are_refused_before_anything_runs() {
     let (code, _, err) = vpcd(&["fault", "start", "aws:nothing", "app-1"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("aws:ec2:stop-instances"), "{err}");
+    // flowlogs --action: ACCEPT or REJECT (any case), refused before the file is read.
+    let (code, _, err) = vpcd(&["flowlogs", file, "--action", "accepted"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("'accepted' for '--action"), "{err}");
+    assert!(err.contains("ACCEPT, REJECT"), "{err}");
     // --prefix and --control only where they do something, and still before the command.
     let (code, _, err) = vpcd(&["check", file, "--prefix", "x"]);
     assert_eq!(code, Some(2), "{err}");
