@@ -43,6 +43,28 @@ fn a_reachable_path_shows_every_hop_and_the_reply() {
 }
 
 #[test]
+fn a_flow_admitted_from_anywhere_to_a_group_open_outbound_is_shown_untracked() {
+    // R-SG-UNTRACKED: sg-web admits tcp 80 from 0.0.0.0/0 and allows all outbound, so
+    // the connection keeps no state, both ways.
+    let s = lab("../configs/default.yaml");
+    let t = trace(&s, &probe("inet-1", "web-1", "tcp", 80, 40000)).unwrap();
+    assert!(t.reachable());
+    let text = to_text(&t);
+    for want in [
+        "web-1 security groups inbound: allowed by sg-web inbound rule #1 (tcp 80 from 0.0.0.0/0); untracked: allowed from the whole address space, and every port open the other way (R-SG-UNTRACKED)",
+        "web-1 security groups outbound: allowed by sg-web outbound rule #1 (all traffic to 0.0.0.0/0); untracked",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+    // The same group's outbound rule opens a tracked connection: its replies come back
+    // on ports no inbound rule admits from everywhere.
+    let t = trace(&s, &probe("web-1", "inet-1", "tcp", 443, 40000)).unwrap();
+    let text = to_text(&t);
+    assert!(!text.contains("untracked"), "{text}");
+    assert!(text.contains("; the connection is tracked"), "{text}");
+}
+
+#[test]
 fn a_drop_names_its_place_and_the_fix() {
     let s = lab("../configs/default.yaml");
     let t = trace(&s, &probe("inet-1", "web-1", "tcp", 22, 40000)).unwrap();
