@@ -182,6 +182,7 @@ impl Graph {
                         Target::NatGateway(n) => eni(snap.nat_gateway(n).eni.ix()),
                         Target::Peering(p) => format!("pcx{}", p.ix()),
                         Target::GatewayEndpoint(e) => format!("gwe{}", e.ix()),
+                        Target::VpnTunnel(_) => continue,
                     };
                     let entry = targets.entry(to).or_default();
                     entry.0.push(row.destination.clone());
@@ -369,7 +370,8 @@ impl Graph {
             .collect();
         for (h, kind) in t.hosts.iter().map(|h| h.kind).enumerate() {
             match kind {
-                HostKind::Internet => {
+                // A tunnel's AWS end sits on the internet at its outside address.
+                HostKind::Internet | HostKind::VpnEndpoint(_) => {
                     internet.nodes.push(host(h));
                     self.edges.push(Edge {
                         from: "internet".into(),

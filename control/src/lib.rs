@@ -29,6 +29,7 @@ pub mod trace;
 pub mod traffic_mirror;
 pub mod validate;
 pub mod values;
+pub mod vpn;
 pub mod yaml;
 
 use std::path::Path;

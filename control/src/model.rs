@@ -39,6 +39,11 @@ pub struct Lab {
     pub warnings: Vec<crate::Diagnostic>,
     /// Traffic mirror filters, targets and sessions (R-TM).
     pub traffic_mirror: crate::traffic_mirror::TrafficMirror,
+    /// VGW settings, sites, customer gateways and VPN connections (hybrid.md).
+    pub vpn: crate::vpn::Vpn,
+    /// What the running lab adds to the file: tunnels up or down, routes BGP learned.
+    /// Empty when the lab is read from a file.
+    pub vpn_state: crate::vpn::VpnState,
 }
 
 /// What is readable of an object that could not be decoded whole.
@@ -62,6 +67,8 @@ const REFERENCES: &[(&str, &[Kind])] = &[
     ("resource", &[Kind::Vpc, Kind::Subnet, Kind::Instance]),
     ("requester_vpc", &[Kind::Vpc]),
     ("accepter_vpc", &[Kind::Vpc]),
+    ("site", &[Kind::Site]),
+    ("customer_gateway", &[Kind::CustomerGateway]),
 ];
 
 /// The objects a VPC holds, by list and kind.
@@ -90,6 +97,10 @@ const LAB_FIELDS: &[&str] = &[
     "traffic_mirror_filters",
     "traffic_mirror_targets",
     "traffic_mirror_sessions",
+    "virtual_private_gateways",
+    "sites",
+    "customer_gateways",
+    "vpn_connections",
 ];
 const INTERNET_FIELDS: &[&str] = &["hosts", "public_ip_pool"];
 const SERVICE_FIELDS: &[&str] = &["name", "prefix_list", "cidr_blocks", "dns_name", "hosts"];
@@ -130,7 +141,7 @@ const SUBNET_FIELDS: &[&str] = &[
     "map_public_ip_on_launch",
     "enable_dns64",
 ];
-const ROUTE_TABLE_FIELDS: &[&str] = &["id", "main", "routes"];
+const ROUTE_TABLE_FIELDS: &[&str] = &["id", "main", "routes", "propagating_vgws"];
 const ROUTE_FIELDS: &[&str] = &["destination", "target", "state"];
 const NETWORK_ACL_FIELDS: &[&str] = &["id", "inbound", "outbound"];
 const NACL_RULE_FIELDS: &[&str] = &[
@@ -256,6 +267,12 @@ pub fn accepted_fields() -> Vec<(&'static str, Vec<&'static str>)> {
             "traffic_mirror_sessions[]",
             crate::traffic_mirror::SESSION_FIELDS,
         ),
+        ("virtual_private_gateways[]", crate::vpn::VGW_FIELDS),
+        ("sites[]", crate::vpn::SITE_FIELDS),
+        ("sites[].hosts[]", HOST_FIELDS),
+        ("customer_gateways[]", crate::vpn::CUSTOMER_GATEWAY_FIELDS),
+        ("vpn_connections[]", crate::vpn::VPN_FIELDS),
+        ("vpn_connections[].tunnels[]", crate::vpn::TUNNEL_FIELDS),
     ]
     .into_iter()
     .map(|(object, fields)| (object, fields.to_vec()))
@@ -369,6 +386,8 @@ pub struct RouteTable {
     pub id: S<String>,
     pub main: Option<S<bool>>,
     pub routes: Vec<Route>,
+    /// VGWs whose routes the table gets as propagated routes (R-VPN-PROPAGATE).
+    pub propagating_vgws: Vec<S<String>>,
 }
 
 /// A route's destination: a CIDR or a prefix-list id.
@@ -642,8 +661,11 @@ pub fn decode(root: &Node, diags: &mut Diagnostics) -> Lab {
     }
     let (mirroring, broken_mirrors) = crate::traffic_mirror::decode(&mut d, &top);
     lab.traffic_mirror = mirroring;
+    let (vpn, broken_vpn) = crate::vpn::decode(&mut d, &top, |d, m| hosts(d, m, &mut broken));
+    lab.vpn = vpn;
     lab.broken = broken.ids;
     lab.broken.extend(broken_mirrors);
+    lab.broken.extend(broken_vpn);
     lab.partial = broken.partial;
     lab
 }
@@ -804,11 +826,13 @@ fn route_table(d: &mut Decoder<'_>, node: &Node, path: &str) -> Option<RouteTabl
             });
         }
     }
+    let propagating_vgws = d.scalar_list(&m, "propagating_vgws", val::id);
     Some(RouteTable {
         at: m.at.clone(),
         id: id?,
         main,
         routes,
+        propagating_vgws,
     })
 }
 

@@ -53,6 +53,7 @@ pub fn assign(lab: &Lab) -> Result<HashMap<String, Ipv4Addr>, Exhausted> {
         .chain(lab.services.iter().flat_map(|s| s.hosts.iter()))
         .chain(lab.on_premises.iter().flat_map(|o| o.hosts.iter()));
     used.extend(hosts.filter_map(|h| h.ipv4.as_ref().map(|a| a.v)));
+    used.extend(lab.vpn.customer_gateways.iter().map(|c| c.ip_address.v));
     // Skip the network and broadcast addresses of the pool.
     let first = u32::from(pool.network_address());
     let last = u32::from(pool.broadcast_address());
@@ -77,6 +78,54 @@ pub fn assign(lab: &Lab) -> Result<HashMap<String, Ipv4Addr>, Exhausted> {
                 });
             };
             out.insert(inst.id.v.clone(), a);
+        }
+    }
+    Ok(out)
+}
+
+/// The outside address of every VPN tunnel, by (connection id, 1 or 2): AWS gives each
+/// tunnel its own Amazon public IP; vpcd takes them from the top of the same pool, so
+/// that adding an instance (which takes from the bottom) never moves a tunnel.
+pub fn tunnel_outside(
+    lab: &Lab,
+) -> Result<std::collections::BTreeMap<(String, u8), Ipv4Addr>, Exhausted> {
+    let pool = pool(lab);
+    let mut used: HashSet<Ipv4Addr> = assign(lab)?.into_values().collect();
+    for v in &lab.vpcs {
+        used.extend(
+            v.instances
+                .iter()
+                .filter_map(|i| i.public_ip.as_ref().map(|p| p.v)),
+        );
+        used.extend(
+            v.nat_gateways
+                .iter()
+                .filter_map(|n| n.public_ip.as_ref().map(|p| p.v)),
+        );
+    }
+    let hosts = lab
+        .internet
+        .iter()
+        .chain(lab.services.iter().flat_map(|s| s.hosts.iter()))
+        .chain(lab.on_premises.iter().flat_map(|o| o.hosts.iter()));
+    used.extend(hosts.filter_map(|h| h.ipv4.as_ref().map(|a| a.v)));
+    used.extend(lab.vpn.customer_gateways.iter().map(|c| c.ip_address.v));
+    let first = u32::from(pool.network_address());
+    let last = u32::from(pool.broadcast_address());
+    let mut free = (first.saturating_add(1)..last)
+        .rev()
+        .map(Ipv4Addr::from)
+        .filter(|a| !used.contains(a));
+    let mut out = std::collections::BTreeMap::new();
+    for c in &lab.vpn.connections {
+        for n in 1..=2u8 {
+            let Some(a) = free.next() else {
+                return Err(Exhausted {
+                    instance: format!("{} tunnel {n}", c.id.v),
+                    pool,
+                });
+            };
+            out.insert((c.id.v.clone(), n), a);
         }
     }
     Ok(out)

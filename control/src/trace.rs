@@ -496,6 +496,24 @@ fn leg(
                     .as_deref()
                     .unwrap_or("-")
             ),
+            Step::VpnTunnel {
+                tunnel,
+                direction,
+                route,
+            } => {
+                let t = snap.vpn_tunnel(*tunnel);
+                let route = route.map_or(String::new(), |(net, r)| {
+                    format!(" (VGW route {net}, {})", r.target_name)
+                });
+                match direction {
+                    dataplane::observer::Direction::Egress => {
+                        format!("into VPN tunnel {} {}{route}", t.vpn, t.number)
+                    }
+                    dataplane::observer::Direction::Ingress => {
+                        format!("out of VPN tunnel {} {}", t.vpn, t.number)
+                    }
+                }
+            }
             Step::ToHost { host } => format!("delivered to {}", snap.host(*host).id),
             Step::ToEni { eni } => format!("delivered to {}", name_eni(*eni)),
             Step::Dropped { reason, detail } => format!("DROPPED {reason}: {detail}"),

@@ -40,6 +40,9 @@ pub enum Kind {
     TrafficMirrorFilter,
     TrafficMirrorTarget,
     TrafficMirrorSession,
+    Site,
+    CustomerGateway,
+    VpnConnection,
 }
 
 impl Kind {
@@ -65,6 +68,9 @@ impl Kind {
             Kind::TrafficMirrorFilter => "traffic mirror filter",
             Kind::TrafficMirrorTarget => "traffic mirror target",
             Kind::TrafficMirrorSession => "traffic mirror session",
+            Kind::Site => "site",
+            Kind::CustomerGateway => "customer gateway",
+            Kind::VpnConnection => "VPN connection",
         }
     }
 }
@@ -255,6 +261,7 @@ pub fn validate(lab: &Lab, diags: &mut Diagnostics) -> Registry {
     }
     check_peerings(lab, &reg, diags);
     crate::traffic_mirror::check(lab, &reg, diags);
+    crate::vpn::check(lab, &reg, diags);
     check_outside(lab, diags, &mut addrs);
     if let Err(e) = crate::public_ips::assign(lab) {
         let at = lab
@@ -363,6 +370,7 @@ fn define_all(lab: &Lab, reg: &mut Registry, diags: &mut Diagnostics) {
             .for_each(|h| reg.define(diags, &h.id, Kind::Host, None));
     }
     crate::traffic_mirror::define(&lab.traffic_mirror, reg, diags);
+    crate::vpn::define(&lab.vpn, reg, diags);
 }
 
 /// Who holds each address, to refuse duplicates: private addresses per VPC, public ones

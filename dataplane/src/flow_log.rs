@@ -345,7 +345,7 @@ fn traffic_path(snap: &Snapshot, eni: EniIx, dst: IpAddr) -> Option<u8> {
     Some(match table.lookup(dst)?.1.target {
         Target::Local | Target::Eni(_) | Target::NatGateway(_) => 1,
         Target::InternetGateway(_) | Target::EgressOnlyInternetGateway(_) => 8,
-        Target::VirtualPrivateGateway(_) => 3,
+        Target::VirtualPrivateGateway(_) | Target::VpnTunnel(_) => 3,
         Target::Peering(_) => 4,
         Target::GatewayEndpoint(_) => 7,
         Target::Blackhole => return None,

@@ -28,6 +28,13 @@ pub(crate) fn from_outside<'s, O: Observer<'s>>(
 ) -> Verdict {
     let snap = cx.snap;
     let kind = snap.host(host).kind;
+    // A tunnel's AWS end: its own packets (from its outside address) cross the internet;
+    // everything else it sends came out of the tunnel.
+    if let HostKind::VpnEndpoint(tunnel) = kind {
+        if snap.host(host).ipv4.map(IpAddr::V4) != Some(pkt.src) {
+            return crate::vpn::ingress(cx, tunnel, pkt, buf);
+        }
+    }
     if kind == HostKind::OnPremises {
         // The size first: the VGW's lookup runs again in from_on_premises.
         if too_big(pkt, INTERNET_MTU) && snap.vgw_vpc_by_addr(pkt.dst).is_some() {
@@ -399,15 +406,20 @@ pub(crate) fn virtual_private_gateway_egress<'s, O: Observer<'s>>(
     buf: &mut [u8],
 ) -> Verdict {
     let snap = cx.snap;
+    cx.obs.step(Step::VirtualPrivateGateway { vpc });
+    // A site a VPN connection carries (its own MTU rule, R-VPN-MTU).
+    if let Some(v) = crate::vpn::egress(cx, vpc, pkt) {
+        return v;
+    }
+    // The older `on_premises` link: 1500 bytes, with ICMP (R-VGW-MTU).
     if let Some(v) = outbound_too_big(cx, vpc, pkt, buf) {
         return v;
     }
-    cx.obs.step(Step::VirtualPrivateGateway { vpc });
     match snap.host_by_addr(pkt.dst) {
         Some(host) if snap.host(host).kind == HostKind::OnPremises => to_host(cx, host),
         _ => cx.drop(
-            DropReason::NoRoute,
-            "no on-premises host holds the destination",
+            DropReason::VgwNoRoute,
+            "no VPN connection or on-premises link of the VGW routes the destination (R-VPN-SCOPE)",
         ),
     }
 }
@@ -551,7 +563,7 @@ fn gateway_endpoint_return<'s, O: Observer<'s>>(
     Some(deliver_in_vpc(cx, ep.vpc, pkt, buf))
 }
 
-fn to_host<'s, O: Observer<'s>>(cx: &mut Ctx<'_, 's, O>, host: HostIx) -> Verdict {
+pub(crate) fn to_host<'s, O: Observer<'s>>(cx: &mut Ctx<'_, 's, O>, host: HostIx) -> Verdict {
     cx.obs.step(Step::ToHost { host });
     Verdict::Forward(cx.snap.host(host).port)
 }

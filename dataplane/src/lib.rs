@@ -31,6 +31,7 @@ pub mod stats;
 #[cfg(test)]
 mod test_rng;
 pub mod traffic_mirror;
+pub mod vpn;
 
 pub use observer::{NoObserver, Observer, Recorder, Step};
 pub use packet::Packet;

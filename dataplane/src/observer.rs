@@ -13,7 +13,7 @@ use crate::reason::DropReason;
 use crate::route::Route;
 use crate::snapshot::{
     EniIx, GatewayEndpointIx, HostIx, InterfaceEndpointIx, LocalService, NaclIx, NatGatewayIx,
-    PeeringIx, PortId, RouteTableIx, SgIx, SubnetIx, VpcIx,
+    PeeringIx, PortId, RouteTableIx, SgIx, SubnetIx, TunnelIx, VpcIx,
 };
 
 /// Which way a packet crosses an ENI.
@@ -101,6 +101,13 @@ pub enum Step<'s> {
         endpoint: InterfaceEndpointIx,
         client: (IpAddr, u16),
         host: HostIx,
+    },
+    /// The packet went into (egress) or came out of (ingress) a VPN tunnel.
+    VpnTunnel {
+        tunnel: TunnelIx,
+        direction: Direction,
+        /// The VGW route that chose the tunnel (egress).
+        route: Option<(IpNetwork, &'s Route)>,
     },
     /// The packet crossed an active peering connection (R-PCX-EDGE held).
     Peering { peering: PeeringIx, to_vpc: VpcIx },

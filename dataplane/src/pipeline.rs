@@ -464,6 +464,8 @@ pub(crate) fn route<'s, O: Observer<'s>>(
         Target::NatGateway(nat) => nat_gateway::egress(cx, nat, subnet, pkt, buf),
         Target::Peering(pcx) => gateways::peering(cx, pcx, sn.vpc, pkt, buf),
         Target::GatewayEndpoint(gwe) => gateways::gateway_endpoint(cx, gwe, sn.vpc, pkt),
+        // Only a VGW's own routes name tunnels; a VPC route table never does.
+        Target::VpnTunnel(_) => cx.drop(DropReason::NoRoute, "a tunnel is not a route target"),
     }
 }
 

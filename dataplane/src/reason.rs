@@ -86,6 +86,12 @@ drop_reasons! {
     /// A fault injected with `vpcd fault` (AWS Fault Injection Service actions): a stopped
     /// instance or zone, a subnet whose connectivity is disrupted.
     FaultDisrupted = "FAULT_DISRUPTED",
+    /// The virtual private gateway has no route to the destination: not a prefix a VPN
+    /// learned by BGP or has as a static route (R-VPN-SCOPE).
+    VgwNoRoute = "VGW_NO_ROUTE",
+    /// Traffic from a site that would go on through the VPC to anything but the VPC's own
+    /// addresses or another site: the internet, a NAT gateway, a peering (R-VPN-NONAT).
+    VgwNotTransitive = "VGW_NOT_TRANSITIVE",
 }
 
 impl fmt::Display for DropReason {

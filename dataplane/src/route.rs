@@ -20,7 +20,7 @@ use ip_network::IpNetwork;
 use iptrie::{Ipv4LCTrieMap, Ipv4Prefix, Ipv4RTrieMap, Ipv6LCTrieMap, Ipv6Prefix, Ipv6RTrieMap};
 use rustc_hash::FxHashMap;
 
-use crate::snapshot::{EniIx, GatewayEndpointIx, NatGatewayIx, PeeringIx, VpcIx};
+use crate::snapshot::{EniIx, GatewayEndpointIx, NatGatewayIx, PeeringIx, TunnelIx, VpcIx};
 
 /// True when `addr` lies in `net` (an address never lies in a prefix of the other family).
 #[inline]
@@ -50,6 +50,8 @@ pub enum Target {
     GatewayEndpoint(GatewayEndpointIx),
     /// Drop (R-RT-BLACKHOLE).
     Blackhole,
+    /// A VPN tunnel: only in a VGW's own routes to sites (R-VPN-SCOPE).
+    VpnTunnel(TunnelIx),
 }
 
 /// Where a route came from; decides ties between equal prefixes (R-RT-LPM: local, then

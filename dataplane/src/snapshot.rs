@@ -60,6 +60,8 @@ index_type! {
     NaclIx;
     /// A port: where packets enter and leave the router (one TUN device in a lab).
     PortId;
+    /// A VPN tunnel (two per VPN connection).
+    TunnelIx;
 }
 
 #[derive(Clone, Debug)]
@@ -76,6 +78,9 @@ pub struct Vpc {
     pub egress_only_internet_gateway: Option<Box<str>>,
     pub virtual_private_gateway: Option<Box<str>>,
     pub enable_dns_support: bool,
+    /// The VGW's routes to sites (prefix → tunnel, after R-VPN-PRIORITY), by position in
+    /// [`Topology::vgw_routes`].
+    pub vgw_routes: Option<u32>,
 }
 
 impl Vpc {
@@ -355,6 +360,27 @@ pub enum HostKind {
     Internet,
     Service(ServiceIx),
     OnPremises,
+    /// The AWS end of a VPN tunnel: on the simulated internet at the tunnel's outside
+    /// address (the tunnel's own packets), and the way in and out of the tunnel for
+    /// everything else (R-VPN-TUNNELS).
+    VpnEndpoint(TunnelIx),
+}
+
+/// One tunnel of a VPN connection, at its virtual private gateway (R-VPN-TUNNELS).
+#[derive(Clone, Debug)]
+pub struct VpnTunnel {
+    /// The VPN connection's id.
+    pub vpn: Box<str>,
+    /// 1 or 2.
+    pub number: u8,
+    /// The VPC whose VGW the connection ends at.
+    pub vpc: VpcIx,
+    /// Its AWS end: the host whose port carries the tunnel.
+    pub host: HostIx,
+    pub inside_aws: Ipv4Addr,
+    pub inside_customer: Ipv4Addr,
+    /// Non-zero: the id of the fault (`aws:vpn:tunnel-down`) that took it down.
+    pub fault: u32,
 }
 
 /// A simulated outside host: one namespace, one port.
@@ -427,6 +453,9 @@ pub struct Topology {
     pub network_acls: Vec<NetworkAcl>,
     /// Traffic mirror filters, sessions and capture files (R-TM).
     pub traffic_mirror: crate::traffic_mirror::Mirroring,
+    pub vpn_tunnels: Vec<VpnTunnel>,
+    /// Each VGW's routes to sites: [`crate::route::Target::VpnTunnel`] targets only.
+    pub vgw_routes: Vec<crate::route::RouteTable>,
 }
 
 /// The immutable configuration: the topology plus the maps the hot path looks up.
@@ -728,6 +757,16 @@ impl Snapshot {
     #[inline]
     pub fn host(&self, ix: HostIx) -> &Host {
         &self.topo.hosts[ix.ix()]
+    }
+    #[inline]
+    pub fn vpn_tunnel(&self, ix: TunnelIx) -> &VpnTunnel {
+        &self.topo.vpn_tunnels[ix.ix()]
+    }
+    /// The VGW's routes to sites of a VPC, if it attaches one with VPN connections.
+    #[inline]
+    pub fn vgw_routes(&self, vpc: VpcIx) -> Option<&crate::route::RouteTable> {
+        let ix = self.vpc(vpc).vgw_routes?;
+        self.topo.vgw_routes.get(ix as usize)
     }
     #[inline]
     pub fn port(&self, id: PortId) -> Option<&Port> {

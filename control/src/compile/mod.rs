@@ -20,7 +20,9 @@ use crate::model::{self, Destination, EndpointKind, Lab};
 use dataplane::flow_log::{Scope as FlowScope, TrafficType};
 
 mod acl;
+mod vpn;
 pub use acl::proto_match;
+pub use vpn::{endpoint_id, tunnel_name};
 
 #[derive(Debug, thiserror::Error)]
 #[error("internal error while compiling the lab: {0}")]
@@ -89,6 +91,7 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
                 .as_ref()
                 .map(|g| g.v.as_str().into()),
             enable_dns_support: v.enable_dns_support,
+            vgw_routes: None,
         });
     }
     for p in &lab.peering_connections {
@@ -195,6 +198,8 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
             host(&mut t, h, HostKind::OnPremises);
         }
     }
+    // Site routers and tunnel ends, after the outside hosts; the VGWs' routes to sites.
+    let propagated = vpn::compile(lab, &mut t)?;
 
     // Subnets, NAT gateways (an ENI each, inside vpcd), gateway endpoints.
     let mut subnet_base = 0u32;
@@ -422,12 +427,27 @@ pub fn topology(lab: &Lab) -> Result<Topology, CompileError> {
         }
         // Route tables: the explicit ones in order, then the implicit main one if no table
         // is marked main.
+        let vgw_prefixes = propagated.get(&vpc).map_or(&[][..], Vec::as_slice);
         for (i, rt) in v.route_tables.iter().enumerate() {
-            let table = route_table(lab, v, vpc, &rt.id.v, i == main, &rt.routes, &n, &t)?;
+            let propagates = v
+                .virtual_private_gateway
+                .as_ref()
+                .is_some_and(|g| rt.propagating_vgws.iter().any(|p| p.v == g.v));
+            let from_vgw = if propagates { vgw_prefixes } else { &[] };
+            let table = route_table(
+                lab,
+                v,
+                vpc,
+                (&rt.id.v, i == main),
+                &rt.routes,
+                from_vgw,
+                &n,
+                &t,
+            )?;
             t.route_tables.push(table);
         }
         if main == v.route_tables.len() {
-            let table = route_table(lab, v, vpc, "main", true, &[], &n, &t)?;
+            let table = route_table(lab, v, vpc, ("main", true), &[], &[], &n, &t)?;
             t.route_tables.push(table);
         }
     }
@@ -473,9 +493,9 @@ fn route_table(
     lab: &Lab,
     v: &model::Vpc,
     vpc: VpcIx,
-    id: &str,
-    is_main: bool,
+    (id, is_main): (&str, bool),
     routes: &[model::Route],
+    propagated: &[ip_network::Ipv4Network],
     n: &Names,
     t: &Topology,
 ) -> Result<dataplane::route::RouteTable, CompileError> {
@@ -565,6 +585,27 @@ fn route_table(
                     );
                 }
             }
+        }
+    }
+    // R-VPN-PROPAGATE: the VGW's routes to sites, below static and prefix-list routes of
+    // the same prefix (R-RT-LPM, by origin); the local route always wins, also over a
+    // more specific propagated route inside the VPC's blocks (R-VPN-PRIORITY).
+    if let Some(vgw) = &v.virtual_private_gateway {
+        for p in propagated {
+            if v.cidrs_v4()
+                .any(|c| c.v.contains(p.network_address()) && p.netmask() >= c.v.netmask())
+            {
+                continue;
+            }
+            b.add(
+                (*p).into(),
+                Route {
+                    destination: p.to_string().into(),
+                    origin: RouteOrigin::Propagated,
+                    target: Target::VirtualPrivateGateway(vpc),
+                    target_name: vgw.v.as_str().into(),
+                },
+            );
         }
     }
     Ok(b.build())
