@@ -135,12 +135,19 @@ impl Router {
 
     /// Compiles the lab as last applied with the active faults over it, publishes it, and
     /// brings the stopped instances' eth0 down (and the others' back up).
-    fn republish(&self, gens: &mut crate::generations::Generations) -> Result<(), String> {
-        let model = lock(&self.model).clone();
+    /// Compiles the lab as last applied anew, with the VPN state of the moment and the
+    /// active faults over it, and publishes it.
+    pub(crate) fn republish(
+        &self,
+        gens: &mut crate::generations::Generations,
+    ) -> Result<(), String> {
+        let mut model = lock(&self.model).clone();
+        model.vpn_state = self.vpn_state();
         let mut snap = gens.candidate(&model).map_err(|e| e.to_string())?;
         overlay(&mut snap, &lock(&self.faults).0);
         let down = stopped_instances(&snap);
         self.publish(gens, snap);
+        self.vpn_published(&self.cell.load());
         self.sync_links(&down);
         Ok(())
     }

@@ -9,7 +9,8 @@
 //! | `aws:network:disrupt-connectivity`      | subnet id       | traffic across the subnet's boundary dropped, by scope |
 //! | `aws:ec2:nat-gateway-failure` (vpcd)    | NAT gateway id  | its routes are blackholes         |
 //! | `aws:az:power-interruption` (vpcd)      | zone name       | every instance, NAT gateway and endpoint ENI of the zone stops |
-//! | `aws:vpn:tunnel-down`, `aws:directconnect:virtual-interface-disconnect` | refused: no VPN or Direct Connect in vpcd yet |
+//! | `aws:vpn:tunnel-down` (vpcd)            | `VPN-ID:1` or `:2` | the tunnel goes down at the AWS end: its BGP session ends (Cease), it carries nothing |
+//! | `aws:directconnect:virtual-interface-disconnect` | refused: no Direct Connect in vpcd yet |
 //!
 //! The running router's side (start, stop, expiry, republishing) is in `fault_control`.
 
@@ -26,6 +27,7 @@ pub enum Action {
     DisruptConnectivity,
     NatGatewayFailure,
     AzPowerInterruption,
+    VpnTunnelDown,
 }
 
 /// Every action name `vpcd fault start` knows, with what it takes.
@@ -51,6 +53,7 @@ impl Action {
             Action::DisruptConnectivity => "aws:network:disrupt-connectivity",
             Action::NatGatewayFailure => "aws:ec2:nat-gateway-failure",
             Action::AzPowerInterruption => "aws:az:power-interruption",
+            Action::VpnTunnelDown => "aws:vpn:tunnel-down",
         }
     }
 }
@@ -162,14 +165,10 @@ pub fn check_start(
         "aws:network:disrupt-connectivity" => Action::DisruptConnectivity,
         "aws:ec2:nat-gateway-failure" => Action::NatGatewayFailure,
         "aws:az:power-interruption" => Action::AzPowerInterruption,
-        "aws:vpn:tunnel-down" | "aws:directconnect:virtual-interface-disconnect" => {
+        "aws:vpn:tunnel-down" => Action::VpnTunnelDown,
+        "aws:directconnect:virtual-interface-disconnect" => {
             return Err(format!(
-                "{action}: this lab has no {} (vpcd does not build VPN connections or Direct Connect yet)",
-                if action == "aws:vpn:tunnel-down" {
-                    "VPN connection"
-                } else {
-                    "Direct Connect virtual interface"
-                }
+                "{action}: this lab has no Direct Connect virtual interface (vpcd does not build Direct Connect yet)"
             ))
         }
         other => {
@@ -250,6 +249,24 @@ pub fn check_start(
                 ));
             }
         }
+        Action::VpnTunnelDown => {
+            let ok = t
+                .vpn_tunnels
+                .iter()
+                .any(|x| format!("{}:{}", x.vpn, x.number) == target);
+            if !ok {
+                let names = t
+                    .vpn_tunnels
+                    .iter()
+                    .map(|x| format!("{}:{}", x.vpn, x.number))
+                    .collect();
+                return Err(format!(
+                    "`{}` is not a VPN tunnel (VPN-ID:1 or VPN-ID:2); {}",
+                    shown(target),
+                    known(names)
+                ));
+            }
+        }
         Action::AzPowerInterruption => {
             let mut zones: Vec<String> = t
                 .subnets
@@ -316,6 +333,8 @@ pub fn overlay(snap: &mut Snapshot, faults: &[Fault]) {
                     }
                 }
             }
+            // Compiled in (the VGW's routes): see `Router::vpn_state`.
+            Action::VpnTunnelDown => {}
             Action::AzPowerInterruption => {
                 let in_zone: Vec<bool> = snap
                     .topo

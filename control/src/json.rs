@@ -389,6 +389,33 @@ pub struct Status {
     pub namespaces: Vec<Namespace>,
     /// The active faults.
     pub faults: Vec<Fault>,
+    /// Each VPN tunnel (R-VPN-STATUS).
+    pub vpn_tunnels: Vec<VpnTunnel>,
+}
+
+/// One VPN tunnel of `vpcd status --json`.
+#[derive(Serialize, JsonSchema)]
+pub struct VpnTunnel {
+    /// `vpn-hq:1`.
+    pub tunnel: String,
+    /// `UP` or `DOWN`.
+    pub status: String,
+    /// Why it is down, if it is.
+    pub reason: Option<String>,
+    /// The AWS end's address on the internet, and the customer gateway's.
+    pub outside_ip: String,
+    pub customer_gateway_ip: String,
+    /// The inside addresses: AWS side, customer side.
+    pub inside_aws: String,
+    pub inside_customer: String,
+    /// `bgp` or `static`.
+    pub routing: String,
+    /// The BGP session's state (`Established`, `Idle`, ...), for BGP VPNs.
+    pub bgp_state: Option<String>,
+    /// Routes accepted from the customer gateway (BGP), or the static routes.
+    pub accepted_routes: usize,
+    /// Prefixes refused over AWS's limit of 100.
+    pub refused_routes: u64,
 }
 
 /// The flow table's occupancy.

@@ -329,6 +329,37 @@ impl Lab {
         Ok(new.iter().map(|n| n.port).zip(by_port).collect())
     }
 
+    /// Creates namespaces that hold no port of vpcd (a site's hosts, behind its router),
+    /// recorded like the others so that teardown and `vpcd down` remove them.
+    pub fn add_plain(&mut self, names: &[String]) -> Result<(), LabError> {
+        if let Some(n) = names.iter().find(|n| netns::exists(n)) {
+            return Err(LabError::Exists(n.clone()));
+        }
+        let mut all = self.created.clone();
+        all.extend(names.iter().cloned());
+        if let Some(lease) = self.lease.as_mut() {
+            lease.record(&all, &self.started)?;
+        }
+        for n in names {
+            netns::add(n)?;
+            self.created.push(n.clone());
+        }
+        Ok(())
+    }
+
+    /// Records processes the lab started (a site's BGP daemon): stopped at teardown, and
+    /// by `vpcd down` after a crash.
+    pub fn adopt(&mut self, procs: &[crate::startup::Proc]) {
+        self.started.extend(procs.iter().copied());
+        if let Some(lease) = self.lease.as_mut() {
+            let _ = lease.record(&self.created, &self.started);
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.opts.prefix
+    }
+
     /// Takes instance `id`'s eth0 down (a fault stopped it: its stack sees the link go,
     /// as a stopped instance's would) or brings it back up with its addresses and routes
     /// (Linux drops routes, and IPv6 addresses, with the link).

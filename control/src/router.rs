@@ -59,6 +59,8 @@ pub struct Router {
     /// Flow-log lines the writer could not write (its file would not open, a write
     /// failed).
     pub flow_log_unwritten: Arc<AtomicU64>,
+    /// The VPN tunnels' BGP speakers and what they decided (hybrid.md).
+    pub(crate) vpn: Mutex<Option<crate::vpn_runtime::VpnRuntime>>,
 }
 
 impl Router {
@@ -94,6 +96,7 @@ impl Router {
             faults: Mutex::new((Vec::new(), 1)),
             links_down: Mutex::new(Vec::new()),
             flow_log_unwritten: Arc::new(AtomicU64::new(0)),
+            vpn: Mutex::new(None),
         }
     }
 
@@ -115,7 +118,15 @@ impl Router {
                 crate::diag::render(file, &diags)
             )
         })?;
+        if let Some(why) = crate::vpn::changed_layout(&lock(&self.model), &lab) {
+            return Err(format!(
+                "{file}: {why}: changing the VPN part of a running lab is not built yet; restart the lab. The running lab is unchanged"
+            ));
+        }
         let mut gens = lock(&self.gens);
+        // What BGP learned holds across an apply.
+        let mut lab = lab;
+        lab.vpn_state = self.vpn_state();
         let mut snap = gens
             .candidate(&lab)
             .map_err(|e| format!("{file}: {e}; the running lab is unchanged"))?;
@@ -162,6 +173,7 @@ impl Router {
             wait_for_workers(&mut links);
         }
         self.publish(&mut gens, snap);
+        self.vpn_published(&self.cell.load());
         *lock(&self.model) = lab.clone();
         // The added instances' start-up, now that their routes are published.
         if !added.is_empty() {
@@ -255,6 +267,7 @@ impl Router {
                 })
                 .collect(),
             faults: crate::json::faults(&lock(&self.faults).0),
+            vpn_tunnels: self.vpn_status(&snap),
         }
     }
 
@@ -307,6 +320,36 @@ impl Router {
                 ns.namespace,
                 ns.addresses.join(" ")
             );
+        }
+        if !r.vpn_tunnels.is_empty() {
+            let _ = writeln!(s, "VPN tunnels:");
+            for t in &r.vpn_tunnels {
+                let bgp = t
+                    .bgp_state
+                    .as_ref()
+                    .map_or(String::new(), |b| format!(", BGP {b}"));
+                let why = t
+                    .reason
+                    .as_ref()
+                    .map_or(String::new(), |w| format!(" ({w})"));
+                let refused = if t.refused_routes > 0 {
+                    format!(", {} refused", t.refused_routes)
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    s,
+                    "  {:<14} {}{why}  outside {} <-> {}  inside {} <-> {}  {}{bgp}, {} route(s) accepted{refused}",
+                    t.tunnel,
+                    t.status,
+                    t.outside_ip,
+                    t.customer_gateway_ip,
+                    t.inside_aws,
+                    t.inside_customer,
+                    t.routing,
+                    t.accepted_routes
+                );
+            }
         }
         let faults = lock(&self.faults).0.clone();
         if !faults.is_empty() {

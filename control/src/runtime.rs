@@ -40,6 +40,8 @@ pub enum RunError {
     Spawn { worker: usize, source: io::Error },
     #[error("worker {worker} stopped: {reason}")]
     Worker { worker: usize, reason: String },
+    #[error("VPN: {0}")]
+    Vpn(String),
 }
 
 fn signal_set() -> libc::sigset_t {
@@ -270,6 +272,31 @@ pub fn up(
     for o in lab.start_up(&crate::startup::of(&model, None)) {
         let _ = writeln!(out, "{}", o.line());
     }
+    // The VPN part (tunnel ends, site routers and their hosts, BIRD), then the AWS side's
+    // BGP speakers.
+    let lab_dir = opts
+        .path
+        .as_deref()
+        .and_then(std::path::Path::parent)
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_default();
+    let vpn = crate::vpn_lab::build(&mut lab, &model, &cell.load(), &lab_dir)
+        .map_err(|e| e.to_string())
+        .and_then(|plans| crate::vpn_runtime::VpnRuntime::start(plans).map_err(|e| e.to_string()));
+    let (vpn, vpn_changes) = match vpn {
+        Ok(v) => v,
+        Err(e) => {
+            stop.raise();
+            let _ = join(handles);
+            return Err(RunError::Vpn(e));
+        }
+    };
+    let tunnels = vpn.plans.len();
+    let _ = write!(
+        out,
+        "{}",
+        crate::vpn_lab::describe(&model, &vpn.plans, &opts.lab.prefix)
+    );
     let mut router = Router::new(
         title.to_string(),
         opts.path.clone(),
@@ -283,9 +310,32 @@ pub fn up(
         model,
     );
     router.flow_log_unwritten = unwritten;
+    router.vpn = std::sync::Mutex::new(Some(vpn));
     let router = Arc::new(router);
     let services_stop = Arc::new(AtomicBool::new(false));
     let mut services = Vec::new();
+    if tunnels > 0 {
+        match crate::vpn_runtime::watch(
+            Arc::clone(&router),
+            vpn_changes,
+            Arc::clone(&services_stop),
+        ) {
+            Ok(h) => services.push(h),
+            Err(e) => log::error!("VPN watcher: {e}"),
+        }
+        // hybrid.md: `ready` once every BGP session is established, or after 60 s
+        // naming each one that is not.
+        let missing = crate::vpn_runtime::wait_established(&router, Duration::from_secs(60));
+        for m in &missing {
+            let _ = writeln!(out, "vpcd: VPN tunnel {m}: BGP not established after 60 s");
+        }
+        // What the sessions learned, published before `ready`.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut gens = crate::router::lock(&router.gens);
+        if let Err(e) = router.republish(&mut gens) {
+            log::error!("VPN: {e}");
+        }
+    }
     let started = control_socket::serve(
         &opts.control,
         Arc::clone(&router) as Arc<dyn control_socket::Handler>,
@@ -332,6 +382,10 @@ pub fn up(
     services_stop.store(true, Ordering::Relaxed);
     for s in services {
         let _ = s.join();
+    }
+    // The AWS side of each BGP session says goodbye (Cease) before the lab goes.
+    if let Some(v) = crate::router::lock(&router.vpn).as_mut() {
+        v.shutdown();
     }
     stop.raise();
     let (stats, failure) = join(handles);

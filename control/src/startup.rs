@@ -134,6 +134,14 @@ pub fn remove_files(prefix: &str, names: &[String]) {
             let _ = std::fs::remove_file(dir.join(format!("user-data-{id}.{ext}")));
         }
     }
+    // What a site's BGP daemon had: its configuration, control socket and log.
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("bird-") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
     if !prefix.is_empty() {
         let _ = std::fs::remove_dir(&dir);
     }

@@ -363,6 +363,15 @@ pub(crate) fn check(lab: &Lab, reg: &Registry, diags: &mut Diagnostics) {
                 .map(|a| (std::net::IpAddr::V4(a.v), &a.at))
                 .chain(h.ipv6.iter().map(|a| (std::net::IpAddr::V6(a.v), &a.at)))
             {
+                if let std::net::IpAddr::V4(v4) = a {
+                    if crate::vpn_lab::site_gateway(s, v4) == Some(v4) {
+                        diags.error(
+                            at,
+                            format!("{a} is the site router's address on its network"),
+                            "give the host another address: the router takes the block's first",
+                        );
+                    }
+                }
                 if !inside(a) {
                     diags.error(
                         at,
@@ -393,6 +402,18 @@ pub(crate) fn check(lab: &Lab, reg: &Registry, diags: &mut Diagnostics) {
                 &c.bgp_asn.at,
                 format!("BGP ASN {} is out of AWS's range", c.bgp_asn.v),
                 "use 1 to 2147483647 (65000 to 65534 are private)",
+            );
+        }
+    }
+    for s in &vpn.sites {
+        if !by_site.contains_key(s.id.v.as_str()) {
+            diags.error(
+                &s.id.at,
+                format!("site `{}` has no customer gateway", s.id.v),
+                format!(
+                    "add one: `customer_gateways: [{{ id: cgw-{0}, site: {0}, ip_address: 203.0.113.50 }}]`",
+                    s.id.v
+                ),
             );
         }
     }
@@ -578,4 +599,74 @@ pub struct TunnelState {
     /// A fault (`aws:vpn:tunnel-down`) took it down: the fault's id.
     pub fault: Option<u32>,
     pub routes: BTreeMap<Ipv4Network, Learned>,
+}
+
+/// What of the VPN part differs between the running lab and a new one, in a way a
+/// running lab cannot follow yet (namespaces and tunnels are built at `up`): `None` when
+/// only what compiles differs (static routes, propagation).
+pub fn changed_layout(old: &Lab, new: &Lab) -> Option<String> {
+    fn shape(lab: &Lab) -> Vec<String> {
+        let v = &lab.vpn;
+        let mut s: Vec<String> = v
+            .sites
+            .iter()
+            .map(|x| {
+                let blocks: Vec<String> = x.cidr_blocks.iter().map(|c| c.v.to_string()).collect();
+                let hosts: Vec<String> = x
+                    .hosts
+                    .iter()
+                    .map(|h| {
+                        format!(
+                            "{}={:?}/{:?}",
+                            h.id.v,
+                            h.ipv4.as_ref().map(|a| a.v),
+                            h.ipv6.as_ref().map(|a| a.v)
+                        )
+                    })
+                    .collect();
+                format!("site {}|{blocks:?} {hosts:?}", x.id.v)
+            })
+            .collect();
+        s.extend(v.customer_gateways.iter().map(|c| {
+            format!(
+                "customer gateway {}|{} {} {} {:?}",
+                c.id.v,
+                c.site.v,
+                c.ip_address.v,
+                c.bgp_asn.v,
+                c.config.as_ref().map(|f| &f.v)
+            )
+        }));
+        s.extend(v.connections.iter().map(|c| {
+            let inside: Vec<Option<Ipv4Network>> = c
+                .inside_cidrs
+                .iter()
+                .map(|x| x.as_ref().map(|x| x.v))
+                .collect();
+            format!(
+                "VPN connection {}|{:?} {} {} {inside:?}",
+                c.id.v,
+                c.virtual_private_gateway.as_ref().map(|g| &g.v),
+                c.customer_gateway.v,
+                c.static_routes_only
+            )
+        }));
+        s.extend(
+            v.gateways
+                .iter()
+                .map(|g| format!("virtual private gateway {}|{}", g.id.v, g.amazon_side_asn.v)),
+        );
+        s
+    }
+    let (a, b) = (shape(old), shape(new));
+    if a == b {
+        return None;
+    }
+    let what = b
+        .iter()
+        .find(|x| !a.contains(x))
+        .or_else(|| a.iter().find(|x| !b.contains(x)))
+        .map(|x| x.split('|').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    Some(format!("the {what} would change"))
 }

@@ -272,7 +272,7 @@ fn bad_fault_requests_are_refused_with_what_exists() {
         "vpn-x:1",
         None,
         None,
-        "no VPN connection",
+        "is not a VPN tunnel (VPN-ID:1 or VPN-ID:2); the lab has none",
     );
     refused(
         "aws:ec2:stop-instances",

@@ -197,6 +197,22 @@ impl Packet {
     }
 
     fn offloaded(mut self, buf: &[u8], meta: &Offload) -> Result<Packet, DropReason> {
+        // A UDP tunnel's inner checksum left partial (VXLAN over a device with checksum
+        // offload: the kernel fills the outer UDP checksum by local checksum offload and
+        // leaves the inner TCP/UDP one to the device). The outer packet is whole as far as
+        // vpcd reads and rewrites it; the inner checksum travels as it came, and the
+        // receiving stack treats it as the kernel does any partial checksum.
+        if meta.needs_csum
+            && meta.gso == Gso::None
+            && self.proto == proto::UDP
+            && self.fragment == Fragment::None
+            && meta.csum_start >= self.l4_offset + 8
+            && matches!(meta.csum_offset, 6 | 16)
+            && usize::from(meta.csum_start) + usize::from(meta.csum_offset) + 2
+                <= (self.len as usize).min(buf.len())
+        {
+            return Ok(self);
+        }
         if meta.needs_csum {
             let at = match self.proto {
                 proto::TCP => 16,

@@ -1,0 +1,164 @@
+//! Site-to-site VPN end to end (hybrid.md), with the real daemon on the customer side:
+//! `configs/vpn-bgp.yaml` comes up with BIRD in the site's router and both tunnels'
+//! BGP sessions established; ping and TCP cross both ways; BIRD installed the VPC's
+//! block; `vpcd status` shows the tunnels; a tunnel taken down (`aws:vpn:tunnel-down`)
+//! moves traffic to the other within a second and withdraws its routes on both sides,
+//! and comes back when the fault ends; a static VPN carries its routes over tunnel 1.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{iperf, received_bytes, unique_prefix, vpcd_with_deadline, LabRun};
+
+const LAB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/vpn-bgp.yaml");
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn status(prefix: &str) -> String {
+    text(&vpcd_with_deadline(&["status", "--prefix", prefix], 10))
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not within {secs} s");
+}
+
+fn birdc(lab: &LabRun, args: &[&str]) -> String {
+    let sock = format!("/run/vpcd/{}/bird-hq.ctl", lab.prefix);
+    let out = std::process::Command::new("birdc")
+        .arg("-s")
+        .arg(&sock)
+        .args(args)
+        .output()
+        .expect("birdc");
+    text(&out)
+}
+
+#[test]
+fn a_bgp_vpn_carries_the_site_over_both_tunnels_and_fails_over() {
+    if !common::e2e("vpn_e2e") {
+        return;
+    }
+    let prefix = unique_prefix("vpn");
+    let started = Instant::now();
+    let lab = LabRun::up(Some(LAB), &prefix, &[]);
+    let up_in = started.elapsed();
+    eprintln!("vpn_e2e: vpcd up to ready (both tunnels established) in {up_in:?}");
+    assert!(
+        !lab.map.iter().any(|l| l.contains("not established")),
+        "{}",
+        lab.map.join("\n")
+    );
+    // Both sessions up on the site's router, and the VPC's block in its kernel.
+    let protocols = birdc(&lab, &["show", "protocols"]);
+    assert_eq!(protocols.matches("Established").count(), 2, "{protocols}");
+    let route = text(&lab.exec("hq", &["ip", "-4", "route", "show", "10.0.0.0/16"]));
+    assert!(route.contains("proto bird"), "{route}");
+    let st = status(&prefix);
+    assert!(st.contains("vpn-hq:1") && st.contains("vpn-hq:2"), "{st}");
+    assert_eq!(st.matches(" UP ").count(), 2, "{st}");
+    assert!(st.contains("BGP Established, 1 route(s) accepted"), "{st}");
+
+    // Both ways, ICMP and TCP.
+    lab.ping("corp-1", "10.0.2.10", &[]);
+    lab.ping("app-1", "192.168.1.10", &[]);
+    let _server = lab.spawn("app-1", &["iperf3", "-s", "-1"]);
+    let report = iperf(&lab, "corp-1", "10.0.2.10", &["-t", "2"]);
+    assert!(received_bytes(&report) > 1e6, "{report}");
+
+    // Tunnel 1 goes down at the AWS end while pings flow every 20 ms.
+    let pinger = lab.spawn(
+        "corp-1",
+        &[
+            "ping",
+            "-n",
+            "-i",
+            "0.02",
+            "-c",
+            "150",
+            "-W",
+            "1",
+            "10.0.2.10",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let fault = text(&vpcd_with_deadline(
+        &[
+            "fault",
+            "start",
+            "aws:vpn:tunnel-down",
+            "vpn-hq:1",
+            "--prefix",
+            &prefix,
+        ],
+        10,
+    ));
+    assert!(fault.contains("f-1"), "{fault}");
+    let pings = pinger.output(20);
+    let answered = pings.matches("bytes from").count();
+    let lost = 150 - answered;
+    eprintln!("vpn_e2e: tunnel 1 down: {lost} of 150 pings (20 ms apart) lost in the failover");
+    assert!(lost <= 50, "failover lost {lost} pings:\n{pings}");
+    // The site has withdrawn what came over tunnel 1, and routes over tunnel 2.
+    wait_for("the site's route over tunnel 2", 10, || {
+        text(&lab.exec("hq", &["ip", "-4", "route", "show", "10.0.0.0/16"]))
+            .contains("169.254.10.5")
+    });
+    let st = status(&prefix);
+    assert!(st.contains("aws:vpn:tunnel-down (fault f-1)"), "{st}");
+    lab.ping("app-1", "192.168.1.10", &[]);
+
+    // The fault ends: BIRD connects again within its retry time.
+    vpcd_with_deadline(&["fault", "stop", "--all", "--prefix", &prefix], 10);
+    wait_for("tunnel 1 established again", 20, || {
+        birdc(&lab, &["show", "protocols"])
+            .matches("Established")
+            .count()
+            == 2
+    });
+    lab.ping("corp-1", "10.0.2.10", &[]);
+    let stopped = lab.stop();
+    assert!(stopped.success, "{}", stopped.stderr);
+    assert!(common::namespaces_with(&prefix).is_empty());
+    common::assert_clean(&prefix);
+}
+
+#[test]
+fn a_static_vpn_carries_its_routes_and_the_site_routes_the_vpc_over_tunnel_1() {
+    if !common::e2e("vpn_e2e") {
+        return;
+    }
+    let text_lab = std::fs::read_to_string(LAB).unwrap().replace(
+        "    customer_gateway: cgw-hq\n    tunnels:",
+        "    customer_gateway: cgw-hq\n    static_routes_only: true\n    routes: [192.168.0.0/16]\n    tunnels:",
+    );
+    let dir = std::env::temp_dir().join(format!("{}vpn-static", unique_prefix("vs")));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vpn-static.yaml");
+    std::fs::write(&file, text_lab).unwrap();
+    let prefix = unique_prefix("vs");
+    let lab = LabRun::up(Some(file.to_str().unwrap()), &prefix, &[]);
+    // No BGP daemon for a static VPN.
+    assert!(!std::path::Path::new(&format!("/run/vpcd/{prefix}/bird-hq.ctl")).exists());
+    lab.ping("corp-1", "10.0.2.10", &[]);
+    lab.ping("app-1", "192.168.1.10", &[]);
+    let st = status(&prefix);
+    assert!(st.contains("static, 1 route(s) accepted"), "{st}");
+    let stopped = lab.stop();
+    assert!(stopped.success, "{}", stopped.stderr);
+    common::assert_clean(&prefix);
+    let _ = std::fs::remove_dir_all(&dir);
+}
