@@ -248,6 +248,21 @@ pub enum Command {
         #[arg(long)]
         prefix: Option<String>,
     },
+    /// A customer gateway's configuration for VPN connection VPN, as AWS's "download
+    /// configuration" gives it (tunnel addresses, ASNs, BGP timers, MTU/MSS): of a lab
+    /// file (`vpcd vpn-config LAB.yaml VPN`, no root) or of the running lab (`vpcd
+    /// vpn-config VPN`, same --prefix).
+    VpnConfig {
+        /// A lab file, or the VPN connection id of the running lab.
+        first: String,
+        /// With a lab file: the VPN connection id.
+        vpn: Option<String>,
+        /// bird (what the lab's site router runs), frr or strongswan.
+        #[arg(long, value_enum, default_value_t = crate::vpn_config::Format::Bird)]
+        format: crate::vpn_config::Format,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Print a completion script for bash, zsh or fish (e.g. `vpcd completions bash >
     /// /etc/bash_completion.d/vpcd`).
     Completions {

@@ -30,6 +30,7 @@ pub mod traffic_mirror;
 pub mod validate;
 pub mod values;
 pub mod vpn;
+pub mod vpn_config;
 pub mod vpn_lab;
 pub mod vpn_runtime;
 pub mod yaml;

@@ -215,6 +215,12 @@ fn main() -> ExitCode {
             if *json { "stats --json" } else { "stats" },
             "",
         ),
+        Command::VpnConfig {
+            first,
+            vpn,
+            format,
+            target,
+        } => vpn_config(&cli, target, first, vpn.as_deref(), *format),
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "vpcd", &mut std::io::stdout());
             ExitCode::SUCCESS
@@ -354,6 +360,40 @@ fn graph(
 }
 
 /// Reads, validates and compiles a lab, printing every error as `check` does.
+fn vpn_config(
+    cli: &Cli,
+    target: &Target,
+    first: &str,
+    vpn: Option<&str>,
+    format: control::vpn_config::Format,
+) -> ExitCode {
+    use clap::ValueEnum;
+    let name = format
+        .to_possible_value()
+        .map_or(String::new(), |v| v.get_name().to_string());
+    let Some(vpn) = vpn else {
+        return remote(cli, target, &format!("vpn-config {first} {name}"), "");
+    };
+    let text = match read(Path::new(first)) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let (lab, snap) = match load(&text, first) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    match control::vpn_config::render(&lab, &snap, vpn, format) {
+        Ok(t) => {
+            print!("{t}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("vpcd vpn-config: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn load(text: &str, file: &str) -> Result<(control::Lab, dataplane::Snapshot), ExitCode> {
     match control::load_text(text, 1) {
         Ok(loaded) => Ok(loaded),

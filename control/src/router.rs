@@ -490,6 +490,30 @@ impl Handler for Router {
                 }
             }
             "fault" => self.fault(words.next().unwrap_or(""), json),
+            "vpn-config" => {
+                let args: Vec<&str> = words.next().unwrap_or("").split_whitespace().collect();
+                let format = match args.get(1).copied() {
+                    Some("bird") | None => crate::vpn_config::Format::Bird,
+                    Some("frr") => crate::vpn_config::Format::Frr,
+                    Some("strongswan") => crate::vpn_config::Format::Strongswan,
+                    Some(f) => {
+                        return (
+                            Status::Bad,
+                            format!(
+                                "format `{}`: bird, frr or strongswan",
+                                crate::yaml::shown(f)
+                            ),
+                        )
+                    }
+                };
+                let model = lock(&self.model).clone();
+                let snap = self.cell.load();
+                match crate::vpn_config::render(&model, &snap, args.first().unwrap_or(&""), format)
+                {
+                    Ok(t) => (Status::Ok, t),
+                    Err(e) => (Status::Bad, e),
+                }
+            }
             "routes" => {
                 let only = words.next().map(str::trim).filter(|t| !t.is_empty());
                 let snap = self.cell.load();

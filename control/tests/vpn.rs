@@ -403,3 +403,50 @@ fn check_refuses_what_aws_refuses_for_vpns() {
     // Every one in one pass.
     assert_eq!(errors(LAB), "");
 }
+
+fn vpcd(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vpcd"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn vpn_config_prints_what_aws_download_configuration_gives() {
+    let lab = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/vpn-bgp.yaml");
+    let (code, bird, _) = vpcd(&["vpn-config", lab, "vpn-hq"]);
+    assert_eq!(code, 0);
+    for want in [
+        "tunnel 1: outside 198.51.100.254 (AWS) <-> 203.0.113.50 (you); inside 169.254.10.1/30 (AWS) <-> 169.254.10.2/30 (you), AWS AS 64512",
+        "MTU 1399, TCP MSS clamped to 1379",
+        "protocol bgp vpn_hq_tunnel2 {",
+        "neighbor 169.254.10.5 as 64512;",
+        "route 192.168.0.0/16 unreachable;",
+    ] {
+        assert!(bird.contains(want), "{want}:\n{bird}");
+    }
+    let (_, frr, _) = vpcd(&["vpn-config", lab, "vpn-hq", "--format", "frr"]);
+    assert!(frr.contains("neighbor 169.254.10.1 timers 10 30"), "{frr}");
+    assert!(frr.contains("  network 192.168.0.0/16"), "{frr}");
+    let (_, swan, _) = vpcd(&["vpn-config", lab, "vpn-hq", "--format", "strongswan"]);
+    assert!(swan.contains("remote_addrs = 198.51.100.253"), "{swan}");
+    assert_eq!(swan.matches("secret = \"").count(), 2, "{swan}");
+    // The same lab, the same keys; each tunnel its own.
+    let (_, again, _) = vpcd(&["vpn-config", lab, "vpn-hq", "--format", "strongswan"]);
+    assert_eq!(swan, again);
+    assert_ne!(
+        control::vpn_config::pre_shared_key("vpn-hq", 1),
+        control::vpn_config::pre_shared_key("vpn-hq", 2)
+    );
+    let (code, _, err) = vpcd(&["vpn-config", lab, "vpn-hk"]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no VPN connection `vpn-hk`; the lab has: vpn-hq"),
+        "{err}"
+    );
+}

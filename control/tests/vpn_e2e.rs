@@ -162,3 +162,24 @@ fn a_static_vpn_carries_its_routes_and_the_site_routes_the_vpc_over_tunnel_1() {
     common::assert_clean(&prefix);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn bird_accepts_the_configuration_vpcd_writes() {
+    if !common::e2e("vpn_e2e") {
+        return;
+    }
+    let out = vpcd_with_deadline(&["vpn-config", LAB, "vpn-hq"], 10);
+    let dir = std::env::temp_dir().join(unique_prefix("birdconf"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("bird.conf");
+    std::fs::write(&conf, &out.stdout).unwrap();
+    // `bird -p`: parse the configuration and exit.
+    let parsed = std::process::Command::new("bird")
+        .arg("-p")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(parsed.status.success(), "{}", text(&parsed));
+}
