@@ -183,3 +183,65 @@ fn bird_accepts_the_configuration_vpcd_writes() {
     let _ = std::fs::remove_dir_all(&dir);
     assert!(parsed.status.success(), "{}", text(&parsed));
 }
+
+const CLOUDHUB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/vpn-cloudhub.yaml");
+
+fn site_birdc(lab: &LabRun, site: &str, args: &[&str]) -> String {
+    let sock = format!("/run/vpcd/{}/bird-{site}.ctl", lab.prefix);
+    text(
+        &std::process::Command::new("birdc")
+            .arg("-s")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .expect("birdc"),
+    )
+}
+
+#[test]
+fn r_vpn_cloudhub_sites_reach_each_other_through_the_vgw_unless_they_share_an_asn() {
+    if !common::e2e("vpn_e2e") {
+        return;
+    }
+    let prefix = unique_prefix("hub");
+    let lab = LabRun::up(Some(CLOUDHUB), &prefix, &[]);
+    // east learns hq's block from the VGW, with the VGW's ASN before hq's.
+    wait_for("east learns hq's block", 10, || {
+        site_birdc(&lab, "east", &["show", "route", "192.168.0.0/16", "all"])
+            .contains("BGP.as_path: 64512 65000")
+    });
+    lab.ping("east-1", "192.168.1.10", &[]);
+    lab.ping("west-1", "172.16.1.10", &[]);
+    lab.ping("hq-1", "172.17.1.10", &[]);
+    lab.ping("hq-1", "10.0.2.10", &[]);
+    let stopped = lab.stop();
+    assert!(stopped.success, "{}", stopped.stderr);
+    common::assert_clean(&prefix);
+
+    // west with hq's ASN: neither learns the other's block (BGP's own loop check), and
+    // east still reaches both.
+    let same = std::fs::read_to_string(CLOUDHUB)
+        .unwrap()
+        .replace("bgp_asn: 65002", "bgp_asn: 65000");
+    let dir = std::env::temp_dir().join(unique_prefix("hubsame"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("same-asn.yaml");
+    std::fs::write(&file, same).unwrap();
+    let prefix = unique_prefix("hub");
+    let lab = LabRun::up(Some(file.to_str().unwrap()), &prefix, &[]);
+    wait_for("east learns both", 10, || {
+        let r = site_birdc(&lab, "east", &["show", "route"]);
+        r.contains("192.168.0.0/16") && r.contains("172.17.0.0/16")
+    });
+    let west = site_birdc(&lab, "west", &["show", "route"]);
+    assert!(!west.contains("192.168.0.0/16"), "{west}");
+    assert!(west.contains("172.16.0.0/16"), "{west}");
+    let out = lab.exec("hq-1", &["ping", "-c", "2", "-W", "1", "172.17.1.10"]);
+    assert!(!out.status.success(), "hq reached west:\n{}", text(&out));
+    lab.ping("east-1", "172.17.1.10", &[]);
+    lab.ping("east-1", "192.168.1.10", &[]);
+    let stopped = lab.stop();
+    assert!(stopped.success, "{}", stopped.stderr);
+    common::assert_clean(&prefix);
+    let _ = std::fs::remove_dir_all(&dir);
+}
