@@ -28,6 +28,7 @@ pub enum Action {
     NatGatewayFailure,
     AzPowerInterruption,
     VpnTunnelDown,
+    VirtualInterfaceDisconnect,
 }
 
 /// Every action name `vpcd fault start` knows, with what it takes.
@@ -54,6 +55,7 @@ impl Action {
             Action::NatGatewayFailure => "aws:ec2:nat-gateway-failure",
             Action::AzPowerInterruption => "aws:az:power-interruption",
             Action::VpnTunnelDown => "aws:vpn:tunnel-down",
+            Action::VirtualInterfaceDisconnect => "aws:directconnect:virtual-interface-disconnect",
         }
     }
 }
@@ -166,11 +168,7 @@ pub fn check_start(
         "aws:ec2:nat-gateway-failure" => Action::NatGatewayFailure,
         "aws:az:power-interruption" => Action::AzPowerInterruption,
         "aws:vpn:tunnel-down" => Action::VpnTunnelDown,
-        "aws:directconnect:virtual-interface-disconnect" => {
-            return Err(format!(
-                "{action}: this lab has no Direct Connect virtual interface (vpcd does not build Direct Connect yet)"
-            ))
-        }
+        "aws:directconnect:virtual-interface-disconnect" => Action::VirtualInterfaceDisconnect,
         other => {
             let names: Vec<&str> = ACTIONS.iter().map(|(n, _)| *n).collect();
             return Err(format!(
@@ -249,15 +247,35 @@ pub fn check_start(
                 ));
             }
         }
+        Action::VirtualInterfaceDisconnect => {
+            if !t
+                .vpn_tunnels
+                .iter()
+                .any(|x| x.direct_connect && *x.vpn == *target)
+            {
+                let names = t
+                    .vpn_tunnels
+                    .iter()
+                    .filter(|x| x.direct_connect)
+                    .map(|x| x.vpn.to_string())
+                    .collect();
+                return Err(format!(
+                    "`{}` is not a Direct Connect virtual interface; {}",
+                    shown(target),
+                    known(names)
+                ));
+            }
+        }
         Action::VpnTunnelDown => {
             let ok = t
                 .vpn_tunnels
                 .iter()
-                .any(|x| format!("{}:{}", x.vpn, x.number) == target);
+                .any(|x| !x.direct_connect && format!("{}:{}", x.vpn, x.number) == target);
             if !ok {
                 let names = t
                     .vpn_tunnels
                     .iter()
+                    .filter(|x| !x.direct_connect)
                     .map(|x| format!("{}:{}", x.vpn, x.number))
                     .collect();
                 return Err(format!(
@@ -334,7 +352,7 @@ pub fn overlay(snap: &mut Snapshot, faults: &[Fault]) {
                 }
             }
             // Compiled in (the VGW's routes): see `Router::vpn_state`.
-            Action::VpnTunnelDown => {}
+            Action::VpnTunnelDown | Action::VirtualInterfaceDisconnect => {}
             Action::AzPowerInterruption => {
                 let in_zone: Vec<bool> = snap
                     .topo

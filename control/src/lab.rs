@@ -170,7 +170,14 @@ pub fn plan(snap: &Snapshot, prefix: &str) -> Vec<Namespace> {
                     let host = &t.hosts[h.ix()];
                     addrs.extend(host.ipv4.map(|a| (IpAddr::V4(a), 32)));
                     addrs.extend(host.ipv6.map(|a| (IpAddr::V6(a), 128)));
-                    mtu_cap = Some(u32::from(dataplane::icmp_error::INTERNET_MTU));
+                    mtu_cap = Some(u32::from(match host.kind {
+                        // A Direct Connect virtual interface's end: its own MTU (jumbo
+                        // frames with `mtu: 9001`, R-DX-PRIVATE).
+                        HostKind::VpnEndpoint(tun) if snap.vpn_tunnel(tun).direct_connect => {
+                            snap.vpn_tunnel(tun).mtu
+                        }
+                        _ => dataplane::icmp_error::INTERNET_MTU,
+                    }));
                 }
             }
             Namespace {

@@ -69,6 +69,7 @@ const REFERENCES: &[(&str, &[Kind])] = &[
     ("accepter_vpc", &[Kind::Vpc]),
     ("site", &[Kind::Site]),
     ("customer_gateway", &[Kind::CustomerGateway]),
+    ("connection", &[Kind::DxConnection]),
 ];
 
 /// The objects a VPC holds, by list and kind.
@@ -101,6 +102,7 @@ const LAB_FIELDS: &[&str] = &[
     "sites",
     "customer_gateways",
     "vpn_connections",
+    "direct_connect",
 ];
 const INTERNET_FIELDS: &[&str] = &["hosts", "public_ip_pool"];
 const SERVICE_FIELDS: &[&str] = &["name", "prefix_list", "cidr_blocks", "dns_name", "hosts"];
@@ -273,6 +275,16 @@ pub fn accepted_fields() -> Vec<(&'static str, Vec<&'static str>)> {
         ("customer_gateways[]", crate::vpn::CUSTOMER_GATEWAY_FIELDS),
         ("vpn_connections[]", crate::vpn::VPN_FIELDS),
         ("vpn_connections[].tunnels[]", crate::vpn::TUNNEL_FIELDS),
+        ("direct_connect", crate::vpn::DIRECT_CONNECT_FIELDS),
+        (
+            "direct_connect.connections[]",
+            crate::vpn::DX_CONNECTION_FIELDS,
+        ),
+        ("direct_connect.gateways[]", crate::vpn::DX_GATEWAY_FIELDS),
+        (
+            "direct_connect.virtual_interfaces[]",
+            crate::vpn::VIF_FIELDS,
+        ),
     ]
     .into_iter()
     .map(|(object, fields)| (object, fields.to_vec()))

@@ -505,13 +505,14 @@ fn leg(
                 let route = route.map_or(String::new(), |(net, r)| {
                     format!(" (VGW route {net}, {})", r.target_name)
                 });
+                let what = if t.direct_connect {
+                    format!("Direct Connect virtual interface {}", t.vpn)
+                } else {
+                    format!("VPN tunnel {} {}", t.vpn, t.number)
+                };
                 match direction {
-                    dataplane::observer::Direction::Egress => {
-                        format!("into VPN tunnel {} {}{route}", t.vpn, t.number)
-                    }
-                    dataplane::observer::Direction::Ingress => {
-                        format!("out of VPN tunnel {} {}", t.vpn, t.number)
-                    }
+                    dataplane::observer::Direction::Egress => format!("into {what}{route}"),
+                    dataplane::observer::Direction::Ingress => format!("out of {what}"),
                 }
             }
             Step::ToHost { host } => format!("delivered to {}", snap.host(*host).id),

@@ -43,6 +43,9 @@ pub enum Kind {
     Site,
     CustomerGateway,
     VpnConnection,
+    DxConnection,
+    DxGateway,
+    VirtualInterface,
 }
 
 impl Kind {
@@ -71,6 +74,9 @@ impl Kind {
             Kind::Site => "site",
             Kind::CustomerGateway => "customer gateway",
             Kind::VpnConnection => "VPN connection",
+            Kind::DxConnection => "Direct Connect connection",
+            Kind::DxGateway => "Direct Connect gateway",
+            Kind::VirtualInterface => "virtual interface",
         }
     }
 }

@@ -38,13 +38,32 @@ pub(crate) const VPN_FIELDS: &[&str] = &[
     "tunnels",
 ];
 pub(crate) const TUNNEL_FIELDS: &[&str] = &["inside_cidr"];
+pub(crate) const DIRECT_CONNECT_FIELDS: &[&str] =
+    &["connections", "gateways", "virtual_interfaces"];
+pub(crate) const DX_CONNECTION_FIELDS: &[&str] = &["id", "site", "bandwidth"];
+pub(crate) const DX_GATEWAY_FIELDS: &[&str] = &["id", "amazon_side_asn"];
+pub(crate) const VIF_FIELDS: &[&str] = &[
+    "id",
+    "connection",
+    "type",
+    "virtual_private_gateway",
+    "direct_connect_gateway",
+    "vlan",
+    "bgp_asn",
+    "mtu",
+];
+/// Port speeds AWS sells for dedicated and hosted connections.
+const BANDWIDTHS: &[&str] = &[
+    "50Mbps", "100Mbps", "200Mbps", "300Mbps", "400Mbps", "500Mbps", "1Gbps", "2Gbps", "5Gbps",
+    "10Gbps", "25Gbps", "100Gbps", "400Gbps",
+];
 
 /// AWS's default Amazon-side ASN of a VGW.
 pub const DEFAULT_AMAZON_ASN: u32 = 64512;
 /// R-VPN-STATIC: static routes per VPN connection.
 pub const MAX_STATIC_ROUTES: usize = 100;
 /// R-VPN-MTU: the largest inner packet a tunnel carries.
-pub const TUNNEL_MTU: u16 = 1446;
+pub use dataplane::vpn::TUNNEL_MTU;
 /// What the configurations vpcd writes set on the customer side (as AWS's downloadable
 /// ones do): the tunnel interface's MTU and the TCP MSS clamp.
 pub const CUSTOMER_TUNNEL_MTU: u16 = 1399;
@@ -98,13 +117,44 @@ pub struct VpnConnection {
     pub inside_cidrs: Vec<Option<S<Ipv4Network>>>,
 }
 
-/// The VPN part of a lab.
+#[derive(Clone, Debug)]
+pub struct DxConnection {
+    pub id: S<String>,
+    pub site: S<String>,
+    pub bandwidth: Option<S<String>>,
+}
+
+#[derive(Clone, Debug)]
+pub struct DxGateway {
+    pub id: S<String>,
+    pub amazon_side_asn: S<u64>,
+}
+
+/// A Direct Connect virtual interface (R-DX-PRIVATE).
+#[derive(Clone, Debug)]
+pub struct VirtualInterface {
+    pub at: Loc,
+    pub id: S<String>,
+    pub connection: S<String>,
+    /// `private` or `transit`.
+    pub kind: S<String>,
+    pub virtual_private_gateway: Option<S<String>>,
+    pub direct_connect_gateway: Option<S<String>>,
+    pub vlan: S<u64>,
+    pub bgp_asn: S<u64>,
+    pub mtu: S<u64>,
+}
+
+/// The hybrid part of a lab: VPN and Direct Connect.
 #[derive(Clone, Debug, Default)]
 pub struct Vpn {
     pub gateways: Vec<VirtualPrivateGateway>,
     pub sites: Vec<Site>,
     pub customer_gateways: Vec<CustomerGateway>,
     pub connections: Vec<VpnConnection>,
+    pub dx_connections: Vec<DxConnection>,
+    pub dx_gateways: Vec<DxGateway>,
+    pub virtual_interfaces: Vec<VirtualInterface>,
 }
 
 /// Decodes the four top-level lists; returns them with the ids of objects that could not
@@ -185,7 +235,100 @@ pub fn decode(
             None => note(node),
         }
     }
+    if let Some(node) = d.node(top, "direct_connect") {
+        if let Some(m) = d.map(
+            node,
+            "direct_connect",
+            "Direct Connect",
+            DIRECT_CONNECT_FIELDS,
+        ) {
+            for (path, node) in d.list(&m, "connections") {
+                let Some(c) = d.map(
+                    node,
+                    &path,
+                    "a Direct Connect connection",
+                    DX_CONNECTION_FIELDS,
+                ) else {
+                    continue;
+                };
+                let id = d.req(&c, "id", "dxcon-hq", val::id);
+                let site = d.req(&c, "site", "hq", val::id);
+                let bandwidth = d.opt(&c, "bandwidth", val::one_of(BANDWIDTHS));
+                match (id, site) {
+                    (Some(id), Some(site)) => vpn.dx_connections.push(DxConnection {
+                        id,
+                        site,
+                        bandwidth,
+                    }),
+                    _ => note(node),
+                }
+            }
+            for (path, node) in d.list(&m, "gateways") {
+                let Some(g) = d.map(node, &path, "a Direct Connect gateway", DX_GATEWAY_FIELDS)
+                else {
+                    continue;
+                };
+                let id = d.req(&g, "id", "dxgw-core", val::id);
+                let asn = d
+                    .opt(&g, "amazon_side_asn", val::uint)
+                    .unwrap_or_else(|| S::new(64512, g.at.clone()));
+                match id {
+                    Some(id) => vpn.dx_gateways.push(DxGateway {
+                        id,
+                        amazon_side_asn: asn,
+                    }),
+                    None => note(node),
+                }
+            }
+            for (path, node) in d.list(&m, "virtual_interfaces") {
+                match virtual_interface(d, node, &path) {
+                    Some(v) => vpn.virtual_interfaces.push(v),
+                    None => note(node),
+                }
+            }
+        }
+    }
     (vpn, broken)
+}
+
+fn virtual_interface(
+    d: &mut Decoder<'_>,
+    node: &marked_yaml::Node,
+    path: &str,
+) -> Option<VirtualInterface> {
+    let m = d.map(node, path, "a virtual interface", VIF_FIELDS)?;
+    let id = d.req(&m, "id", "dxvif-hq", val::id);
+    let connection = d.req(&m, "connection", "dxcon-hq", val::id);
+    let kind = d
+        .opt(&m, "type", val::one_of(&["private", "transit"]))
+        .unwrap_or_else(|| S::new("private".into(), m.at.clone()));
+    let vgw = d.opt(&m, "virtual_private_gateway", val::id);
+    let dxgw = d.opt(&m, "direct_connect_gateway", val::id);
+    let vlan = d.req(&m, "vlan", "101", val::uint);
+    let bgp_asn = d
+        .opt(&m, "bgp_asn", val::uint)
+        .unwrap_or_else(|| S::new(65000, m.at.clone()));
+    let mtu = d
+        .opt(&m, "mtu", val::uint)
+        .unwrap_or_else(|| S::new(1500, m.at.clone()));
+    if vgw.is_none() && dxgw.is_none() {
+        d.diags.error(
+            &m.at,
+            "a private virtual interface ends at a virtual private gateway or a Direct Connect gateway",
+            "add `virtual_private_gateway: vgw-lab`",
+        );
+    }
+    Some(VirtualInterface {
+        at: m.at.clone(),
+        id: id?,
+        connection: connection?,
+        kind,
+        virtual_private_gateway: vgw,
+        direct_connect_gateway: dxgw,
+        vlan: vlan?,
+        bgp_asn,
+        mtu,
+    })
 }
 
 fn connection(d: &mut Decoder<'_>, node: &marked_yaml::Node, path: &str) -> Option<VpnConnection> {
@@ -239,6 +382,15 @@ pub(crate) fn define(vpn: &Vpn, reg: &mut Registry, diags: &mut Diagnostics) {
     for c in &vpn.connections {
         reg.define(diags, &c.id, Kind::VpnConnection, None);
     }
+    for c in &vpn.dx_connections {
+        reg.define(diags, &c.id, Kind::DxConnection, None);
+    }
+    for g in &vpn.dx_gateways {
+        reg.define(diags, &g.id, Kind::DxGateway, None);
+    }
+    for v in &vpn.virtual_interfaces {
+        reg.define(diags, &v.id, Kind::VirtualInterface, None);
+    }
 }
 
 /// Whether `asn` is one AWS takes as a VGW's Amazon side: a private ASN.
@@ -288,6 +440,7 @@ pub(crate) fn check(lab: &Lab, reg: &Registry, diags: &mut Diagnostics) {
             .find(|g| g.id.v == vgw)
             .map_or(u64::from(DEFAULT_AMAZON_ASN), |g| g.amazon_side_asn.v)
     };
+    check_direct_connect(lab, reg, diags);
     // Route propagation: from the VGW the table's own VPC attaches.
     for (vi, v) in lab.vpcs.iter().enumerate() {
         for rt in &v.route_tables {
@@ -406,7 +559,8 @@ pub(crate) fn check(lab: &Lab, reg: &Registry, diags: &mut Diagnostics) {
         }
     }
     for s in &vpn.sites {
-        if !by_site.contains_key(s.id.v.as_str()) {
+        let direct_connect = vpn.dx_connections.iter().any(|c| c.site.v == s.id.v);
+        if !by_site.contains_key(s.id.v.as_str()) && !direct_connect {
             diags.error(
                 &s.id.at,
                 format!("site `{}` has no customer gateway", s.id.v),
@@ -530,6 +684,83 @@ pub(crate) fn check(lab: &Lab, reg: &Registry, diags: &mut Diagnostics) {
     }
 }
 
+/// AWS's rules for Direct Connect objects (R-DX-PRIVATE).
+fn check_direct_connect(lab: &Lab, reg: &Registry, diags: &mut Diagnostics) {
+    let vpn = &lab.vpn;
+    for c in &vpn.dx_connections {
+        reg.resolve(diags, &c.site, &[Kind::Site], None);
+    }
+    for g in &vpn.dx_gateways {
+        if !amazon_asn_ok(g.amazon_side_asn.v) {
+            diags.error(
+                &g.amazon_side_asn.at,
+                format!(
+                    "{} is not a private ASN AWS takes for the Amazon side",
+                    g.amazon_side_asn.v
+                ),
+                "use 64512 to 65534, or 4200000000 to 4294967294",
+            );
+        }
+    }
+    let mut vlans: HashMap<(&str, u64), &Loc> = HashMap::new();
+    for v in &vpn.virtual_interfaces {
+        reg.resolve(diags, &v.connection, &[Kind::DxConnection], None);
+        if v.kind.v == "transit" {
+            diags.error(
+                &v.kind.at,
+                "transit virtual interfaces need a transit gateway, which vpcd does not build yet",
+                "use `type: private` with a virtual private gateway",
+            );
+        }
+        if let Some(g) = &v.direct_connect_gateway {
+            if reg.resolve(diags, g, &[Kind::DxGateway], None).is_some() {
+                diags.error(
+                    &g.at,
+                    "Direct Connect gateways are not built yet in vpcd (they come with transit gateways)",
+                    "attach the virtual interface to a VGW: `virtual_private_gateway: vgw-lab`",
+                );
+            }
+        }
+        if let Some(g) = &v.virtual_private_gateway {
+            reg.resolve(diags, g, &[Kind::VirtualPrivateGateway], None);
+        }
+        if !(1..=4094).contains(&v.vlan.v) {
+            diags.error(
+                &v.vlan.at,
+                format!("VLAN {} is out of range", v.vlan.v),
+                "use 1 to 4094",
+            );
+        }
+        if let Some(at) = vlans.insert((v.connection.v.as_str(), v.vlan.v), &v.vlan.at) {
+            diags.error(
+                &v.vlan.at,
+                format!(
+                    "VLAN {} is already used on `{}` (line {})",
+                    v.vlan.v, v.connection.v, at.line
+                ),
+                "give each virtual interface of a connection its own VLAN",
+            );
+        }
+        if !(1..=2_147_483_647).contains(&v.bgp_asn.v) {
+            diags.error(
+                &v.bgp_asn.at,
+                format!("BGP ASN {} is out of AWS's range", v.bgp_asn.v),
+                "use 1 to 2147483647 (65000 to 65534 are private)",
+            );
+        }
+        if v.mtu.v != 1500 && v.mtu.v != 9001 {
+            diags.error(
+                &v.mtu.at,
+                format!(
+                    "MTU {} is not one a private virtual interface takes",
+                    v.mtu.v
+                ),
+                "use 1500, or 9001 for jumbo frames",
+            );
+        }
+    }
+}
+
 fn overlaps(a: IpNetwork, b: IpNetwork) -> bool {
     dataplane::route::net_contains(&a, b.network_address())
         || dataplane::route::net_contains(&b, a.network_address())
@@ -568,6 +799,25 @@ pub fn inside_cidrs(vpn: &Vpn) -> BTreeMap<(String, u8), Ipv4Network> {
             };
             out.insert((c.id.v.clone(), n + 1), cidr);
         }
+    }
+    out
+}
+
+/// The inside /30 of every private virtual interface: from 169.254.100.0 up, past what
+/// VPN tunnels use (AWS generates a peer pair from 169.254.0.0/16 when none is given).
+pub fn vif_inside_cidrs(vpn: &Vpn) -> BTreeMap<String, Ipv4Network> {
+    let taken: Vec<Ipv4Network> = inside_cidrs(vpn).into_values().collect();
+    let mut next = u32::from(Ipv4Addr::new(169, 254, 100, 0));
+    let mut out = BTreeMap::new();
+    for v in &vpn.virtual_interfaces {
+        let cidr = loop {
+            let cand = Ipv4Network::new(Ipv4Addr::from(next), 30).expect("a /30");
+            next += 4;
+            if !taken.contains(&cand) {
+                break cand;
+            }
+        };
+        out.insert(v.id.v.clone(), cidr);
     }
     out
 }

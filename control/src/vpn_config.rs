@@ -98,7 +98,11 @@ pub fn render(lab: &Lab, snap: &Snapshot, vpn: &str, format: Format) -> Result<S
                     }
                 }
             } else {
-                s.push_str(&customer_config::bird(&customer_gateway(site, cgw, &mine)));
+                s.push_str(&customer_config::bird(&customer_gateway(
+                    site,
+                    Some(cgw),
+                    &mine,
+                )));
             }
         }
         Format::Frr => {

@@ -50,6 +50,24 @@ pub struct TunnelPlan {
     /// The VPC's IPv4 blocks: what the VGW advertises.
     pub vpc_blocks: Vec<ip_network::Ipv4Network>,
     pub vni: u32,
+    /// A Direct Connect private virtual interface rather than a VPN tunnel: no outside
+    /// addresses; a veth pair (the cross-connect) to the site's router.
+    pub direct_connect: bool,
+    /// The site whose router ends it.
+    pub site: String,
+    pub mtu: u16,
+    pub vlan: u16,
+}
+
+impl TunnelPlan {
+    /// As `vpcd status` and faults name it: `vpn-hq:1`, or the virtual interface's id.
+    pub fn name(&self) -> String {
+        if self.direct_connect {
+            self.vpn.clone()
+        } else {
+            format!("{}:{}", self.vpn, self.number)
+        }
+    }
 }
 
 /// The tunnels of a compiled lab.
@@ -59,6 +77,47 @@ pub fn tunnels(model: &model::Lab, snap: &Snapshot, prefix: &str) -> Vec<TunnelP
         .iter()
         .enumerate()
         .filter_map(|(i, tun)| {
+            let host = &t.hosts[tun.host.ix()];
+            let amazon = |vgw: &str| {
+                model
+                    .vpn
+                    .gateways
+                    .iter()
+                    .find(|g| g.id.v == vgw)
+                    .map_or(crate::vpn::DEFAULT_AMAZON_ASN, |g| {
+                        g.amazon_side_asn.v as u32
+                    })
+            };
+            if tun.direct_connect {
+                let v = model
+                    .vpn
+                    .virtual_interfaces
+                    .iter()
+                    .find(|v| *v.id.v == *tun.vpn)?;
+                let con = model
+                    .vpn
+                    .dx_connections
+                    .iter()
+                    .find(|c| c.id.v == v.connection.v)?;
+                return Some(TunnelPlan {
+                    vpn: tun.vpn.to_string(),
+                    number: 1,
+                    namespace: format!("{prefix}{}", host.id),
+                    outside: tun.inside_aws,
+                    customer_ip: tun.inside_customer,
+                    inside_aws: tun.inside_aws,
+                    inside_customer: tun.inside_customer,
+                    amazon_asn: amazon(&v.virtual_private_gateway.as_ref()?.v),
+                    customer_asn: v.bgp_asn.v as u32,
+                    bgp: true,
+                    vpc_blocks: snap.vpc(tun.vpc).cidrs_v4.clone(),
+                    vni: i as u32 + 1,
+                    direct_connect: true,
+                    site: con.site.v.clone(),
+                    mtu: tun.mtu,
+                    vlan: v.vlan.v as u16,
+                });
+            }
             let c = model.vpn.connections.iter().find(|c| *c.id.v == *tun.vpn)?;
             let cgw = model
                 .vpn
@@ -66,15 +125,7 @@ pub fn tunnels(model: &model::Lab, snap: &Snapshot, prefix: &str) -> Vec<TunnelP
                 .iter()
                 .find(|g| g.id.v == c.customer_gateway.v)?;
             let vgw = c.virtual_private_gateway.as_ref()?;
-            let amazon_asn = model
-                .vpn
-                .gateways
-                .iter()
-                .find(|g| g.id.v == vgw.v)
-                .map_or(crate::vpn::DEFAULT_AMAZON_ASN, |g| {
-                    g.amazon_side_asn.v as u32
-                });
-            let host = &t.hosts[tun.host.ix()];
+            let amazon_asn = amazon(&vgw.v);
             Some(TunnelPlan {
                 vpn: tun.vpn.to_string(),
                 number: tun.number,
@@ -88,6 +139,10 @@ pub fn tunnels(model: &model::Lab, snap: &Snapshot, prefix: &str) -> Vec<TunnelP
                 bgp: !c.static_routes_only,
                 vpc_blocks: snap.vpc(tun.vpc).cidrs_v4.clone(),
                 vni: i as u32 + 1,
+                direct_connect: false,
+                site: cgw.site.v.clone(),
+                mtu: tun.mtu,
+                vlan: 0,
             })
         })
         .collect()
@@ -141,7 +196,7 @@ pub fn build(
 ) -> Result<Vec<TunnelPlan>, LabError> {
     let prefix = lab.prefix().to_string();
     let plans = tunnels(model, snap, &prefix);
-    for p in &plans {
+    for p in plans.iter().filter(|p| !p.direct_connect) {
         let mut b = String::new();
         let _ = writeln!(
             b,
@@ -161,14 +216,11 @@ pub fn build(
         router_sysctls(&p.namespace, &["eth0", "vx0"])?;
     }
     for site in &model.vpn.sites {
-        let Some(cgw) = model
+        let cgw = model
             .vpn
             .customer_gateways
             .iter()
-            .find(|g| g.site.v == site.id.v)
-        else {
-            continue;
-        };
+            .find(|g| g.site.v == site.id.v);
         build_site(lab, site, cgw, &plans, &prefix, lab_dir)?;
     }
     Ok(plans)
@@ -177,19 +229,66 @@ pub fn build(
 fn build_site(
     lab: &mut Lab,
     site: &crate::vpn::Site,
-    cgw: &crate::vpn::CustomerGateway,
+    cgw: Option<&crate::vpn::CustomerGateway>,
     plans: &[TunnelPlan],
     prefix: &str,
     lab_dir: &Path,
 ) -> Result<(), LabError> {
     let router = format!("{prefix}{}", site.id.v);
-    let mine: Vec<&TunnelPlan> = plans
-        .iter()
-        .filter(|p| p.customer_ip == cgw.ip_address.v)
-        .collect();
+    let mine: Vec<&TunnelPlan> = plans.iter().filter(|p| p.site == site.id.v).collect();
+    if mine.is_empty() && cgw.is_none() {
+        return Ok(());
+    }
+    // A site on Direct Connect only has no port on the internet: its router is a
+    // namespace of its own.
+    if cgw.is_none() {
+        lab.add_plain(std::slice::from_ref(&router))?;
+        netns::ip(&["-n", &router, "link", "set", "lo", "up"], None)?;
+    }
     let mut b = String::new();
     let mut devices = vec!["eth0".to_string()];
-    for p in &mine {
+    // The cross-connects first (a veth pair per virtual interface; this kernel has no
+    // 802.1Q, so the VLAN is in the interface's name only), then the VPN tunnels.
+    for p in mine.iter().filter(|p| p.direct_connect) {
+        let dev = format!("dx{}", p.vlan);
+        let mtu = p.mtu.to_string();
+        netns::ip(
+            &[
+                "link",
+                "add",
+                &dev,
+                "netns",
+                &router,
+                "mtu",
+                &mtu,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "dx0",
+                "netns",
+                &p.namespace,
+                "mtu",
+                &mtu,
+            ],
+            None,
+        )?;
+        let mut v = String::new();
+        let _ = writeln!(v, "addr add {}/30 dev dx0", p.inside_aws);
+        let _ = writeln!(v, "link set dx0 up");
+        let _ = writeln!(v, "route replace default via {} dev dx0", p.inside_customer);
+        let _ = writeln!(
+            v,
+            "rule add iif dx0 lookup {FROM_TUNNEL_TABLE} priority 100"
+        );
+        let _ = writeln!(v, "route add default dev eth0 table {FROM_TUNNEL_TABLE}");
+        netns::ip(&["-n", &p.namespace, "-batch", "-"], Some(&v))?;
+        router_sysctls(&p.namespace, &["eth0", "dx0"])?;
+        let _ = writeln!(b, "addr add {}/30 dev {dev}", p.inside_customer);
+        let _ = writeln!(b, "link set {dev} up");
+        devices.push(dev);
+    }
+    for p in mine.iter().filter(|p| !p.direct_connect) {
         let dev = format!("vx{}", p.vni);
         let _ = writeln!(
             b,
@@ -244,6 +343,9 @@ fn build_site(
         devices.push(dev);
     }
     netns::ip(&["-n", &router, "-batch", "-"], Some(&b))?;
+    if cgw.is_none() {
+        devices.retain(|d| d != "eth0");
+    }
     let devs: Vec<&str> = devices.iter().map(String::as_str).collect();
     router_sysctls(&router, &devs)?;
     // AWS's configurations clamp the MSS of TCP through the tunnel.
@@ -293,16 +395,25 @@ pub fn bird_files(prefix: &str, site: &str) -> (std::path::PathBuf, std::path::P
     )
 }
 
-/// What vpcd writes for a site's router: one BGP session per tunnel of its BGP VPNs.
+/// What vpcd writes for a site's router: one BGP session per tunnel of its BGP VPNs and
+/// per Direct Connect virtual interface (with a higher local preference, so the site
+/// sends over the VIF while it is up, and over the VPN when it is not).
 pub fn customer_gateway(
     site: &crate::vpn::Site,
-    cgw: &crate::vpn::CustomerGateway,
+    cgw: Option<&crate::vpn::CustomerGateway>,
     tunnels: &[&TunnelPlan],
 ) -> CustomerGateway {
+    let vif = tunnels.iter().find(|p| p.direct_connect);
     CustomerGateway {
-        id: cgw.id.v.clone(),
-        router_id: cgw.ip_address.v,
-        asn: cgw.bgp_asn.v as u32,
+        id: cgw.map_or_else(|| site.id.v.clone(), |c| c.id.v.clone()),
+        router_id: cgw
+            .map(|c| c.ip_address.v)
+            .or(vif.map(|p| p.inside_customer))
+            .unwrap_or(Ipv4Addr::new(192, 0, 2, 1)),
+        asn: cgw.map_or_else(
+            || vif.map_or(65000, |p| p.customer_asn),
+            |c| c.bgp_asn.v as u32,
+        ),
         advertise: site
             .cidr_blocks
             .iter()
@@ -315,11 +426,21 @@ pub fn customer_gateway(
             .iter()
             .filter(|p| p.bgp)
             .map(|p| CustomerTunnel {
-                name: protocol_name(&p.vpn, "tunnel", usize::from(p.number)),
-                description: format!("{} tunnel {}", p.vpn, p.number),
+                name: if p.direct_connect {
+                    protocol_name(&p.vpn, "vif", 1)
+                } else {
+                    protocol_name(&p.vpn, "tunnel", usize::from(p.number))
+                },
+                description: if p.direct_connect {
+                    format!("Direct Connect {}", p.vpn)
+                } else {
+                    format!("{} tunnel {}", p.vpn, p.number)
+                },
                 local: p.inside_customer,
                 neighbor: p.inside_aws,
                 neighbor_asn: p.amazon_asn,
+                local_asn: Some(p.customer_asn),
+                local_pref: p.direct_connect.then_some(200),
             })
             .collect(),
     }
@@ -329,7 +450,7 @@ pub fn customer_gateway(
 fn start_bird(
     lab: &mut Lab,
     site: &crate::vpn::Site,
-    cgw: &crate::vpn::CustomerGateway,
+    cgw: Option<&crate::vpn::CustomerGateway>,
     tunnels: &[&TunnelPlan],
     router: &str,
     prefix: &str,
@@ -338,7 +459,7 @@ fn start_bird(
     let (conf, ctl) = bird_files(prefix, &site.id.v);
     let dir = crate::startup::dir(prefix);
     inside(router, std::fs::create_dir_all(&dir))?;
-    let text = match &cgw.config {
+    let text = match cgw.and_then(|c| c.config.as_ref()) {
         Some(own) => inside(router, std::fs::read_to_string(lab_dir.join(&own.v)))?,
         None => customer_config::bird(&customer_gateway(site, cgw, tunnels)),
     };
@@ -419,7 +540,10 @@ pub fn describe(model: &model::Lab, plans: &[TunnelPlan], prefix: &str) -> Strin
             cgw.ip_address.v,
             cgw.bgp_asn.v
         );
-        for p in plans.iter().filter(|p| p.vpn == c.id.v) {
+        for p in plans
+            .iter()
+            .filter(|p| p.vpn == c.id.v && !p.direct_connect)
+        {
             let _ = writeln!(
                 s,
                 "  tunnel {} {} <-> {}  inside {} <-> {}  ns {}",
@@ -427,15 +551,39 @@ pub fn describe(model: &model::Lab, plans: &[TunnelPlan], prefix: &str) -> Strin
             );
         }
     }
+    for v in &model.vpn.virtual_interfaces {
+        for p in plans.iter().filter(|p| p.direct_connect && p.vpn == v.id.v) {
+            let _ = writeln!(
+                s,
+                "Direct Connect {} (private, VLAN {}, MTU {}, AS {}) to site {}  inside {} <-> {}  ns {}",
+                p.vpn, p.vlan, p.mtu, p.customer_asn, p.site, p.inside_aws, p.inside_customer, p.namespace
+            );
+        }
+    }
     for site in &model.vpn.sites {
         let blocks: Vec<String> = site.cidr_blocks.iter().map(|c| c.v.to_string()).collect();
-        let _ = writeln!(
-            s,
-            "site {} {}  (its router is {} on the internet)",
-            site.id.v,
-            blocks.join(" "),
-            site.id.v
-        );
+        let on_internet = model
+            .vpn
+            .customer_gateways
+            .iter()
+            .any(|c| c.site.v == site.id.v);
+        if on_internet {
+            let _ = writeln!(
+                s,
+                "site {} {}  (its router is {} on the internet)",
+                site.id.v,
+                blocks.join(" "),
+                site.id.v
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "site {} {}  router  ns {prefix}{}",
+                site.id.v,
+                blocks.join(" "),
+                site.id.v
+            );
+        }
         for h in &site.hosts {
             let Some(a) = h.ipv4.as_ref().map(|a| a.v) else {
                 continue;

@@ -50,7 +50,7 @@ fn speaker(p: &TunnelPlan, changed: &Sender<String>) -> std::io::Result<Speaker>
     let listener = crate::netns::run_in(&p.namespace, move || TcpListener::bind(addr))
         .map_err(std::io::Error::other)?;
     let sp = Speaker::spawn(
-        format!("{}:{}", p.vpn, p.number),
+        p.name(),
         listener,
         p.inside_customer,
         Config::aws(p.amazon_asn, p.customer_asn, p.inside_aws),
@@ -94,7 +94,7 @@ impl VpnRuntime {
         self.statuses()
             .into_iter()
             .filter(|(p, s)| p.bgp && s.as_ref().is_none_or(|s| s.state != State::Established))
-            .map(|(p, _)| format!("{}:{}", p.vpn, p.number))
+            .map(|(p, _)| p.name())
             .collect()
     }
 
@@ -112,7 +112,12 @@ impl Router {
         let faults: Vec<(String, u32)> = lock(&self.faults)
             .0
             .iter()
-            .filter(|f| f.action == Action::VpnTunnelDown)
+            .filter(|f| {
+                matches!(
+                    f.action,
+                    Action::VpnTunnelDown | Action::VirtualInterfaceDisconnect
+                )
+            })
             .map(|f| (f.target.clone(), f.id))
             .collect();
         let guard = lock(&self.vpn);
@@ -120,7 +125,7 @@ impl Router {
             return state;
         };
         for (p, status) in rt.statuses() {
-            let name = format!("{}:{}", p.vpn, p.number);
+            let name = p.name();
             let fault = faults.iter().find(|(t, _)| *t == name).map(|(_, id)| *id);
             let mut t = TunnelState {
                 fault,
@@ -184,11 +189,12 @@ impl Router {
                 };
                 let tun = snap.vpn_tunnel(t);
                 in_use.insert(prefix, (tun.vpn.to_string(), tun.number));
-                routed.push((
-                    prefix,
-                    tun.vpn.to_string(),
-                    learned(&tun.vpn, tun.number, &prefix),
-                ));
+                let site = rt
+                    .plans
+                    .iter()
+                    .find(|p| *p.vpn == *tun.vpn)
+                    .map_or(String::new(), |p| p.site.clone());
+                routed.push((prefix, site, learned(&tun.vpn, tun.number, &prefix)));
             }
         }
         rt.in_use = in_use;
@@ -213,8 +219,9 @@ impl Router {
                 // The VPC's blocks, and (CloudHub) the VGW's other sites.
                 let mut adverts: BTreeMap<Ipv4Network, Vec<u32>> =
                     p.vpc_blocks.iter().map(|b| (*b, Vec::new())).collect();
-                for (prefix, vpn, path) in &routed {
-                    if *vpn != p.vpn {
+                // Never a site's own prefixes back to it (over a VPN or its VIF).
+                for (prefix, site, path) in &routed {
+                    if *site != p.site {
                         adverts.insert(*prefix, path.clone());
                     }
                 }
@@ -296,7 +303,14 @@ impl Router {
                     .find(|c| c.id.v == p.vpn)
                     .map_or(0, |c| c.routes.len());
                 let (up, reason) = match (&status, fault) {
-                    (_, f) if f != 0 => (false, Some(format!("aws:vpn:tunnel-down (fault f-{f})"))),
+                    (_, f) if f != 0 => (
+                        false,
+                        Some(if p.direct_connect {
+                            format!("aws:directconnect:virtual-interface-disconnect (fault f-{f})")
+                        } else {
+                            format!("aws:vpn:tunnel-down (fault f-{f})")
+                        }),
+                    ),
                     (None, _) => (true, None),
                     (Some(s), _) if s.state == State::Established => (true, None),
                     (Some(s), _) => (
@@ -310,14 +324,26 @@ impl Router {
                     ),
                 };
                 crate::json::VpnTunnel {
-                    tunnel: format!("{}:{}", p.vpn, p.number),
+                    tunnel: p.name(),
                     status: if up { "UP" } else { "DOWN" }.into(),
                     reason,
-                    outside_ip: p.outside.to_string(),
-                    customer_gateway_ip: p.customer_ip.to_string(),
+                    outside_ip: if p.direct_connect {
+                        "-".into()
+                    } else {
+                        p.outside.to_string()
+                    },
+                    customer_gateway_ip: if p.direct_connect {
+                        "-".into()
+                    } else {
+                        p.customer_ip.to_string()
+                    },
                     inside_aws: p.inside_aws.to_string(),
                     inside_customer: p.inside_customer.to_string(),
-                    routing: if p.bgp { "bgp" } else { "static" }.into(),
+                    routing: match (p.direct_connect, p.bgp) {
+                        (true, _) => format!("Direct Connect VLAN {}, MTU {}, bgp", p.vlan, p.mtu),
+                        (false, true) => "bgp".into(),
+                        (false, false) => "static".into(),
+                    },
                     bgp_state: if p.bgp {
                         Some(
                             status

@@ -95,9 +95,9 @@ fn precheck(text: &str) -> Result<(), Refusal> {
         return Err((
             1,
             1,
+            // Not the file's size: a file is read no further than one byte past the limit.
             format!(
-                "the lab file has {} bytes; vpcd reads at most {} MiB",
-                text.len(),
+                "the lab file is larger than vpcd reads: at most {} MiB ({MAX_LAB_BYTES} bytes)",
                 MAX_LAB_BYTES >> 20
             ),
             "split the lab or remove what it does not need".to_string(),

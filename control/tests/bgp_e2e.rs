@@ -142,6 +142,8 @@ fn the_aws_side_peers_with_bird_learns_the_site_and_withdraws_on_shutdown() {
             local: Ipv4Addr::new(169, 254, 10, 2),
             neighbor: Ipv4Addr::new(169, 254, 10, 1),
             neighbor_asn: AWS_ASN,
+            local_asn: None,
+            local_pref: None,
         }],
     };
     let conf = pair.dir.join("bird.conf");

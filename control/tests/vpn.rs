@@ -450,3 +450,59 @@ fn vpn_config_prints_what_aws_download_configuration_gives() {
         "{err}"
     );
 }
+
+const DX: &str = include_str!("../../configs/dx-vpn-backup.yaml");
+
+#[test]
+fn r_dx_private_a_virtual_interface_wins_over_the_vpn_and_the_vpn_takes_over_when_it_goes() {
+    let mut s = both_up(&[65000], &[65000]);
+    up(
+        &mut s,
+        "dxvif-hq",
+        1,
+        &[("192.168.0.0/16", learned(&[65000, 65000], 0))],
+    );
+    let mut lab = lab_with(DX, s.clone());
+    // Direct Connect first, even with a longer AS path (R-VPN-PRIORITY).
+    lab.expect_to("app-1", ping("10.0.2.10", "192.168.1.10"), "dxvif-hq");
+    // Jumbo frames over the VIF.
+    lab.expect_to(
+        "app-1",
+        big_ping("10.0.2.10", "192.168.1.10", 9001, true),
+        "dxvif-hq",
+    );
+    let o = lab.send("app-1", big_ping("10.0.2.10", "192.168.1.10", 9002, true));
+    assert_eq!(o.verdict, Verdict::Drop(DropReason::MtuExceeded));
+    // In from the VIF: everything it sends is the site's.
+    lab.expect_to("dxvif-hq", ping("192.168.1.10", "10.0.2.10"), "app-1");
+    // The VIF disconnected (a fault): the VPN carries the site, at 1446 bytes.
+    s.tunnels.get_mut(&("dxvif-hq".into(), 1)).unwrap().fault = Some(4);
+    let mut lab = lab_with(DX, s.clone());
+    lab.expect_to("app-1", ping("10.0.2.10", "192.168.1.10"), "vpn-hq-t1");
+    let o = lab.send("app-1", big_ping("10.0.2.10", "192.168.1.10", 9001, true));
+    assert_eq!(o.verdict, Verdict::Drop(DropReason::MtuExceeded));
+    lab.expect_drop(
+        "dxvif-hq",
+        ping("192.168.1.10", "10.0.2.10"),
+        DropReason::FaultDisrupted,
+    );
+}
+
+#[test]
+fn check_refuses_what_aws_refuses_for_direct_connect() {
+    let transit = DX.replace("type: private", "type: transit");
+    assert!(errors(&transit).contains("transit virtual interfaces need a transit gateway"));
+    let mtu = DX.replace("mtu: 9001", "mtu: 8000");
+    assert!(errors(&mtu).contains("MTU 8000 is not one a private virtual interface takes"));
+    let vlan = DX.replace("vlan: 101", "vlan: 5000");
+    assert!(errors(&vlan).contains("VLAN 5000 is out of range"));
+    let con = DX.replace("connection: dxcon-hq", "connection: dxcon-hk");
+    assert!(
+        errors(&con).contains("did you mean `dxcon-hq`?"),
+        "{}",
+        errors(&con)
+    );
+    let speed = DX.replace("bandwidth: 1Gbps", "bandwidth: 3Gbps");
+    assert!(errors(&speed).contains("3Gbps"), "{}", errors(&speed));
+    assert_eq!(errors(DX), "");
+}

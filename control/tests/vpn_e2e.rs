@@ -245,3 +245,89 @@ fn r_vpn_cloudhub_sites_reach_each_other_through_the_vgw_unless_they_share_an_as
     common::assert_clean(&prefix);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+const DX: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../configs/dx-vpn-backup.yaml");
+
+fn site_route(lab: &LabRun) -> String {
+    text(&lab.exec("hq", &["ip", "-4", "route", "show", "10.0.0.0/16"]))
+}
+
+/// A ping of `size` bytes with DF set from app-1 to the site router's LAN address.
+fn jumbo(lab: &LabRun, size: usize) -> bool {
+    lab.exec(
+        "app-1",
+        &[
+            "ping",
+            "-c",
+            "2",
+            "-W",
+            "1",
+            "-M",
+            "do",
+            "-s",
+            &(size - 28).to_string(),
+            "192.168.0.1",
+        ],
+    )
+    .status
+    .success()
+}
+
+#[test]
+fn r_dx_private_direct_connect_is_preferred_both_ways_with_the_vpn_as_backup() {
+    if !common::e2e("vpn_e2e") {
+        return;
+    }
+    let prefix = unique_prefix("dx");
+    let lab = LabRun::up(Some(DX), &prefix, &[]);
+    // Both sides send over the VIF: the VGW by R-VPN-PRIORITY, the site by its local
+    // preference.
+    wait_for("the site routes the VPC over the VIF", 10, || {
+        site_route(&lab).contains("dev dx101")
+    });
+    lab.ping("corp-1", "10.0.2.10", &[]);
+    lab.ping("app-1", "192.168.1.10", &[]);
+    assert!(jumbo(&lab, 9000), "jumbo frames over the VIF");
+    let _server = lab.spawn("app-1", &["iperf3", "-s", "-1"]);
+    let report = iperf(&lab, "corp-1", "10.0.2.10", &["-t", "1"]);
+    assert!(received_bytes(&report) > 1e6, "{report}");
+    let st = status(&prefix);
+    assert!(
+        st.contains("dxvif-hq") && st.contains("Direct Connect VLAN 101, MTU 9001"),
+        "{st}"
+    );
+
+    // The VIF disconnects: the VPN takes over both ways, at 1446 bytes.
+    vpcd_with_deadline(
+        &[
+            "fault",
+            "start",
+            "aws:directconnect:virtual-interface-disconnect",
+            "dxvif-hq",
+            "--prefix",
+            &prefix,
+        ],
+        10,
+    );
+    wait_for("the site routes the VPC over a tunnel", 10, || {
+        site_route(&lab).contains("dev vx")
+    });
+    lab.ping("corp-1", "10.0.2.10", &[]);
+    lab.ping("app-1", "192.168.1.10", &[]);
+    assert!(
+        !jumbo(&lab, 9000),
+        "no jumbo frames over the VPN (R-VPN-MTU)"
+    );
+    assert!(jumbo(&lab, 1446), "1446 bytes cross the VPN");
+    assert!(status(&prefix).contains("virtual-interface-disconnect (fault f-1)"));
+
+    // And back when it returns.
+    vpcd_with_deadline(&["fault", "stop", "--all", "--prefix", &prefix], 10);
+    wait_for("the site routes the VPC over the VIF again", 20, || {
+        site_route(&lab).contains("dev dx101")
+    });
+    assert!(jumbo(&lab, 9000), "jumbo frames over the VIF again");
+    let stopped = lab.stop();
+    assert!(stopped.success, "{}", stopped.stderr);
+    common::assert_clean(&prefix);
+}

@@ -31,7 +31,9 @@ pub(crate) fn from_outside<'s, O: Observer<'s>>(
     // A tunnel's AWS end: its own packets (from its outside address) cross the internet;
     // everything else it sends came out of the tunnel.
     if let HostKind::VpnEndpoint(tunnel) = kind {
-        if snap.host(host).ipv4.map(IpAddr::V4) != Some(pkt.src) {
+        if snap.vpn_tunnel(tunnel).direct_connect
+            || snap.host(host).ipv4.map(IpAddr::V4) != Some(pkt.src)
+        {
             return crate::vpn::ingress(cx, tunnel, pkt, buf);
         }
     }

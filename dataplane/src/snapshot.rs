@@ -362,17 +362,25 @@ pub enum HostKind {
     OnPremises,
     /// The AWS end of a VPN tunnel: on the simulated internet at the tunnel's outside
     /// address (the tunnel's own packets), and the way in and out of the tunnel for
-    /// everything else (R-VPN-TUNNELS).
+    /// everything else (R-VPN-TUNNELS). Also the AWS end of a Direct Connect virtual
+    /// interface, which is not on the internet: everything it sends is the site's.
     VpnEndpoint(TunnelIx),
 }
 
-/// One tunnel of a VPN connection, at its virtual private gateway (R-VPN-TUNNELS).
+/// One tunnel of a VPN connection (R-VPN-TUNNELS), or a Direct Connect private virtual
+/// interface (R-DX-PRIVATE), at its virtual private gateway: both are a path to a site
+/// with BGP (or static routes), chosen among by R-VPN-PRIORITY.
 #[derive(Clone, Debug)]
 pub struct VpnTunnel {
-    /// The VPN connection's id.
+    /// The VPN connection's id, or the virtual interface's.
     pub vpn: Box<str>,
-    /// 1 or 2.
+    /// 1 or 2 (a virtual interface: 1).
     pub number: u8,
+    /// A Direct Connect virtual interface rather than a VPN tunnel.
+    pub direct_connect: bool,
+    /// The largest packet it carries: 1446 for a VPN tunnel (R-VPN-MTU), 1500 or 9001
+    /// for a virtual interface.
+    pub mtu: u16,
     /// The VPC whose VGW the connection ends at.
     pub vpc: VpcIx,
     /// Its AWS end: the host whose port carries the tunnel.

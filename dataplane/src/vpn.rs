@@ -49,15 +49,16 @@ fn into_tunnel<'s, O: Observer<'s>>(
 ) -> Verdict {
     let t = cx.snap.vpn_tunnel(tunnel);
     if t.fault != 0 {
-        return cx.drop(
-            DropReason::FaultDisrupted,
-            "the VPN tunnel is down (aws:vpn:tunnel-down)",
-        );
+        return cx.drop(DropReason::FaultDisrupted, down(t.direct_connect));
     }
-    if too_big(pkt, TUNNEL_MTU) && (pkt.dont_fragment || pkt.is_ipv6()) {
+    if too_big(pkt, t.mtu) && (pkt.dont_fragment || pkt.is_ipv6()) {
         return cx.drop(
             DropReason::MtuExceeded,
-            "larger than the VPN tunnel's 1446 bytes with DF set; AWS sends no ICMP here (R-VPN-MTU)",
+            if t.direct_connect {
+                "larger than the virtual interface's MTU with DF set (R-DX-PRIVATE)"
+            } else {
+                "larger than the VPN tunnel's 1446 bytes with DF set; AWS sends no ICMP here (R-VPN-MTU)"
+            },
         );
     }
     to_host(cx, t.host)
@@ -75,10 +76,7 @@ pub(crate) fn ingress<'s, O: Observer<'s>>(
     let snap = cx.snap;
     let t = snap.vpn_tunnel(tunnel);
     if t.fault != 0 {
-        return cx.drop(
-            DropReason::FaultDisrupted,
-            "the VPN tunnel is down (aws:vpn:tunnel-down)",
-        );
+        return cx.drop(DropReason::FaultDisrupted, down(t.direct_connect));
     }
     cx.obs.step(Step::VpnTunnel {
         tunnel,
@@ -97,4 +95,12 @@ pub(crate) fn ingress<'s, O: Observer<'s>>(
         DropReason::VgwNotTransitive,
         "from a site, a VGW reaches only its VPC's addresses and its other sites",
     )
+}
+
+fn down(direct_connect: bool) -> &'static str {
+    if direct_connect {
+        "the virtual interface is down (aws:directconnect:virtual-interface-disconnect)"
+    } else {
+        "the VPN tunnel is down (aws:vpn:tunnel-down)"
+    }
 }

@@ -27,6 +27,13 @@ pub struct CustomerTunnel {
     pub neighbor: Ipv4Addr,
     /// The AWS side's ASN (the VGW's `amazon_side_asn`).
     pub neighbor_asn: u32,
+    /// The customer side's ASN on this session, when not the gateway's (a Direct
+    /// Connect virtual interface has its own `bgp_asn`).
+    pub local_asn: Option<u32>,
+    /// A local preference for what this session learns: Direct Connect sessions get a
+    /// higher one, so the site too prefers the VIF over a VPN backup, as AWS's Direct
+    /// Connect guide recommends for active/passive designs.
+    pub local_pref: Option<u32>,
 }
 
 /// A customer gateway's BGP configuration.
@@ -75,16 +82,20 @@ pub fn bird(cgw: &CustomerGateway) -> String {
     }
     s.push_str("}\n");
     for t in &cgw.tunnels {
+        let import = match t.local_pref {
+            Some(p) => format!("import filter {{ bgp_local_pref = {p}; accept; }}"),
+            None => "import all".to_string(),
+        };
         let _ = write!(
             s,
             "\nprotocol bgp {name} {{\n  description \"{desc}\";\n  local {local} as {asn};\n  \
              neighbor {nbr} as {nasn};\n  hold time {HOLD_TIME};\n  keepalive time {KEEPALIVE};\n  \
              connect delay time 1;\n  connect retry time {RETRY};\n  error wait time {RETRY}, {ERROR_WAIT_MAX};\n  \
-             ipv4 {{ import all; export where proto = \"site_blocks\"; }};\n}}\n",
+             ipv4 {{ {import}; export where proto = \"site_blocks\"; }};\n}}\n",
             name = t.name,
             desc = t.description,
             local = t.local,
-            asn = cgw.asn,
+            asn = t.local_asn.unwrap_or(cgw.asn),
             nbr = t.neighbor,
             nasn = t.neighbor_asn,
         );
@@ -122,6 +133,8 @@ mod tests {
                     local: Ipv4Addr::new(169, 254, 10, 4 * (n as u8 - 1) + 2),
                     neighbor: Ipv4Addr::new(169, 254, 10, 4 * (n as u8 - 1) + 1),
                     neighbor_asn: 64512,
+                    local_asn: None,
+                    local_pref: None,
                 })
                 .collect(),
         };

@@ -106,6 +106,8 @@ pub(crate) fn compile(lab: &Lab, t: &mut Topology) -> Result<Propagated, Compile
             t.vpn_tunnels.push(VpnTunnel {
                 vpn: c.id.v.as_str().into(),
                 number: n,
+                direct_connect: false,
+                mtu: dataplane::vpn::TUNNEL_MTU,
                 vpc,
                 host: h,
                 inside_aws,
@@ -113,6 +115,39 @@ pub(crate) fn compile(lab: &Lab, t: &mut Topology) -> Result<Propagated, Compile
                 fault,
             });
         }
+    }
+    // Private virtual interfaces: a path to their connection's site, at the VGW.
+    let vif_inside = crate::vpn::vif_inside_cidrs(vpn);
+    for v in &vpn.virtual_interfaces {
+        let Some(vgw) = &v.virtual_private_gateway else {
+            continue;
+        };
+        let vpc = *vpc_of
+            .get(vgw.v.as_str())
+            .ok_or_else(|| missing("virtual private gateway", &vgw.v))?;
+        let cidr = *vif_inside
+            .get(&v.id.v)
+            .ok_or_else(|| missing("virtual interface inside CIDR", &v.id.v))?;
+        let (inside_aws, inside_customer) = inside_addresses(cidr);
+        let tunnel = TunnelIx(t.vpn_tunnels.len() as u32);
+        let h = host(t, &v.id.v, HostKind::VpnEndpoint(tunnel), inside_aws);
+        let fault = lab
+            .vpn_state
+            .tunnels
+            .get(&(v.id.v.clone(), 1))
+            .and_then(|s| s.fault)
+            .unwrap_or(0);
+        t.vpn_tunnels.push(VpnTunnel {
+            vpn: v.id.v.as_str().into(),
+            number: 1,
+            direct_connect: true,
+            mtu: u16::try_from(v.mtu.v).unwrap_or(1500),
+            vpc,
+            host: h,
+            inside_aws,
+            inside_customer,
+            fault,
+        });
     }
     Ok(vgw_tables(lab, t, &vpc_of))
 }
@@ -129,10 +164,31 @@ fn vgw_tables(lab: &Lab, t: &mut Topology, vpc_of: &HashMap<&str, VpcIx>) -> Pro
         if tun.fault != 0 {
             continue;
         }
+        let per_vpc = offers.entry(tun.vpc).or_default();
+        let learned = |origin: Origin, per_vpc: &mut BTreeMap<_, Vec<_>>| {
+            let Some(s) = state.tunnels.get(&(tun.vpn.to_string(), tun.number)) else {
+                return;
+            };
+            if !s.established {
+                return;
+            }
+            for (prefix, l) in &s.routes {
+                per_vpc.entry(*prefix).or_default().push(Candidate {
+                    via: tunnel,
+                    origin,
+                    asns: l.asns.clone(),
+                    as_path_len: l.as_path_len,
+                    med: l.med,
+                });
+            }
+        };
+        if tun.direct_connect {
+            learned(Origin::DirectConnect, per_vpc);
+            continue;
+        }
         let Some(c) = lab.vpn.connections.iter().find(|c| *c.id.v == *tun.vpn) else {
             continue;
         };
-        let per_vpc = offers.entry(tun.vpc).or_default();
         if c.static_routes_only {
             for r in &c.routes {
                 per_vpc.entry(r.v).or_default().push(Candidate {
@@ -143,18 +199,8 @@ fn vgw_tables(lab: &Lab, t: &mut Topology, vpc_of: &HashMap<&str, VpcIx>) -> Pro
                     med: 0,
                 });
             }
-        } else if let Some(s) = state.tunnels.get(&(c.id.v.clone(), tun.number)) {
-            if s.established {
-                for (prefix, l) in &s.routes {
-                    per_vpc.entry(*prefix).or_default().push(Candidate {
-                        via: tunnel,
-                        origin: Origin::BgpVpn,
-                        asns: l.asns.clone(),
-                        as_path_len: l.as_path_len,
-                        med: l.med,
-                    });
-                }
-            }
+        } else {
+            learned(Origin::BgpVpn, per_vpc);
         }
     }
     let mut propagated = Propagated::new();
@@ -183,7 +229,11 @@ fn vgw_tables(lab: &Lab, t: &mut Topology, vpc_of: &HashMap<&str, VpcIx>) -> Pro
                     target: Target::VpnTunnel(best.via),
                     target_name: format!(
                         "{} ({})",
-                        tunnel_name(&tun.vpn, tun.number),
+                        if tun.direct_connect {
+                            tun.vpn.to_string()
+                        } else {
+                            tunnel_name(&tun.vpn, tun.number)
+                        },
                         best.origin.name()
                     )
                     .into(),
