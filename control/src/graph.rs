@@ -421,6 +421,24 @@ impl Graph {
                 }
             }
         }
+        // VPN tunnels and Direct Connect virtual interfaces: from the VGW to their AWS end
+        // (a VPN tunnel's end is on the internet, at its outside address); red when a
+        // fault took one down.
+        for tun in &t.vpn_tunnels {
+            self.edges.push(Edge {
+                from: format!("vgw{}", tun.vpc.ix()),
+                to: format!("host{}", tun.host.ix()),
+                to_cluster: None,
+                label: if tun.direct_connect {
+                    format!("{} (Direct Connect, MTU {})", tun.vpn, tun.mtu)
+                } else {
+                    format!("{} tunnel {}", tun.vpn, tun.number)
+                },
+                down: tun.fault != 0,
+                undirected: true,
+                mirror: false,
+            });
+        }
         // Services are public: the internet reaches them too.
         for s in services.iter().filter(|s| !s.nodes.is_empty()) {
             self.edges.push(Edge {

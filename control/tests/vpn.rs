@@ -506,3 +506,29 @@ fn check_refuses_what_aws_refuses_for_direct_connect() {
     assert!(errors(&speed).contains("3Gbps"), "{}", errors(&speed));
     assert_eq!(errors(DX), "");
 }
+
+#[test]
+fn the_graph_draws_tunnels_and_virtual_interfaces_and_what_a_fault_took_down_in_red() {
+    let mut s = both_up(&[65000], &[65000]);
+    s.tunnels.insert(
+        ("dxvif-hq".into(), 1),
+        TunnelState {
+            fault: Some(2),
+            ..TunnelState::default()
+        },
+    );
+    let lab = lab_with(DX, s);
+    let dot = control::graph::Graph::of(&lab.snap).dot();
+    let line = |label: &str| {
+        dot.lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("no {label}:\n{dot}"))
+            .to_string()
+    };
+    assert!(!line("vpn-hq tunnel 1").contains("red"));
+    assert!(line("vpn-hq tunnel 2").contains("dir=none"));
+    assert!(
+        line("dxvif-hq (Direct Connect, MTU 9001)").contains("red"),
+        "{dot}"
+    );
+}
