@@ -89,7 +89,7 @@ pub fn load_text(text: &str, generation: u64) -> Result<(Lab, Snapshot), LoadErr
 
 /// Reads a lab file: at most one byte more than [`yaml::MAX_LAB_BYTES`], so that the
 /// check refuses a file over the limit and a file of any size costs no more memory than
-/// one at the limit (`vpcd check` of a 256 MiB file held 266 MB, issue 22).
+/// one at the limit (`vpcd check` of a 256 MiB file peaked at 265 MiB, issue 22).
 pub fn read(path: &Path) -> Result<String, LoadError> {
     use std::io::Read;
     let io = |source| LoadError::Io {

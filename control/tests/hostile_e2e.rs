@@ -16,6 +16,75 @@ fn socket(lab: &LabRun) -> PathBuf {
     control::control_socket::default_path(&lab.prefix)
 }
 
+/// A process's memory from /proc, in KiB: its peak resident set (`VmHWM`) and what it
+/// holds now (`VmRSS`).
+struct Memory {
+    peak: u64,
+    held: u64,
+}
+
+fn memory(pid: i32) -> Memory {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("vpcd's status");
+    let field = |name: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    Memory {
+        peak: field("VmHWM:"),
+        held: field("VmRSS:"),
+    }
+}
+
+/// Sets a process's peak resident set back to what it holds now (`5` into clear_refs,
+/// Linux 4.0), so that the next `VmHWM` is the peak of what came in between.
+fn reset_peak(pid: i32) {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").expect("reset vpcd's VmHWM");
+}
+
+/// A refused apply: its answer, how far the router's peak rose above what it held
+/// before (KiB), and what it holds after (KiB).
+fn refused_apply(lab: &LabRun, text: &str) -> (String, u64, u64) {
+    let before = memory(lab.pid()).held;
+    reset_peak(lab.pid());
+    let (status, answer) = request(&socket(lab), "apply copies.yaml", text).unwrap();
+    assert_eq!(status, Status::Refused, "{answer}");
+    let after = memory(lab.pid());
+    (answer, after.peak.saturating_sub(before), after.held)
+}
+
+/// `n` copies of one subnet of the default lab's VPC.
+fn copies(n: usize) -> String {
+    let mut text =
+        String::from("version: 1\nvpcs:\n- id: vpc-lab\n  cidr_block: 10.0.0.0/16\n  subnets:\n");
+    for i in 0..n {
+        text.push_str(&format!("  - {{ id: s-{i}, cidr_block: 10.0.1.0/24 }}\n"));
+    }
+    text
+}
+
+// The running router's memory (the debug build), in KiB: 2 to 4 times what was measured
+// on the 2-core machine, where `vpcd up` of the default lab holds 36 MiB once ready.
+
+/// How far a refused apply of a small file raises the router's peak: 4,000 copies of one
+/// subnet (175 KB) raised it by 7 MiB, 7,842 copies (344 KB) by 15 MiB. Before issue 22
+/// the router peaked at 2 GB.
+const SMALL_APPLY_PEAK_RISE_KIB: u64 = 48 << 10;
+/// Likewise for the largest file read whole, 16 MiB of copies (367,136): by 648 MiB.
+const DENSE_APPLY_PEAK_RISE_KIB: u64 = 1536 << 10;
+/// What the router may hold, after refused applies, beyond what it held before them: it
+/// returns what a check freed, and held 2 MiB more at most after the three applies (it
+/// held 1.3 GB before issue 22).
+const HELD_GROWTH_AFTER_APPLIES_KIB: u64 = 8 << 10;
+/// How far abandoned requests and 2,000 unanswered SYNs to the router's TCP services
+/// raise the router's peak, and what it holds after beyond what it held before them:
+/// 0.7 MiB both. The services have fixed slots, so nothing grows with the count; 4 KiB
+/// kept per SYN that reaches the router (1,100 to 1,700 do; the TUN's queue drops the
+/// rest) would be over.
+const SERVICES_GROWTH_KIB: u64 = 4 << 10;
+
 #[test]
 fn hostile_applies_are_refused_and_the_lab_keeps_running() {
     if !e2e("hostile_applies_are_refused_and_the_lab_keeps_running") {
@@ -48,16 +117,29 @@ fn hostile_applies_are_refused_and_the_lab_keeps_running() {
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("bad\n"), "{answer}");
 
-    // 4,000 copies of one subnet: a bounded refusal.
-    let mut copies =
-        String::from("version: 1\nvpcs:\n- id: vpc-lab\n  cidr_block: 10.0.0.0/16\n  subnets:\n");
-    for i in 0..4_000 {
-        copies.push_str(&format!("  - {{ id: s-{i}, cidr_block: 10.0.1.0/24 }}\n"));
+    // 4,000 copies of one subnet: a bounded refusal, in bounded memory (the router
+    // peaked at 2 GB and held 1.3 GB after it); likewise 344 KB of copies and 16 MiB.
+    let at_start = memory(lab.pid()).held;
+    for (n, bound) in [
+        (4_000, SMALL_APPLY_PEAK_RISE_KIB),
+        (7_842, SMALL_APPLY_PEAK_RISE_KIB),
+        (367_136, DENSE_APPLY_PEAK_RISE_KIB),
+    ] {
+        let text = copies(n);
+        let (answer, rise, held) = refused_apply(&lab, &text);
+        assert!(answer.lines().count() < 30, "{answer}");
+        assert!(answer.contains(&format!("{} error(s)", n - 1)), "{answer}");
+        assert!(
+            rise < bound,
+            "a refused apply of {n} copies ({} bytes) raised vpcd's peak by {rise} KiB, over the bound of {bound}",
+            text.len()
+        );
+        let grew = held.saturating_sub(at_start);
+        assert!(
+            grew < HELD_GROWTH_AFTER_APPLIES_KIB,
+            "after a refused apply of {n} copies vpcd holds {grew} KiB more than before, over the bound of {HELD_GROWTH_AFTER_APPLIES_KIB}"
+        );
     }
-    let (status, text) = request(&ctl, "apply copies.yaml", &copies).unwrap();
-    assert_eq!(status, Status::Refused);
-    assert!(text.lines().count() < 30, "{text}");
-    assert!(text.contains("3999 error(s)"), "{text}");
 
     // The client checks a file itself first: the router is not asked.
     let dir = std::env::temp_dir().join(format!("vpcd-ha-{}", std::process::id()));
@@ -172,6 +254,8 @@ fn abandoned_requests_do_not_shut_the_metadata_service() {
         return;
     }
     let lab = LabRun::up(None, &unique_prefix("md"), &[]);
+    let at_start = memory(lab.pid()).held;
+    reset_peak(lab.pid());
     // The reproducer: sixteen connections (twice the slots) that send part of a request
     // and close, to metadata and to DNS over TCP, made the services refuse every later
     // connection for good.
@@ -181,6 +265,29 @@ fn abandoned_requests_do_not_shut_the_metadata_service() {
         done; echo sent";
     let o = lab.exec("web-1", &["bash", "-c", script]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "sent", "{o:?}");
+    // Then 2,000 SYNs that nobody answers, from 100 addresses of the subnet that no
+    // instance holds, to both services: every slot half-open, the rest refused as busy
+    // or over the link-local budget.
+    let mut syns = Vec::new();
+    for host in 100..200u8 {
+        for port in 0..10u16 {
+            for service in [([169, 254, 169, 254], 80), ([10, 0, 0, 2], 53)] {
+                let mut syn = Vec::new();
+                etherparse::PacketBuilder::ipv4([10, 0, 1, host], service.0, 64)
+                    .tcp(40_000 + port, service.1, 1, 64_240)
+                    .syn()
+                    .write(&mut syn, &[])
+                    .unwrap();
+                syns.push(syn);
+            }
+        }
+    }
+    common::send_raw(&lab.ns("web-1"), &syns);
+    // The half-open connections are reset after HALF_OPEN_SECS; then the instance is
+    // served again.
+    std::thread::sleep(Duration::from_secs(
+        dataplane::router_services::tcp_services::HALF_OPEN_SECS + 1,
+    ));
     let token = lab.imds_token("web-1");
     assert_eq!(token.len(), 32, "{token:?}");
     let id = lab.curl(
@@ -192,6 +299,23 @@ fn abandoned_requests_do_not_shut_the_metadata_service() {
         ],
     );
     assert_eq!(id, "web-1");
+    let after = memory(lab.pid());
+    let rise = after.peak.saturating_sub(at_start);
+    let grew = after.held.saturating_sub(at_start);
+    for (what, kib) in [
+        ("raised vpcd's peak by", rise),
+        ("left vpcd holding more by", grew),
+    ] {
+        assert!(
+            kib < SERVICES_GROWTH_KIB,
+            "the abandoned requests and SYNs {what} {kib} KiB, over the bound of {SERVICES_GROWTH_KIB}"
+        );
+    }
     let stopped = lab.stop();
     assert!(stopped.success, "{}", stopped.stderr);
+    assert!(
+        stopped.stdout.contains("tcp_timed_out"),
+        "the half-open connections were not timed out:\n{}",
+        stopped.stdout
+    );
 }

@@ -1,35 +1,109 @@
 //! Lab files written to hurt (issue 22): each reproducer that crashed vpcd or made it
 //! take seconds and gigabytes now gets a clear error, in bounded time and memory.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use control::diag::{count, PER_PLACE};
 
-fn vpcd_check(text: &str, name: &str) -> (i32, String) {
-    let dir = std::env::temp_dir().join(format!("vpcd-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path: PathBuf = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_vpcd"))
-        .arg("check")
-        .arg(&path)
-        .output()
-        .expect("run vpcd");
-    let _ = std::fs::remove_file(&path);
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+/// What `vpcd check` left: exit code, stderr, and its peak resident set in KiB.
+struct Checked {
+    code: i32,
+    stderr: String,
+    peak_kib: u64,
 }
 
-fn errors(text: &str) -> Vec<control::Diagnostic> {
-    control::check_text(text).expect_err("the lab must be refused")
+/// Runs `vpcd check FILE`, reading its peak resident set (`VmHWM`, the kernel's
+/// high-water mark of the process's memory) every millisecond until it exits; only
+/// growth in its last millisecond could be missed. Not wait4's `ru_maxrss`: that is at
+/// least the spawning process's own peak (the child's memory before exec is this test
+/// binary's), so it measures the tests running beside this one.
+fn check_file(path: &Path) -> Checked {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vpcd"))
+        .arg("check")
+        .arg(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run vpcd");
+    let mut err = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let status_file = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0;
+    let status = loop {
+        if let Some(kib) = vm_hwm_kib(&status_file) {
+            peak_kib = peak_kib.max(kib);
+        }
+        if let Some(status) = child.try_wait().expect("wait for vpcd") {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    Checked {
+        code: status.code().unwrap_or(-1),
+        stderr: reader.join().unwrap(),
+        peak_kib,
+    }
+}
+
+/// `VmHWM` of a /proc status file, in KiB; none once the process has exited.
+fn vm_hwm_kib(status_file: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(status_file).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vpcd-hostile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn vpcd_check(text: &str, name: &str) -> Checked {
+    let path = scratch(name);
+    std::fs::write(&path, text).unwrap();
+    let checked = check_file(&path);
+    let _ = std::fs::remove_file(&path);
+    checked
 }
 
 /// A lab header, then `body` under `vpcs:`.
 fn lab(body: &str) -> String {
     format!("version: 1\nvpcs:\n{body}")
+}
+
+/// `n` copies of one subnet in one VPC: every copy but the first overlaps the first.
+fn copies(n: usize) -> String {
+    let mut body = String::from("- id: vpc-a\n  cidr_block: 10.0.0.0/16\n  subnets:\n");
+    for i in 0..n {
+        body.push_str(&format!("  - {{ id: s-{i}, cidr_block: 10.0.1.0/24 }}\n"));
+    }
+    lab(&body)
+}
+
+// Peak resident set of `vpcd check` (the debug build the tests run), in KiB: 2 to 4
+// times what was measured on the 2-core machine, where checking a one-line lab peaks at
+// 11 MiB.
+
+/// 4,000 copies of one subnet (175 KB) peaked at 18 MiB.
+const COPIES_PEAK_KIB: u64 = 64 << 10;
+/// A file at the 16 MiB limit (a comment and no lab: the text and its line index)
+/// peaked at 27 MiB; one over it, by one byte or by 240 MiB, at 26 MiB: it is read no
+/// further than the limit (a 256 MiB file peaked at 265 MiB before).
+const LIMIT_PEAK_KIB: u64 = 64 << 10;
+/// The largest file that is read whole: 16 MiB of subnet copies (367,136 of them)
+/// peaked at 660 MiB, the YAML tree and the decoded lab at about 40 times the text.
+const DENSE_AT_LIMIT_PEAK_KIB: u64 = 1536 << 10;
+
+fn errors(text: &str) -> Vec<control::Diagnostic> {
+    control::check_text(text).expect_err("the lab must be refused")
 }
 
 #[test]
@@ -42,9 +116,9 @@ fn deeply_nested_block_sequences_are_refused_not_a_stack_overflow() {
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert_eq!(errs[0].at.line, 3);
         assert!(errs[0].message.contains("nest more than"), "{errs:?}");
-        let (code, err) = vpcd_check(&text, "deep.yaml");
-        assert_eq!(code, 1, "exit code (134 was the abort): {err}");
-        assert!(err.contains("deep.yaml:3:"), "{err}");
+        let Checked { code, stderr, .. } = vpcd_check(&text, "deep.yaml");
+        assert_eq!(code, 1, "exit code (134 was the abort): {stderr}");
+        assert!(stderr.contains("deep.yaml:3:"), "{stderr}");
     }
 }
 
@@ -86,11 +160,8 @@ services:
 
 #[test]
 fn four_thousand_copies_of_one_subnet_give_a_bounded_report() {
-    let mut body = String::from("- id: vpc-a\n  cidr_block: 10.0.0.0/16\n  subnets:\n");
-    for i in 0..4_000 {
-        body.push_str(&format!("  - {{ id: s-{i}, cidr_block: 10.0.1.0/24 }}\n"));
-    }
-    let errs = errors(&lab(&body));
+    let text = copies(4_000);
+    let errs = errors(&text);
     // Every copy but the first overlaps: 3,999 errors reported, PER_PLACE of them shown
     // and one line that sums up the rest.
     assert_eq!(count(&errs), 3_999);
@@ -101,13 +172,19 @@ fn four_thousand_copies_of_one_subnet_give_a_bounded_report() {
         summary.message.contains("vpcs[].subnets[].cidr_block"),
         "{summary:?}"
     );
-    let (code, err) = vpcd_check(&lab(&body), "copies.yaml");
-    assert_eq!(code, 1);
+    let checked = vpcd_check(&text, "copies.yaml");
+    assert_eq!(checked.code, 1);
+    let err = &checked.stderr;
     assert!(
         err.trim_end().ends_with("copies.yaml: 3999 error(s)"),
         "{err}"
     );
     assert_eq!(err.lines().count(), PER_PLACE + 2, "{err}");
+    assert!(
+        checked.peak_kib < COPIES_PEAK_KIB,
+        "vpcd check of 4,000 copies peaked at {} KiB, over the bound of {COPIES_PEAK_KIB}",
+        checked.peak_kib
+    );
 }
 
 #[test]
@@ -186,6 +263,80 @@ fn a_lab_over_the_size_limit_is_refused_at_once() {
     let errs = errors(&big);
     assert_eq!(errs.len(), 1);
     assert!(errs[0].message.contains("at most 16 MiB"), "{errs:?}");
+}
+
+/// A file of `len` bytes: a lab with no VPC and a comment that fills the rest.
+fn commented(len: usize) -> String {
+    let (head, tail) = ("version: 1\n# ", "\nvpcs: []\n");
+    format!("{head}{}{tail}", "x".repeat(len - head.len() - tail.len()))
+}
+
+#[test]
+fn checking_a_file_at_or_over_the_size_limit_stays_under_its_memory_bound() {
+    let max = control::yaml::MAX_LAB_BYTES;
+    let at = vpcd_check(&commented(max), "at.yaml");
+    assert_eq!(at.code, 1, "{}", at.stderr);
+    assert!(
+        at.stderr.contains("needs at least one VPC"),
+        "{}",
+        at.stderr
+    );
+    assert!(
+        at.peak_kib < LIMIT_PEAK_KIB,
+        "a 16 MiB file peaked at {} KiB, over the bound of {LIMIT_PEAK_KIB}",
+        at.peak_kib
+    );
+    let over = vpcd_check(&commented(max + 1), "over.yaml");
+    assert_eq!(over.code, 1, "{}", over.stderr);
+    assert!(over.stderr.contains("at most 16 MiB"), "{}", over.stderr);
+    // 256 MiB of NUL bytes, sparse on disk: read no further than the limit.
+    let huge = scratch("huge.yaml");
+    std::fs::File::create(&huge)
+        .and_then(|f| f.set_len(256 << 20))
+        .unwrap();
+    let far = check_file(&huge);
+    let _ = std::fs::remove_file(&huge);
+    assert_eq!(far.code, 1, "{}", far.stderr);
+    assert!(far.stderr.contains("at most 16 MiB"), "{}", far.stderr);
+    for (what, c) in [("one byte", &over), ("240 MiB", &far)] {
+        assert!(
+            c.peak_kib < LIMIT_PEAK_KIB,
+            "a file over the limit by {what} peaked at {} KiB, over the bound of {LIMIT_PEAK_KIB}",
+            c.peak_kib
+        );
+    }
+}
+
+#[test]
+fn checking_sixteen_mib_of_subnet_copies_stays_under_its_memory_bound() {
+    // The densest lab the size limit lets through: every line a subnet, every subnet
+    // an overlap to report.
+    let mut text = copies(0);
+    let mut i = 0;
+    loop {
+        let line = format!("  - {{ id: s-{i}, cidr_block: 10.0.1.0/24 }}\n");
+        if text.len() + line.len() > control::yaml::MAX_LAB_BYTES {
+            break;
+        }
+        text.push_str(&line);
+        i += 1;
+    }
+    let checked = vpcd_check(&text, "dense.yaml");
+    drop(text);
+    assert_eq!(checked.code, 1);
+    assert!(
+        checked
+            .stderr
+            .trim_end()
+            .ends_with(&format!("dense.yaml: {} error(s)", i - 1)),
+        "{}",
+        checked.stderr
+    );
+    assert!(
+        checked.peak_kib < DENSE_AT_LIMIT_PEAK_KIB,
+        "vpcd check of 16 MiB of subnet copies peaked at {} KiB, over the bound of {DENSE_AT_LIMIT_PEAK_KIB}",
+        checked.peak_kib
+    );
 }
 
 #[test]
