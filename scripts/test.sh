@@ -21,7 +21,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 # and runs each for a few seconds from its committed seeds. A crash, a hang or a leak
 # fails the script and leaves the reproducer under fuzz/artifacts/<target>/. The corpus
 # a smoke run grows goes to a temporary directory, so the tree stays as it was.
-FUZZ_TARGETS=(pipeline lab dns metadata control_socket)
+FUZZ_TARGETS=(pipeline lab dns metadata control_socket bgp)
 FUZZ_SECONDS=${FUZZ_SECONDS:-5}
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "test.sh: no nightly toolchain: fuzz smoke run skipped"

@@ -10,7 +10,7 @@
 //! | `aws:ec2:nat-gateway-failure` (vpcd)    | NAT gateway id  | its routes are blackholes         |
 //! | `aws:az:power-interruption` (vpcd)      | zone name       | every instance, NAT gateway and endpoint ENI of the zone stops |
 //! | `aws:vpn:tunnel-down` (vpcd)            | `VPN-ID:1` or `:2` | the tunnel goes down at the AWS end: its BGP session ends (Cease), it carries nothing |
-//! | `aws:directconnect:virtual-interface-disconnect` | refused: no Direct Connect in vpcd yet |
+//! | `aws:directconnect:virtual-interface-disconnect` | VIF id | its BGP session ends (Cease): routes withdrawn, a VPN takes over |
 //!
 //! The running router's side (start, stop, expiry, republishing) is in `fault_control`.
 

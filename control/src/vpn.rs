@@ -902,6 +902,23 @@ pub fn changed_layout(old: &Lab, new: &Lab) -> Option<String> {
             )
         }));
         s.extend(
+            v.dx_connections
+                .iter()
+                .map(|c| format!("Direct Connect connection {}|{}", c.id.v, c.site.v)),
+        );
+        s.extend(v.virtual_interfaces.iter().map(|x| {
+            format!(
+                "virtual interface {}|{} {} {:?} {} {} {}",
+                x.id.v,
+                x.connection.v,
+                x.kind.v,
+                x.virtual_private_gateway.as_ref().map(|g| &g.v),
+                x.vlan.v,
+                x.bgp_asn.v,
+                x.mtu.v
+            )
+        }));
+        s.extend(
             v.gateways
                 .iter()
                 .map(|g| format!("virtual private gateway {}|{}", g.id.v, g.amazon_side_asn.v)),

@@ -515,6 +515,51 @@ fn vpcd_paths(
     results
 }
 
+/// Through hybrid paths (issue 18): from the head office's host over a Direct Connect
+/// virtual interface, then (the VIF disconnected by a fault) over a BGP VPN tunnel, to
+/// the VPC's instance, in `configs/dx-vpn-backup.yaml` with every stage on.
+fn vpcd_hybrid_paths(vpcd: &str, tag: &str) -> Vec<(&'static str, Figures)> {
+    let dir = std::env::temp_dir().join(format!("{tag}-lab"));
+    let _ = std::fs::create_dir_all(&dir);
+    let lab = dir.join("lab.yaml");
+    let text = include_str!("../../../configs/dx-vpn-backup.yaml").replace(
+        "          - { protocol: icmp, source: 192.168.0.0/16 }\n          - { protocol: tcp, port_range: 5201, source: 192.168.0.0/16 }",
+        "          - { protocol: all, source: 192.168.0.0/16 }",
+    );
+    std::fs::write(&lab, text).expect("write the lab");
+    let prefix = format!("{tag}-");
+    let (router, _) = start_vpcd(vpcd, &prefix, &["--mtu", "1500"], &lab);
+    let (corp, app) = (format!("{prefix}corp-1"), format!("{prefix}app-1"));
+    let held = || vpcd_flows(vpcd, &prefix);
+    let mut results = vec![(
+        "vpcd site→DX VIF→instance",
+        measure("vpcd dx", &corp, &app, "10.0.2.10", &held),
+    )];
+    let fault = Command::new(vpcd)
+        .args([
+            "fault",
+            "start",
+            "aws:directconnect:virtual-interface-disconnect",
+            "dxvif-hq",
+            "--prefix",
+            &prefix,
+        ])
+        .output();
+    assert!(
+        fault.is_ok_and(|o| o.status.success()),
+        "harness: the VIF fault did not start"
+    );
+    // The site's BIRD moves to the VPN's routes once the VIF's session is gone.
+    std::thread::sleep(Duration::from_secs(2));
+    results.push((
+        "vpcd site→VPN tunnel→instance",
+        measure("vpcd vpn", &corp, &app, "10.0.2.10", &held),
+    ));
+    drop(router);
+    let _ = std::fs::remove_dir_all(&dir);
+    results
+}
+
 /// Starts `vpcd up` on `lab` and waits for `ready`: the router (stopped on drop) and the
 /// time from start to ready.
 fn start_vpcd(vpcd: &str, prefix: &str, extra: &[&str], lab: &Path) -> (Proc, Duration) {
@@ -638,6 +683,7 @@ fn measure_paths(vpcd: &str, tag: &str) -> Vec<(&'static str, Figures)> {
         }
     }
     results.extend(vpcd_paths(vpcd, &format!("{tag}v"), &[], None));
+    results.extend(vpcd_hybrid_paths(vpcd, &format!("{tag}h")));
     for (t, option, name) in [
         ("w", "--no-offload", "vpcd instance→instance, --no-offload"),
         ("g", "--udp-gro", "vpcd instance→instance, --udp-gro"),
