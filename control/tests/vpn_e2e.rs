@@ -79,7 +79,11 @@ fn a_bgp_vpn_carries_the_site_over_both_tunnels_and_fails_over() {
     let report = iperf(&lab, "corp-1", "10.0.2.10", &["-t", "2"]);
     assert!(received_bytes(&report) > 1e6, "{report}");
 
-    // Tunnel 1 goes down at the AWS end while pings flow every 20 ms.
+    // Tunnel 1 goes down at the AWS end while pings flow every 20 ms and a TCP stream
+    // runs: the stream survives the route change (its tracked flow is untouched).
+    let _stream_server = lab.spawn("app-1", &["iperf3", "-s", "-1"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let stream = lab.spawn("corp-1", &["iperf3", "-c", "10.0.2.10", "-t", "4"]);
     let pinger = lab.spawn(
         "corp-1",
         &[
@@ -108,6 +112,11 @@ fn a_bgp_vpn_carries_the_site_over_both_tunnels_and_fails_over() {
     ));
     assert!(fault.contains("f-1"), "{fault}");
     let pings = pinger.output(20);
+    let streamed = stream.output(20);
+    assert!(
+        streamed.contains("receiver") && received_bytes(&streamed) > 1e6,
+        "the TCP stream did not survive the failover:\n{streamed}"
+    );
     let answered = pings.matches("bytes from").count();
     let lost = 150 - answered;
     eprintln!("vpn_e2e: tunnel 1 down: {lost} of 150 pings (20 ms apart) lost in the failover");
@@ -130,6 +139,52 @@ fn a_bgp_vpn_carries_the_site_over_both_tunnels_and_fails_over() {
             == 2
     });
     lab.ping("corp-1", "10.0.2.10", &[]);
+    // The site's prefix is a propagated route of rtb-private (R-VPN-PROPAGATE).
+    let routes = text(&vpcd_with_deadline(
+        &["routes", "rtb-private", "--prefix", &prefix],
+        10,
+    ));
+    assert!(
+        routes.contains("192.168.0.0/16") && routes.contains("propagated"),
+        "{routes}"
+    );
+
+    // Both tunnels down: the route is withdrawn on both sides, and nothing gets through.
+    for t in ["vpn-hq:1", "vpn-hq:2"] {
+        vpcd_with_deadline(
+            &[
+                "fault",
+                "start",
+                "aws:vpn:tunnel-down",
+                t,
+                "--prefix",
+                &prefix,
+            ],
+            10,
+        );
+    }
+    wait_for("the site's route withdrawn", 10, || {
+        !text(&lab.exec("hq", &["ip", "-4", "route", "show", "10.0.0.0/16"])).contains("proto bird")
+    });
+    let routes = text(&vpcd_with_deadline(
+        &["routes", "rtb-private", "--prefix", &prefix],
+        10,
+    ));
+    assert!(!routes.contains("192.168.0.0/16"), "{routes}");
+    let out = lab.exec("app-1", &["ping", "-c", "1", "-W", "1", "192.168.1.10"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    vpcd_with_deadline(&["fault", "stop", "--all", "--prefix", &prefix], 10);
+    wait_for("both tunnels back", 20, || {
+        birdc(&lab, &["show", "protocols"])
+            .matches("Established")
+            .count()
+            == 2
+    });
+    wait_for("the site reaches the VPC again", 10, || {
+        lab.exec("corp-1", &["ping", "-c", "1", "-W", "1", "10.0.2.10"])
+            .status
+            .success()
+    });
     let stopped = lab.stop();
     assert!(stopped.success, "{}", stopped.stderr);
     assert!(common::namespaces_with(&prefix).is_empty());
@@ -330,4 +385,54 @@ fn r_dx_private_direct_connect_is_preferred_both_ways_with_the_vpn_as_backup() {
     let stopped = lab.stop();
     assert!(stopped.success, "{}", stopped.stderr);
     common::assert_clean(&prefix);
+}
+
+#[test]
+fn r_vgw_noeip_an_instances_public_ip_is_not_reachable_over_the_vpn() {
+    if !common::e2e("vpn_e2e") {
+        return;
+    }
+    let text_lab = std::fs::read_to_string(LAB)
+        .unwrap()
+        .replace(
+            "    cidr_block: 10.0.0.0/16\n",
+            "    cidr_block: 10.0.0.0/16\n    internet_gateway: igw-lab\n",
+        )
+        .replace(
+            "private_ip: 10.0.2.10,",
+            "private_ip: 10.0.2.10, public_ip: 198.51.100.20,",
+        );
+    let dir = std::env::temp_dir().join(unique_prefix("noeip"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("vpn-eip.yaml");
+    std::fs::write(&file, text_lab).unwrap();
+    let prefix = unique_prefix("eip");
+    let lab = LabRun::up(Some(file.to_str().unwrap()), &prefix, &[]);
+    lab.ping("corp-1", "10.0.2.10", &[]);
+    // The site sends to app-1's public IP into the tunnel: the VGW does not take it.
+    let route = lab.exec(
+        "hq",
+        &[
+            "ip",
+            "route",
+            "add",
+            "198.51.100.20/32",
+            "via",
+            "169.254.10.1",
+            "dev",
+            "vx1",
+        ],
+    );
+    assert!(route.status.success(), "{}", text(&route));
+    let out = lab.exec("corp-1", &["ping", "-c", "2", "-W", "1", "198.51.100.20"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    let stats = text(&vpcd_with_deadline(&["stats", "--prefix", &prefix], 10));
+    assert!(
+        common::dropped(&stats, "VGW_NOT_TRANSITIVE") >= 2,
+        "{stats}"
+    );
+    let stopped = lab.stop();
+    assert!(stopped.success, "{}", stopped.stderr);
+    common::assert_clean(&prefix);
+    let _ = std::fs::remove_dir_all(&dir);
 }
