@@ -182,6 +182,51 @@ pub fn render(router: &Router) -> String {
         let n = faults.iter().filter(|f| f.action.name() == *action).count();
         let _ = writeln!(s, "vpcd_faults_active{{action=\"{action}\"}} {n}");
     }
+    // VPN tunnels and Direct Connect VIFs (R-VPN-STATUS): up or down, BGP state, routes.
+    let tunnels = router.vpn_status(&snap);
+    if !tunnels.is_empty() {
+        let _ = writeln!(
+            s,
+            "# HELP vpcd_vpn_tunnel_up A VPN tunnel or Direct Connect virtual interface is up (1) or down (0).\n# TYPE vpcd_vpn_tunnel_up gauge"
+        );
+        for t in &tunnels {
+            let _ = writeln!(
+                s,
+                "vpcd_vpn_tunnel_up{{tunnel=\"{}\"}} {}",
+                t.tunnel,
+                u8::from(t.status == "UP")
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP vpcd_bgp_established The tunnel's BGP session is established (1) or not (0).\n# TYPE vpcd_bgp_established gauge"
+        );
+        for t in tunnels.iter().filter(|t| t.bgp_state.is_some()) {
+            let up = t.bgp_state.as_deref() == Some("Established");
+            let _ = writeln!(
+                s,
+                "vpcd_bgp_established{{tunnel=\"{}\"}} {}",
+                t.tunnel,
+                u8::from(up)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP vpcd_bgp_routes Routes from the customer gateway, accepted or refused over AWS's limit of 100.\n# TYPE vpcd_bgp_routes gauge"
+        );
+        for t in &tunnels {
+            let _ = writeln!(
+                s,
+                "vpcd_bgp_routes{{tunnel=\"{}\",result=\"accepted\"}} {}",
+                t.tunnel, t.accepted_routes
+            );
+            let _ = writeln!(
+                s,
+                "vpcd_bgp_routes{{tunnel=\"{}\",result=\"refused\"}} {}",
+                t.tunnel, t.refused_routes
+            );
+        }
+    }
     if let Some(t) = router.last_apply() {
         let _ = writeln!(
             s,

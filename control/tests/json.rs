@@ -316,7 +316,7 @@ fn live_reports_validate_and_their_counters_add_up() {
     assert_eq!(ports, n("received"));
 
     // The metrics say the same, name everything the Grafana dashboard asks for, and add up.
-    let metrics = scrape(&lab);
+    let metrics = common::scrape(&lab);
     let value = |name: &str| -> u64 {
         metrics
             .lines()
@@ -420,26 +420,6 @@ fn live_reports_validate_and_their_counters_add_up() {
         "{}",
         stopped.stderr
     );
-}
-
-/// `GET /metrics` from the address `up` printed (loopback).
-fn scrape(lab: &common::LabRun) -> String {
-    use std::io::{Read, Write};
-    let url = lab
-        .map
-        .iter()
-        .find_map(|l| l.strip_prefix("metrics on http://"))
-        .expect("up prints where it serves metrics");
-    let addr = url.trim_end_matches("/metrics");
-    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics");
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .expect("an HTTP answer")
-        .1
-        .to_string()
 }
 
 /// The metric names the Grafana dashboard's queries use.

@@ -54,7 +54,7 @@ fn a_bgp_vpn_carries_the_site_over_both_tunnels_and_fails_over() {
     }
     let prefix = unique_prefix("vpn");
     let started = Instant::now();
-    let lab = LabRun::up(Some(LAB), &prefix, &[]);
+    let lab = LabRun::up(Some(LAB), &prefix, &["--metrics", "127.0.0.1:0"]);
     let up_in = started.elapsed();
     eprintln!("vpn_e2e: vpcd up to ready (both tunnels established) in {up_in:?}");
     assert!(
@@ -71,6 +71,14 @@ fn a_bgp_vpn_carries_the_site_over_both_tunnels_and_fails_over() {
     assert!(st.contains("vpn-hq:1") && st.contains("vpn-hq:2"), "{st}");
     assert_eq!(st.matches(" UP ").count(), 2, "{st}");
     assert!(st.contains("BGP Established, 1 route(s) accepted"), "{st}");
+    let metrics = common::scrape(&lab);
+    for want in [
+        "vpcd_vpn_tunnel_up{tunnel=\"vpn-hq:1\"} 1",
+        "vpcd_bgp_established{tunnel=\"vpn-hq:2\"} 1",
+        "vpcd_bgp_routes{tunnel=\"vpn-hq:1\",result=\"accepted\"} 1",
+    ] {
+        assert!(metrics.contains(want), "{want}:\n{metrics}");
+    }
 
     // Both ways, ICMP and TCP.
     lab.ping("corp-1", "10.0.2.10", &[]);

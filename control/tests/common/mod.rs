@@ -584,3 +584,23 @@ pub fn assert_clean(prefix: &str) {
         "processes left"
     );
 }
+
+/// `GET /metrics` from the address `up` printed (loopback).
+pub fn scrape(lab: &LabRun) -> String {
+    use std::io::{Read, Write};
+    let url = lab
+        .map
+        .iter()
+        .find_map(|l| l.strip_prefix("metrics on http://"))
+        .expect("up prints where it serves metrics");
+    let addr = url.trim_end_matches("/metrics");
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the metrics");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split_once("\r\n\r\n")
+        .expect("an HTTP answer")
+        .1
+        .to_string()
+}
