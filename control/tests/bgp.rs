@@ -434,3 +434,33 @@ fn mutated_messages_never_panic() {
         assert!(s.received().len() <= 100);
     }
 }
+
+/// What BIRD 2.0.12 sent, with the configuration `vpcd vpn-config` writes for
+/// configs/vpn-bgp.yaml's tunnel 1, to an AWS side that opened first: its OPEN
+/// (multiprotocol IPv4, route refresh, graceful restart, 4-octet AS, enhanced route
+/// refresh, long-lived graceful restart), a KEEPALIVE, the UPDATE for 192.168.0.0/16,
+/// and the End-of-RIB marker (an empty UPDATE). Recorded from the socket.
+const BIRD_RECORDED: &str = "ffffffffffffffffffffffffffffffff00350104fde8001ecb00713218021601040001000102004002007841040000fde846004700ffffffffffffffffffffffffffffffff001304ffffffffffffffffffffffffffffffff002e02000000144001010040020602010000fde8400304a9fe0a0210c0a8ffffffffffffffffffffffffffffffff00170200000000";
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[test]
+fn recorded_bird_messages_open_the_session_and_announce_the_site() {
+    let t0 = Instant::now();
+    let mut s = Session::new(Config::aws(AWS_ASN, CGW_ASN, inside()));
+    s.connected(t0);
+    let out = s.received_bytes(&unhex(BIRD_RECORDED), t0);
+    assert!(!out.close, "{out:?}");
+    assert_eq!(s.state(), State::Established);
+    assert!(out.events.contains(&Event::Established));
+    assert!(out.events.contains(&Event::RoutesChanged));
+    let r = &s.received()[&net("192.168.0.0/16")];
+    assert_eq!(r.asns, vec![CGW_ASN]);
+    assert_eq!(r.next_hop, Ipv4Addr::new(169, 254, 10, 2));
+    assert_eq!(s.received().len(), 1);
+}
