@@ -10,6 +10,7 @@ use support::*;
 
 const HA: &str = include_str!("../../configs/ha-nat-per-az.yaml");
 const DEFAULT: &str = include_str!("../../configs/default.yaml");
+const ENDPOINTS: &str = include_str!("labs/endpoints.yaml");
 
 /// The lab of `text` with one fault started as `vpcd fault start` would.
 fn faulted(text: &str, action: &str, target: &str, scope: Option<&str>) -> Lab {
@@ -108,6 +109,45 @@ fn disrupt_connectivity_to_a_service_drops_only_its_ranges() {
 }
 
 #[test]
+fn disrupt_connectivity_to_a_prefix_list_drops_only_its_ranges() {
+    // a-app reaches S3 (pl-s3, 198.18.0.0/24) through its gateway endpoint and vpc-b over
+    // the peering. The scope names the prefix list by its id, not the service's name.
+    let syn_to_s3 = || tcp_syn("10.1.1.10", "198.18.0.10", 40000, 5201);
+    lab_text(ENDPOINTS).expect_to("a-1", syn_to_s3(), "s3-1");
+    let mut l = faulted(
+        ENDPOINTS,
+        "aws:network:disrupt-connectivity",
+        "a-app",
+        Some("prefix-list:pl-s3"),
+    );
+    assert_eq!(verdict(&mut l, "a-1", syn_to_s3()), FAULT);
+    // Every address of the list, not only the hosts the endpoint's policy allows.
+    assert_eq!(
+        verdict(
+            &mut l,
+            "a-1",
+            tcp_syn("10.1.1.10", "198.18.0.20", 40000, 5201)
+        ),
+        FAULT
+    );
+    // Outside the list's ranges: passes.
+    l.expect_to("a-1", ping("10.1.1.10", "10.2.1.10"), "b-1");
+    // A prefix list the lab does not have is refused.
+    let e = check_start(
+        &l.snap,
+        "aws:network:disrupt-connectivity",
+        "a-app",
+        Some("prefix-list:pl-nowhere"),
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("prefix-list:pl-nowhere: the lab has no such prefix list"),
+        "{e}"
+    );
+}
+
+#[test]
 fn a_failed_nat_gateways_routes_are_blackholes() {
     let mut l = faulted(DEFAULT, "aws:ec2:nat-gateway-failure", "nat-a", None);
     assert_eq!(
@@ -179,6 +219,27 @@ fn a_zone_losing_power_stops_its_instances_and_nat_gateways() {
     assert_eq!(
         verdict(&mut l, "app-s", ping("10.30.12.10", "203.0.113.10")),
         Verdict::Drop(DropReason::RouteBlackhole)
+    );
+}
+
+#[test]
+fn a_zone_losing_power_stops_its_interface_endpoints() {
+    // vpc-b's subnet, with the queue endpoint's ENI (10.2.1.4), moves to zone b; a-1 stays
+    // in zone a and reaches the endpoint over the peering.
+    let text = ENDPOINTS.replace(
+        "{ id: b-app, cidr_block: 10.2.1.0/24, route_table: rtb-b }",
+        "{ id: b-app, cidr_block: 10.2.1.0/24, availability_zone: us-east-1b, route_table: rtb-b }",
+    );
+    assert_ne!(text, ENDPOINTS);
+    let syn_to_endpoint = || tcp_syn("10.1.1.10", "10.2.1.4", 40000, 5201);
+    lab_text(&text).expect_to("a-1", syn_to_endpoint(), "queue-1");
+    let mut l = faulted(&text, "aws:az:power-interruption", "us-east-1b", None);
+    assert_eq!(verdict(&mut l, "a-1", syn_to_endpoint()), FAULT);
+    // a-1 itself is in the other zone: still up, its gateway endpoint still carries it.
+    l.expect_to(
+        "a-1",
+        tcp_syn("10.1.1.10", "198.18.0.10", 40000, 5201),
+        "s3-1",
     );
 }
 
