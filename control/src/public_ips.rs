@@ -31,9 +31,9 @@ pub fn pool(lab: &Lab) -> Ipv4Network {
         .map_or_else(|| DEFAULT_POOL.parse().expect("the default pool"), |p| p.v)
 }
 
-/// The assigned address of every instance that gets one at launch, by instance id.
-pub fn assign(lab: &Lab) -> Result<HashMap<String, Ipv4Addr>, Exhausted> {
-    let pool = pool(lab);
+/// Every public IPv4 the lab names: instances' and NAT gateways' public IPs, outside
+/// hosts, customer gateways.
+fn named(lab: &Lab) -> HashSet<Ipv4Addr> {
     let mut used: HashSet<Ipv4Addr> = HashSet::new();
     for v in &lab.vpcs {
         used.extend(
@@ -54,6 +54,13 @@ pub fn assign(lab: &Lab) -> Result<HashMap<String, Ipv4Addr>, Exhausted> {
         .chain(lab.on_premises.iter().flat_map(|o| o.hosts.iter()));
     used.extend(hosts.filter_map(|h| h.ipv4.as_ref().map(|a| a.v)));
     used.extend(lab.vpn.customer_gateways.iter().map(|c| c.ip_address.v));
+    used
+}
+
+/// The assigned address of every instance that gets one at launch, by instance id.
+pub fn assign(lab: &Lab) -> Result<HashMap<String, Ipv4Addr>, Exhausted> {
+    let pool = pool(lab);
+    let used = named(lab);
     // Skip the network and broadcast addresses of the pool.
     let first = u32::from(pool.network_address());
     let last = u32::from(pool.broadcast_address());
@@ -90,26 +97,8 @@ pub fn tunnel_outside(
     lab: &Lab,
 ) -> Result<std::collections::BTreeMap<(String, u8), Ipv4Addr>, Exhausted> {
     let pool = pool(lab);
-    let mut used: HashSet<Ipv4Addr> = assign(lab)?.into_values().collect();
-    for v in &lab.vpcs {
-        used.extend(
-            v.instances
-                .iter()
-                .filter_map(|i| i.public_ip.as_ref().map(|p| p.v)),
-        );
-        used.extend(
-            v.nat_gateways
-                .iter()
-                .filter_map(|n| n.public_ip.as_ref().map(|p| p.v)),
-        );
-    }
-    let hosts = lab
-        .internet
-        .iter()
-        .chain(lab.services.iter().flat_map(|s| s.hosts.iter()))
-        .chain(lab.on_premises.iter().flat_map(|o| o.hosts.iter()));
-    used.extend(hosts.filter_map(|h| h.ipv4.as_ref().map(|a| a.v)));
-    used.extend(lab.vpn.customer_gateways.iter().map(|c| c.ip_address.v));
+    let mut used = named(lab);
+    used.extend(assign(lab)?.into_values());
     let first = u32::from(pool.network_address());
     let last = u32::from(pool.broadcast_address());
     let mut free = (first.saturating_add(1)..last)

@@ -398,12 +398,9 @@ fn amazon_asn_ok(asn: u64) -> bool {
     (64512..=65534).contains(&asn) || (4_200_000_000..=4_294_967_294).contains(&asn)
 }
 
-/// AWS's rules for VPN objects (R-VPN-…), every problem reported.
-pub(crate) fn check(lab: &Lab, reg: &Registry, diags: &mut Diagnostics) {
-    let vpn = &lab.vpn;
-    // The VGWs the VPCs attach, with their ASN.
-    let attached: HashMap<&str, usize> = lab
-        .vpcs
+/// The VGWs the VPCs attach: VGW id → the VPC's index.
+pub fn attached_vgws(lab: &Lab) -> HashMap<&str, usize> {
+    lab.vpcs
         .iter()
         .enumerate()
         .filter_map(|(i, v)| {
@@ -411,7 +408,13 @@ pub(crate) fn check(lab: &Lab, reg: &Registry, diags: &mut Diagnostics) {
                 .as_ref()
                 .map(|g| (g.v.as_str(), i))
         })
-        .collect();
+        .collect()
+}
+
+/// AWS's rules for VPN objects (R-VPN-…), every problem reported.
+pub(crate) fn check(lab: &Lab, reg: &Registry, diags: &mut Diagnostics) {
+    let vpn = &lab.vpn;
+    let attached = attached_vgws(lab);
     for g in &vpn.gateways {
         if !attached.contains_key(g.id.v.as_str()) {
             diags.error(

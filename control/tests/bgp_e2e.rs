@@ -7,11 +7,13 @@
 
 mod common;
 
+use common::until as wait_for;
+
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, TcpListener};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use control::bgp::customer_config::{bird, protocol_name, CustomerGateway, CustomerTunnel};
 use control::bgp::session::{Config, State};
@@ -64,17 +66,6 @@ impl Pair {
         let out = self.in_cgw(&["ip", "-4", "route", "show", prefix]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what}: not within {secs} s");
 }
 
 fn status_until(sp: &Speaker, what: &str, secs: u64, f: impl Fn(&Status) -> bool) -> Status {

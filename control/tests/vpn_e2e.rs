@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::until as wait_for;
+
 use std::time::{Duration, Instant};
 
 use common::{iperf, received_bytes, unique_prefix, vpcd_with_deadline, LabRun};
@@ -23,17 +25,6 @@ fn text(o: &std::process::Output) -> String {
 
 fn status(prefix: &str) -> String {
     text(&vpcd_with_deadline(&["status", "--prefix", prefix], 10))
-}
-
-fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{what}: not within {secs} s");
 }
 
 fn birdc(lab: &LabRun, args: &[&str]) -> String {

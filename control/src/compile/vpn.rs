@@ -64,15 +64,9 @@ pub(crate) fn compile(lab: &Lab, t: &mut Topology) -> Result<Propagated, Compile
         ))
     })?;
     let inside = inside_cidrs(vpn);
-    let vpc_of: HashMap<&str, VpcIx> = lab
-        .vpcs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| {
-            v.virtual_private_gateway
-                .as_ref()
-                .map(|g| (g.v.as_str(), VpcIx(i as u32)))
-        })
+    let vpc_of: HashMap<&str, VpcIx> = crate::vpn::attached_vgws(lab)
+        .into_iter()
+        .map(|(g, i)| (g, VpcIx(i as u32)))
         .collect();
     for c in &vpn.connections {
         let Some(vgw) = &c.virtual_private_gateway else {

@@ -604,3 +604,15 @@ pub fn scrape(lab: &LabRun) -> String {
         .1
         .to_string()
 }
+
+/// Polls `f` every 100 ms until it holds; panics naming `what` after `secs` seconds.
+pub fn until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not within {secs} s");
+}
