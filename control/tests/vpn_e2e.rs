@@ -435,3 +435,19 @@ fn r_vgw_noeip_an_instances_public_ip_is_not_reachable_over_the_vpn() {
     common::assert_clean(&prefix);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_killed_vpn_lab_leaves_nothing_after_down() {
+    if !common::e2e("vpn_e2e") {
+        return;
+    }
+    let prefix = unique_prefix("vk");
+    let lab = LabRun::up(Some(DX), &prefix, &[]);
+    lab.ping("corp-1", "10.0.2.10", &[]);
+    // SIGKILL: nothing of vpcd's own teardown runs.
+    let left = lab.kill();
+    let down = common::down(&left.0);
+    assert!(down.status.success(), "{}", text(&down));
+    // Site hosts, the DX-only router namespace and tunnel ends, BIRD and its files: gone.
+    common::assert_clean(&left.0);
+}
