@@ -248,6 +248,13 @@ pub enum Command {
         #[arg(long)]
         prefix: Option<String>,
     },
+    /// A lab file from a real design: `vpcd import terraform PLAN.json|STATE.json` (the
+    /// JSON of `terraform show -json`). Prints the lab (or writes it with -o) and, on
+    /// stderr, what was not imported and why. No root.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// A customer gateway's configuration for VPN connection VPN, as AWS's "download
     /// configuration" gives it (tunnel addresses, ASNs, BGP timers, MTU/MSS): of a lab
     /// file (`vpcd vpn-config LAB.yaml VPN`, no root) or of the running lab (`vpcd
@@ -268,6 +275,19 @@ pub enum Command {
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+}
+
+/// Where `vpcd import` reads a design from.
+#[derive(Subcommand, Debug)]
+pub enum ImportFrom {
+    /// The JSON of `terraform show -json` (a plan or a state).
+    Terraform {
+        /// The JSON file.
+        file: PathBuf,
+        /// Write the lab here instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
     },
 }
 

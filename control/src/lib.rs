@@ -13,6 +13,7 @@ pub mod flow_log_reader;
 pub mod flow_log_writer;
 pub mod generations;
 pub mod graph;
+pub mod import;
 pub mod json;
 pub mod lab;
 pub mod logging;

@@ -215,6 +215,9 @@ fn main() -> ExitCode {
             if *json { "stats --json" } else { "stats" },
             "",
         ),
+        Command::Import {
+            from: control::cli::ImportFrom::Terraform { file, output },
+        } => import_terraform(file, output.as_deref()),
         Command::VpnConfig {
             first,
             vpn,
@@ -360,6 +363,45 @@ fn graph(
 }
 
 /// Reads, validates and compiles a lab, printing every error as `check` does.
+fn import_terraform(file: &Path, output: Option<&Path>) -> ExitCode {
+    let shown = file.display().to_string();
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vpcd import: cannot read {shown}: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let imported = match control::import::terraform(&text, &shown) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("vpcd import: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match output {
+        Some(out) => {
+            if let Err(e) = std::fs::write(out, &imported.lab) {
+                eprintln!("vpcd import: cannot write {}: {e}", out.display());
+                return ExitCode::from(2);
+            }
+        }
+        None => print!("{}", imported.lab),
+    }
+    for s in &imported.skipped {
+        eprintln!("vpcd import: not imported: {s}");
+    }
+    // The lab must pass check; if it does not, say so (the design uses what vpcd refuses).
+    if let Err(diags) = control::check_text(&imported.lab) {
+        eprintln!(
+            "vpcd import: the imported lab does not pass check:\n{}",
+            control::diag::render("(imported)", &diags)
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
 fn vpn_config(
     cli: &Cli,
     target: &Target,
