@@ -2,7 +2,9 @@
 //! `terraform show -json`, a plan or a state, for the AWS provider's core VPC resources:
 //! aws_vpc, aws_subnet, aws_internet_gateway, aws_route_table (with inline routes),
 //! aws_route, aws_route_table_association, aws_main_route_table_association, aws_eip,
-//! aws_nat_gateway, aws_security_group (with inline rules) and aws_instance.
+//! aws_nat_gateway, aws_security_group (with inline rules), aws_instance,
+//! aws_egress_only_internet_gateway, aws_network_acl (with inline rules) and
+//! aws_network_acl_association.
 //!
 //! - AWS ids are kept as ids (a state's `id`); a plan's resources, whose ids are "known
 //!   after apply", get one made from their address (`aws_vpc.main` → `vpc-main`), and
@@ -35,6 +37,9 @@ pub const SUPPORTED: &[&str] = &[
     "aws_nat_gateway",
     "aws_security_group",
     "aws_instance",
+    "aws_egress_only_internet_gateway",
+    "aws_network_acl",
+    "aws_network_acl_association",
 ];
 
 #[derive(Deserialize)]
@@ -116,6 +121,8 @@ fn made_up_id(r: &Resource) -> String {
         "aws_nat_gateway" => "nat",
         "aws_security_group" => "sg",
         "aws_instance" => "i",
+        "aws_egress_only_internet_gateway" => "eigw",
+        "aws_network_acl" => "acl",
         _ => "x",
     };
     let name: String = r
@@ -190,6 +197,38 @@ impl<'a> Ctx<'a> {
                 ids
             })
             .unwrap_or_default()
+    }
+
+    /// The lab ids a list attribute (`subnet_ids`) of `r` names: the state's values, or
+    /// the plan's references.
+    fn targets(&self, r: &Resource, key: &str) -> Vec<String> {
+        let known: Vec<String> = r
+            .values
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(|v| {
+                self.by_id
+                    .get(v)
+                    .and_then(|a| self.ids.get(a))
+                    .map_or_else(|| v.to_string(), |(id, _)| id.clone())
+            })
+            .collect();
+        if !known.is_empty() {
+            return known;
+        }
+        let mut ids: Vec<String> = self
+            .refs
+            .get(&(r.address.as_str(), key))
+            .into_iter()
+            .flatten()
+            .filter_map(|a| self.ids.get(a.strip_suffix(".id").unwrap_or(a)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.dedup();
+        ids
     }
 
     fn id(&self, r: &Resource) -> &str {
@@ -332,6 +371,27 @@ fn render(cx: &Ctx<'_>, resources: &[&Resource], skipped: &mut Vec<String>) -> S
         if let Some(g) = igws.first() {
             let _ = writeln!(s, "    internet_gateway: {}   {}", cx.id(g), cx.comment(g));
         }
+        if let Some(g) = in_vpc("aws_egress_only_internet_gateway").first() {
+            let _ = writeln!(
+                s,
+                "    egress_only_internet_gateway: {}   {}",
+                cx.id(g),
+                cx.comment(g)
+            );
+        }
+        let acls = in_vpc("aws_network_acl");
+        // A subnet's network ACL: by the ACL's `subnet_ids`, or an association.
+        let acl_of = |subnet: &str| -> Option<String> {
+            acls.iter()
+                .find(|a| cx.targets(a, "subnet_ids").iter().any(|s| s == subnet))
+                .map(|a| cx.id(a).to_string())
+                .or_else(|| {
+                    of_kind(resources, "aws_network_acl_association")
+                        .into_iter()
+                        .find(|a| cx.target(a, "subnet_id").as_deref() == Some(subnet))
+                        .and_then(|a| cx.target(a, "network_acl_id"))
+                })
+        };
         let tables = in_vpc("aws_route_table");
         let table_of = |subnet: &str| -> Option<String> {
             of_kind(resources, "aws_route_table_association")
@@ -358,6 +418,9 @@ fn render(cx: &Ctx<'_>, resources: &[&Resource], skipped: &mut Vec<String>) -> S
             }
             if let Some(t) = table_of(sid) {
                 let _ = write!(line, ", route_table: {t}");
+            }
+            if let Some(a) = acl_of(sid) {
+                let _ = write!(line, ", network_acl: {a}");
             }
             if sn
                 .values
@@ -452,6 +515,22 @@ fn render(cx: &Ctx<'_>, resources: &[&Resource], skipped: &mut Vec<String>) -> S
                 s.push_str("        routes:\n");
                 for r in routes {
                     let _ = writeln!(s, "          - {r}");
+                }
+            }
+        }
+        if !acls.is_empty() {
+            s.push_str("    network_acls:\n");
+        }
+        for a in &acls {
+            let _ = writeln!(s, "      {}", cx.comment(a));
+            let _ = writeln!(s, "      - id: {}", cx.id(a));
+            for (dir, key) in [("inbound", "ingress"), ("outbound", "egress")] {
+                let rules = nacl_rules(a, key);
+                if !rules.is_empty() {
+                    let _ = writeln!(s, "        {dir}:");
+                    for r in rules {
+                        let _ = writeln!(s, "          - {r}");
+                    }
                 }
             }
         }
@@ -606,6 +685,65 @@ fn render(cx: &Ctx<'_>, resources: &[&Resource], skipped: &mut Vec<String>) -> S
     s
 }
 
+/// The protocol as the lab file names it, from Terraform's (`-1`, `tcp`, `6`, ...).
+fn protocol(p: &str) -> String {
+    match p.to_ascii_lowercase().as_str() {
+        "-1" | "all" => "all".into(),
+        "6" | "tcp" => "tcp".into(),
+        "17" | "udp" => "udp".into(),
+        "1" | "icmp" => "icmp".into(),
+        "58" | "icmpv6" => "icmpv6".into(),
+        other => other.into(),
+    }
+}
+
+/// A network ACL's inline rules as the lab file writes them.
+fn nacl_rules(a: &Resource, key: &str) -> Vec<String> {
+    let mut rules: Vec<(i64, String)> = Vec::new();
+    for r in a
+        .values
+        .get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let no = r.get("rule_no").and_then(Value::as_i64).unwrap_or(0);
+        let action = r.get("action").and_then(Value::as_str).unwrap_or("deny");
+        let proto = protocol(r.get("protocol").and_then(Value::as_str).unwrap_or("-1"));
+        let from = r.get("from_port").and_then(Value::as_i64).unwrap_or(0);
+        let to = r.get("to_port").and_then(Value::as_i64).unwrap_or(0);
+        let mut line = format!("{{ rule: {no}, action: {action}, protocol: {proto}");
+        if matches!(proto.as_str(), "tcp" | "udp") && !(from == 0 && to == 65535) {
+            if from == to {
+                let _ = write!(line, ", port_range: {from}");
+            } else {
+                let _ = write!(line, ", port_range: {from}-{to}");
+            }
+        }
+        let v4 = r
+            .get("cidr_block")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty());
+        let v6 = r
+            .get("ipv6_cidr_block")
+            .and_then(Value::as_str)
+            .filter(|c| !c.is_empty());
+        match (v4, v6) {
+            (Some(c), _) => {
+                let _ = write!(line, ", cidr: \"{c}\"");
+            }
+            (None, Some(c)) => {
+                let _ = write!(line, ", ipv6_cidr: \"{c}\"");
+            }
+            (None, None) => continue,
+        }
+        line.push_str(" }");
+        rules.push((no, line));
+    }
+    rules.sort_by_key(|(n, _)| *n);
+    rules.into_iter().map(|(_, l)| l).collect()
+}
+
 /// A security group's inline rules as the lab file writes them.
 fn sg_rules(cx: &Ctx<'_>, g: &Resource, key: &str, peer: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -617,10 +755,7 @@ fn sg_rules(cx: &Ctx<'_>, g: &Resource, key: &str, peer: &str) -> Vec<String> {
         .flatten()
         .enumerate()
     {
-        let proto = match r.get("protocol").and_then(Value::as_str).unwrap_or("-1") {
-            "-1" | "all" => "all".to_string(),
-            p => p.to_ascii_lowercase(),
-        };
+        let proto = protocol(r.get("protocol").and_then(Value::as_str).unwrap_or("-1"));
         let from = r.get("from_port").and_then(Value::as_i64).unwrap_or(0);
         let to = r.get("to_port").and_then(Value::as_i64).unwrap_or(0);
         let ports = match proto.as_str() {

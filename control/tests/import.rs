@@ -59,6 +59,22 @@ fn a_state_imports_with_its_aws_ids_and_routes_as_the_design_does() {
         tcp_syn("10.0.1.10", "10.0.11.10", 40003, 22),
         DropReason::SgIngress,
     );
+    // The database subnet's network ACL admits the app subnet on 5432 only.
+    l.expect_to(
+        "i-0app",
+        tcp_syn("10.0.11.10", "10.0.21.10", 40004, 5432),
+        "i-0db",
+    );
+    let mut l = lab_text(lab);
+    l.expect_drop(
+        "i-0web",
+        tcp_syn("10.0.1.10", "10.0.21.10", 40005, 5432),
+        DropReason::NaclIngress,
+    );
+    assert!(
+        lab.contains("egress_only_internet_gateway: eigw-0a1b"),
+        "{lab}"
+    );
 }
 
 #[test]
@@ -77,6 +93,14 @@ fn a_plan_imports_with_made_up_ids_flagged_and_the_same_design() {
         assert!(lab.contains(want), "{want}:\n{lab}");
     }
     let mut l = lab_text(lab);
+    // The plan's references reach into nested blocks and lists: sg-db admits sg-app,
+    // and the ACL covers subnet-db-a.
+    l.expect_to(
+        "i-app",
+        tcp_syn("10.0.11.10", "10.0.21.10", 40004, 5432),
+        "i-db",
+    );
+    assert!(lab.contains("network_acl: acl-db }"), "{lab}");
     l.expect_to(
         "i-web",
         tcp_syn("10.0.1.10", "10.0.11.10", 40001, 8080),
