@@ -171,13 +171,17 @@ impl Router {
         // Each VGW route: prefix → (the tunnel's connection, the path after AWS's ASN).
         let mut routed: Vec<(Ipv4Network, String, Vec<u32>)> = Vec::new();
         rt.in_use.clear();
+        // Each session's routes, read once (a status is a copy of its routes).
+        let statuses: BTreeMap<(String, u8), Status> = rt
+            .plans
+            .iter()
+            .zip(&rt.speakers)
+            .filter_map(|(p, s)| Some((key(p), s.as_ref()?.status())))
+            .collect();
         let learned = |vpn: &str, n: u8, prefix: &Ipv4Network| -> Vec<u32> {
-            rt.plans
-                .iter()
-                .zip(&rt.speakers)
-                .find(|(p, _)| p.vpn == vpn && p.number == n)
-                .and_then(|(_, s)| s.as_ref())
-                .and_then(|s| s.status().routes.get(prefix).map(|r| r.asns.clone()))
+            statuses
+                .get(&(vpn.to_string(), n))
+                .and_then(|s| s.routes.get(prefix).map(|r| r.asns.clone()))
                 .unwrap_or_default()
         };
         let mut in_use = BTreeMap::new();

@@ -32,7 +32,9 @@ use rustbgpd_wire::{
 
 /// AWS's hold time for VPN and VIF BGP sessions, in seconds; keepalives go every third.
 pub const HOLD_TIME: u16 = 30;
-/// R-VPN-BGP: prefixes a customer gateway may advertise to one VPN connection.
+/// R-VPN-BGP: prefixes a customer gateway may advertise to one VPN connection. Held per
+/// session, that is per tunnel: a customer gateway advertises the same prefixes over both
+/// tunnels, so the connection's count and each tunnel's are the same.
 pub const MAX_PREFIXES: usize = 100;
 /// RFC 4271 §8.2.2: the hold timer while waiting for the peer's OPEN ("a large value").
 const OPEN_WAIT: Duration = Duration::from_secs(240);
