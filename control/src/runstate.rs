@@ -272,16 +272,26 @@ pub fn down(prefix: &str, wait: Duration) -> Result<Down, StateError> {
     // start-up scripts and logs.
     crate::startup::stop(&rec.procs);
     crate::startup::remove_files(prefix, &rec.namespaces);
-    let left: Vec<String> = rec
-        .namespaces
-        .into_iter()
-        .filter(|n| crate::netns::exists(n))
-        .collect();
-    crate::netns::delete(&left).map_err(|e| StateError::Io {
-        path: crate::netns::NETNS_DIR.to_string(),
-        source: io::Error::other(e.to_string()),
-    })?;
-    out.removed = left;
+    // An `ip netns add` a killed vpcd had started dies with it (PDEATHSIG), but it may
+    // finish making its namespace first, just after this looked: look again, a tenth of
+    // a second later, until a look finds nothing of the record left (one second at most).
+    for round in 0..10 {
+        let left: Vec<String> = rec
+            .namespaces
+            .iter()
+            .filter(|n| crate::netns::exists(n))
+            .cloned()
+            .collect();
+        if left.is_empty() && round > 0 {
+            break;
+        }
+        crate::netns::delete(&left).map_err(|e| StateError::Io {
+            path: crate::netns::NETNS_DIR.to_string(),
+            source: io::Error::other(e.to_string()),
+        })?;
+        out.removed.extend(left);
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // The control socket a killed run left (only a socket, never another file).
     let ctl = crate::control_socket::default_path(prefix);
     if fs::symlink_metadata(&ctl).is_ok_and(|m| {
